@@ -9,7 +9,14 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from pasa_onnx.errors import PasaError, ValidationFailed
-from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION, inference_session, library_path, session_options
+from pasa_onnx.runtime import (
+    DOMAIN,
+    OP_TYPE,
+    OP_VERSION,
+    inference_session,
+    library_path,
+    session_options,
+)
 
 try:
     __version__ = version("pasa-onnx")

@@ -58,8 +58,21 @@ class _Problem:
 
 
 def _normalise(
-    q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, scale, is_causal, q_num_heads,
-    kv_num_heads, softcap, left_window_size, right_window_size, dtype,
+    q,
+    k,
+    v,
+    attn_mask,
+    past_key,
+    past_value,
+    nonpad_kv_seqlen,
+    scale,
+    is_causal,
+    q_num_heads,
+    kv_num_heads,
+    softcap,
+    left_window_size,
+    right_window_size,
+    dtype,
 ) -> _Problem:
     q, k, v = (np.asarray(t).astype(dtype) for t in (q, k, v))
     is_3d = q.ndim == 3
@@ -89,12 +102,18 @@ def _normalise(
         m = np.asarray(attn_mask)
         mask = m.astype(bool) if m.dtype == np.bool_ else m.astype(np.float64)
     return _Problem(
-        q=q, k=k, v=v, mask=mask,
+        q=q,
+        k=k,
+        v=v,
+        mask=mask,
         scale=float(scale) if scale is not None else 1.0 / np.sqrt(d),
-        softcap=float(softcap or 0.0), causal=bool(is_causal),
+        softcap=float(softcap or 0.0),
+        causal=bool(is_causal),
         left=-1 if left_window_size is None else int(left_window_size),
         right=-1 if right_window_size is None else int(right_window_size),
-        query_offset=offsets, valid_len=valid, is_3d=is_3d,
+        query_offset=offsets,
+        valid_len=valid,
+        is_3d=is_3d,
     )
 
 
@@ -160,15 +179,42 @@ def _finish(p: _Problem, y: np.ndarray, out_dtype) -> np.ndarray:
 
 
 def attention_golden(
-    q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv_seqlen=None, *,
-    scale=None, is_causal=False, q_num_heads=None, kv_num_heads=None, softcap=0.0,
-    left_window_size=-1, right_window_size=-1, query_chunk: int = 256,
+    q,
+    k,
+    v,
+    attn_mask=None,
+    past_key=None,
+    past_value=None,
+    nonpad_kv_seqlen=None,
+    *,
+    scale=None,
+    is_causal=False,
+    q_num_heads=None,
+    kv_num_heads=None,
+    softcap=0.0,
+    left_window_size=-1,
+    right_window_size=-1,
+    query_chunk: int = 256,
 ) -> np.ndarray:
     """float64 attention with ONNX ``Attention`` semantics; masked keys are never read, a row
     with no attendable key is 0. Returns float64 in the input layout."""
-    p = _normalise(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, scale, is_causal,
-                   q_num_heads, kv_num_heads, softcap, left_window_size, right_window_size,
-                   np.float64)
+    p = _normalise(
+        q,
+        k,
+        v,
+        attn_mask,
+        past_key,
+        past_value,
+        nonpad_kv_seqlen,
+        scale,
+        is_causal,
+        q_num_heads,
+        kv_num_heads,
+        softcap,
+        left_window_size,
+        right_window_size,
+        np.float64,
+    )
     b, hq, _, sq, _ = p.shape
     kx, vx = _expand_kv(p.k, hq), _expand_kv(p.v, hq)
     out = np.zeros((b, hq, sq, p.v.shape[3]), dtype=np.float64)
@@ -177,7 +223,9 @@ def attention_golden(
         bias = _bias(p, i0, i1)
         masked = bias == -np.inf
         with np.errstate(invalid="ignore", over="ignore"):
-            s = p.scale * np.matmul(p.q[:, :, i0:i1], np.swapaxes(np.where(np.isfinite(kx), kx, 0), 2, 3))
+            s = p.scale * np.matmul(
+                p.q[:, :, i0:i1], np.swapaxes(np.where(np.isfinite(kx), kx, 0), 2, 3)
+            )
             if p.softcap > 0:
                 s = p.softcap * np.tanh(s / p.softcap)
             s = np.where(masked, -np.inf, s + bias)
@@ -190,10 +238,25 @@ def attention_golden(
 
 
 def attention_emulated(
-    q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv_seqlen=None, *,
-    precision: str | None = None, alpha: float | None = None, block_kv: int = 128,
-    scale=None, is_causal=False, q_num_heads=None, kv_num_heads=None, softcap=0.0,
-    left_window_size=-1, right_window_size=-1, query_chunk: int = 256,
+    q,
+    k,
+    v,
+    attn_mask=None,
+    past_key=None,
+    past_value=None,
+    nonpad_kv_seqlen=None,
+    *,
+    precision: str | None = None,
+    alpha: float | None = None,
+    block_kv: int = 128,
+    scale=None,
+    is_causal=False,
+    q_num_heads=None,
+    kv_num_heads=None,
+    softcap=0.0,
+    left_window_size=-1,
+    right_window_size=-1,
+    query_chunk: int = 256,
 ) -> np.ndarray:
     """Numpy emulation of the PasaAttention kernel (same steps, same rounding points).
 
@@ -206,9 +269,23 @@ def attention_emulated(
         precision = "float" if in_dtype == np.float32 else "half"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    p = _normalise(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, scale, is_causal,
-                   q_num_heads, kv_num_heads, softcap, left_window_size, right_window_size,
-                   np.float32)
+    p = _normalise(
+        q,
+        k,
+        v,
+        attn_mask,
+        past_key,
+        past_value,
+        nonpad_kv_seqlen,
+        scale,
+        is_causal,
+        q_num_heads,
+        kv_num_heads,
+        softcap,
+        left_window_size,
+        right_window_size,
+        np.float32,
+    )
     f32 = np.float32
     alpha = f32(0.0 if p.softcap > 0 else (default_alpha(half_type) if alpha is None else alpha))
     beta = f32(alpha / (f32(1.0) - alpha))
@@ -301,7 +378,9 @@ def attention_emulated(
                 m = np.where(upd, m_new, m)
                 abar = np.where(part, abar_new, abar)
                 nblk = nb
-            out[:, :, i0:i1] = np.where(l_[..., None] > 0, o / np.where(l_ > 0, l_, 1)[..., None], 0)
+            out[:, :, i0:i1] = np.where(
+                l_[..., None] > 0, o / np.where(l_ > 0, l_, 1)[..., None], 0
+            )
     return _finish(p, out, in_dtype)
 
 

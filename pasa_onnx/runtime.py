@@ -58,5 +58,7 @@ def inference_session(
     elif isinstance(model, os.PathLike):
         model = os.fspath(model)
     return ort.InferenceSession(
-        model, sess_options=session_options(options), providers=providers or ["CPUExecutionProvider"]
+        model,
+        sess_options=session_options(options),
+        providers=providers or ["CPUExecutionProvider"],
     )

@@ -25,7 +25,9 @@ def onnx_type(arr: np.ndarray) -> int:
     return NP_TO_ONNX[arr.dtype]
 
 
-def pasa_model(inputs: dict[str, np.ndarray | None], n_outputs: int = 1, **attrs) -> onnx.ModelProto:
+def pasa_model(
+    inputs: dict[str, np.ndarray | None], n_outputs: int = 1, **attrs
+) -> onnx.ModelProto:
     """One PasaAttention node; ``inputs`` in op order (Q, K, V, attn_mask, past_key, past_value,
     nonpad_kv_seqlen), ``None`` for an absent optional input (an empty name)."""
     order = ["Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"]
@@ -40,7 +42,9 @@ def pasa_model(inputs: dict[str, np.ndarray | None], n_outputs: int = 1, **attrs
     while names and names[-1] == "":
         names.pop()
     out_names = ["Y", "present_key", "present_value"][:n_outputs]
-    node = helper.make_node("PasaAttention", names, out_names, domain="ai.pasa", name="attn0", **attrs)
+    node = helper.make_node(
+        "PasaAttention", names, out_names, domain="ai.pasa", name="attn0", **attrs
+    )
     et = onnx_type(inputs["Q"])
     outputs = [helper.make_tensor_value_info(n, et, None) for n in out_names]
     graph = helper.make_graph([node], "pasa", graph_inputs, outputs)

@@ -41,4 +41,6 @@ def test_matches_golden_and_emulation(rng, dtype, causal):
     emu = attention_emulated(q, k, v, is_causal=causal)
     tol = 2e-3 if dtype == np.float16 else 1e-5
     assert error_metrics(y, gold, v).rel_rmse < tol
-    assert np.abs(y.astype(np.float64) - emu.astype(np.float64)).max() < (2e-3 if dtype == np.float16 else 1e-5)
+    assert np.abs(y.astype(np.float64) - emu.astype(np.float64)).max() < (
+        2e-3 if dtype == np.float16 else 1e-5
+    )
