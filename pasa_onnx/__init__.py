@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 from pasa_onnx.errors import PasaError, ValidationFailed
@@ -17,6 +18,19 @@ from pasa_onnx.runtime import (
     library_path,
     session_options,
 )
+from pasa_onnx.schema import register_schema
+
+register_schema()
+
+# Submodules loaded on first use (they import onnxscript and friends).
+_LAZY = {"rewrite": "pasa_onnx.rewriting", "validate": "pasa_onnx.validation"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pasa_onnx' has no attribute {name!r}")
+
 
 try:
     __version__ = version("pasa-onnx")
@@ -32,5 +46,7 @@ __all__ = [
     "__version__",
     "inference_session",
     "library_path",
+    "rewrite",
+    "validate",
     "session_options",
 ]
