@@ -364,7 +364,7 @@ void RunWorkItem(const PreparedProblem& pp, int64_t item) {
     const int64_t base = b * p.y_stride[0] + h * p.y_stride[1] + (i0 + i) * p.y_stride[2];
     const float* oi = t.o.data() + i * Dv;
     for (int64_t d = 0; d < Dv; ++d) {
-      const float y = l > 0.0f ? oi[d] / l : 0.0f;
+      const float y = l != 0.0f ? oi[d] / l : 0.0f;  // NaN/inf must show, never become 0
       StoreElem(p.y, p.q.type, base + d * p.y_stride[3], y);
     }
   }
