@@ -420,6 +420,37 @@ def attention_plain_half(
     )
 
 
+def paper_random_inputs(
+    dist: str,
+    mean: float,
+    amplitude: float,
+    *,
+    q_heads: int = 14,
+    kv_heads: int = 2,
+    seq: int = 1407,
+    dim: int = 128,
+    seed: int = 0,
+    dtype=np.float16,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q, K, V [1,H,S,D] of the PASA paper's random benchmark: ``uniform`` draws
+    ``(rand - 0.5) * 2 * amplitude + mean``; ``normal`` draws ``normal(mean, 1) +
+    normal(0, amplitude) * Bernoulli(0.001)``."""
+    if dist not in ("uniform", "normal"):
+        raise ValueError(f"dist must be 'uniform' or 'normal', got {dist!r}")
+    rng = np.random.default_rng(seed)
+
+    def one(heads: int) -> np.ndarray:
+        shape = (1, heads, seq, dim)
+        if dist == "uniform":
+            x = (rng.random(shape) - 0.5) * 2 * amplitude + mean
+        else:
+            spikes = rng.normal(0, amplitude, shape) * (rng.random(shape) < 0.001)
+            x = rng.normal(mean, 1, shape) + spikes
+        return x.astype(dtype)
+
+    return one(q_heads), one(kv_heads), one(kv_heads)
+
+
 @dataclass(frozen=True)
 class ErrorMetrics:
     """Accuracy of ``actual`` against a float64 ``reference``."""

@@ -16,6 +16,7 @@ from pasa_onnx.numerics import (
     attention_golden,
     attention_plain_half,
     error_metrics,
+    paper_random_inputs,
 )
 
 S, D, HQ, HKV = 1407, 128, 4, 2
@@ -23,18 +24,8 @@ MEANS = [0, 10, 20, 30]
 AMPLITUDES = [0.5, 5, 10, 20]
 
 
-def paper_inputs(dist: str, mean: float, am: float, seed: int = 0, hq: int = HQ, hkv: int = HKV):
-    rng = np.random.default_rng(seed)
-
-    def one(heads):
-        shape = (1, heads, S, D)
-        if dist == "uniform":
-            x = (rng.random(shape) - 0.5) * 2 * am + mean
-        else:
-            x = rng.normal(mean, 1, shape) + rng.normal(0, am, shape) * (rng.random(shape) < 0.001)
-        return x.astype(np.float16)
-
-    return one(hq), one(hkv), one(hkv)
+def paper_inputs(dist: str, mean: float, am: float):
+    return paper_random_inputs(dist, mean, am, q_heads=HQ, kv_heads=HKV, seq=S, dim=D)
 
 
 CASES = [(d, m, a) for d in ("uniform", "normal") for m in MEANS for a in AMPLITUDES]
