@@ -18,16 +18,38 @@ def library_path() -> str:
     """Absolute path of the installed custom-op library (to pass to
     ``SessionOptions.register_custom_ops_library``).
 
-    The environment variable ``PASA_ONNX_LIBRARY`` overrides it (e.g. a sanitizer build).
+    Search order: the environment variable ``PASA_ONNX_LIBRARY`` (e.g. a sanitizer build), the
+    library next to this module (an installed package), then the installed distribution's copy
+    (when ``pasa_onnx`` is imported from a source checkout, e.g. ``python -m`` in the repository).
     """
     override = os.environ.get("PASA_ONNX_LIBRARY")
-    path = Path(override) if override else Path(__file__).resolve().parent / "lib" / _LIBRARY_NAME
-    if not path.is_file():
-        raise PasaError(
-            f"custom-op library not found at {path}; install the package with `pip install .` "
-            "(which compiles it) or set PASA_ONNX_LIBRARY to a built libpasa_onnx_ops.so"
-        )
-    return str(path.resolve())
+    if override:
+        candidates = [Path(override)]
+    else:
+        candidates = [Path(__file__).resolve().parent / "lib" / _LIBRARY_NAME]
+        candidates += _installed_library()
+    for path in candidates:
+        if path.is_file():
+            return str(path.resolve())
+    raise PasaError(
+        f"custom-op library not found at {candidates[0]}; install the package with "
+        "`pip install .` (which compiles it) or set PASA_ONNX_LIBRARY to a built "
+        f"{_LIBRARY_NAME}"
+    )
+
+
+def _installed_library() -> list[Path]:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("pasa-onnx")
+    except PackageNotFoundError:
+        return []
+    return [
+        Path(dist.locate_file(f))
+        for f in dist.files or []
+        if f.name == _LIBRARY_NAME and f.parts[0] == "pasa_onnx"
+    ]
 
 
 def session_options(options: Any = None) -> Any:
