@@ -11,6 +11,7 @@ from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION
 PATTERN_KEY = "pasa.pattern"
 REPLACED_KEY = "pasa.replaced"
 UPCAST_KEY = "pasa.upcast_of"  # on the Cast after Y; the pipeline moves the name onto Y
+EMITTED_KEY = "pasa.emitted"  # on helper nodes we add: a refinement never reports them replaced
 
 
 def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
@@ -31,7 +32,10 @@ def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
 
 def emit(op, m: AttentionMatch):
     """Emit the op (and its small adaptations); returns Y, or (Y, present_key, present_value)."""
-    k = op.Transpose(m.k, perm=m.key_perm) if m.key_perm else m.k
+    k = m.k
+    if m.key_perm:
+        k = op.Transpose(m.k, perm=m.key_perm)
+        k.producer().metadata_props[EMITTED_KEY] = "1"
     inputs = [m.q, k, m.v, _mask_input(op, m), m.past_key, m.past_value, m.nonpad_kv_seqlen]
     while inputs[-1] is None:
         inputs.pop()
@@ -71,6 +75,7 @@ def emit_refined(op, node: ir.Node, inputs: list, attrs: dict, tag: str, absorbe
     new.name = node.name
     old_pattern = node.metadata_props.get(PATTERN_KEY, "")
     new.metadata_props[PATTERN_KEY] = f"{old_pattern}+{tag}"
-    replaced = [node.metadata_props.get(REPLACED_KEY, "")] + [n.name or n.op_type for n in absorbed]
+    originals = [n.name or n.op_type for n in absorbed if EMITTED_KEY not in n.metadata_props]
+    replaced = [node.metadata_props.get(REPLACED_KEY, ""), *originals]
     new.metadata_props[REPLACED_KEY] = ",".join(r for r in replaced if r)
     return y
