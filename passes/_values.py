@@ -38,7 +38,7 @@ def rank(value: ir.Value | None) -> int | None:
 def dim(value: ir.Value, axis: int) -> Dim:
     """Dimension ``axis`` (negative counts from the end); None when unknown."""
     shape = value.shape
-    if shape is None:
+    if shape is None or not -shape.rank() <= axis < shape.rank():
         return None
     d = shape[axis]
     if isinstance(d, ir.SymbolicDim) and d.value is None:

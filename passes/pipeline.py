@@ -140,6 +140,7 @@ def _pasa_nodes(graph: ir.Graph) -> Iterable[ir.Node]:
 
 def run(model: ir.Model) -> list[Instance]:
     """Rewrite ``model`` in place; return every attention instance found and its fate."""
+    declared = [(v, v.shape, v.type) for v in [*model.graph.inputs, *model.graph.outputs]]
     ir_passes.ShapeInferencePass(strict_mode=False)(model)
     already = {n.name for n in _pasa_nodes(model.graph)}
     instances = find_instances(model.graph)
@@ -148,6 +149,8 @@ def run(model: ir.Model) -> list[Instance]:
     pattern.RewriteRuleSet(REFINEMENTS).apply_to_model(model)
     onnxscript.optimizer.remove_unused_nodes(model)
     _name_upcast_outputs(model.graph)
+    for value, shape, type_ in declared:  # the interface stays as declared (dynamic dims too)
+        value.shape, value.type = shape, type_
 
     # Map each anchor to the new node whose replaced list names it.
     by_replaced: dict[str, ir.Node] = {}

@@ -86,7 +86,16 @@ def test_three_d_layout_absorbs_head_split_and_merge() -> None:
     ) - 3
 
 
-def test_gqa_repeat_kv_is_absorbed() -> None:
-    original = onnx.load(FIXTURES / MANIFEST["llama_eager_dynamo18"]["file"])
+@pytest.mark.parametrize("key", ["llama_eager_dynamo18", "sdpa_gqa_dynamo18", "kv_step_sdpa_dynamo18"])
+def test_gqa_repeat_kv_is_absorbed(key: str) -> None:
+    """K and V reach the op with their 2 kv heads; repeat_kv's Expand nodes are gone."""
+    original = onnx.load(FIXTURES / MANIFEST[key]["file"])
     rewritten, _ = pasa_onnx.rewrite(original)
-    assert not any(n.op_type == "Expand" for n in rewritten.graph.node)
+    (node,) = [n for n in rewritten.graph.node if n.domain == "ai.pasa"]
+    inferred = onnx.shape_inference.infer_shapes(rewritten)
+    shapes = {v.name: v.type.tensor_type.shape for v in inferred.graph.value_info}
+    k_shape = shapes[node.input[1]]
+    heads = {a.name: a.i for a in node.attribute}.get("kv_num_heads")
+    assert heads == 2 or k_shape.dim[1].dim_value == 2
+    expands = sum(n.op_type == "Expand" for n in original.graph.node)
+    assert sum(n.op_type == "Expand" for n in rewritten.graph.node) == expands - 2
