@@ -29,8 +29,9 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-import pasa_onnx  # noqa: E402
 from fixtures.support import feeds  # noqa: E402
+
+import pasa_onnx  # noqa: E402
 
 FUSED = {
     "Attention",
@@ -52,7 +53,9 @@ ORT_MODEL_TYPES = {
 
 
 def _fused(model: onnx.ModelProto) -> int:
-    return sum(n.op_type in FUSED and n.domain in ("com.microsoft", "ai.pasa") for n in model.graph.node)
+    return sum(
+        n.op_type in FUSED and n.domain in ("com.microsoft", "ai.pasa") for n in model.graph.node
+    )
 
 
 def _runs(model: onnx.ModelProto, inputs: dict, pasa: bool) -> bool:
@@ -60,7 +63,9 @@ def _runs(model: onnx.ModelProto, inputs: dict, pasa: bool) -> bool:
         if pasa:
             sess = pasa_onnx.inference_session(model)
         else:
-            sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(
+                model.SerializeToString(), providers=["CPUExecutionProvider"]
+            )
         names = {i.name for i in sess.get_inputs()}
         outs = sess.run(None, {k: v for k, v in inputs.items() if k in names})
         return all(np.isfinite(np.asarray(o, dtype=np.float64)).all() for o in outs)
@@ -76,8 +81,13 @@ def ort_optimizer(path: Path, case: str) -> onnx.ModelProto | None:
     for level in (0, 1, 2, 99):  # 99: also onnxruntime's own C++ graph optimizations
         try:
             out = optimize_model(
-                str(path), model_type=model_type, num_heads=0, hidden_size=0, opt_level=level,
-                use_gpu=False, only_onnxruntime=False,
+                str(path),
+                model_type=model_type,
+                num_heads=0,
+                hidden_size=0,
+                opt_level=level,
+                use_gpu=False,
+                only_onnxruntime=False,
             ).model
         except Exception:
             continue
@@ -98,7 +108,9 @@ def ort_fusions(path: Path) -> onnx.ModelProto | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fixtures", type=Path, default=Path(__file__).parents[1] / "tests/fixtures")
+    parser.add_argument(
+        "--fixtures", type=Path, default=Path(__file__).parents[1] / "tests/fixtures"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)
     manifest = json.loads((args.fixtures / "manifest.json").read_text())

@@ -59,7 +59,11 @@ class RewriteSummary:
         lines = [
             f"attention found: {self.found}, replaced: {self.replaced}, "
             f"left alone: {len(self.left_alone)}"
-            + (f", already PasaAttention: {self.already_rewritten}" if self.already_rewritten else "")
+            + (
+                f", already PasaAttention: {self.already_rewritten}"
+                if self.already_rewritten
+                else ""
+            )
         ]
         for pattern, n in sorted(self.by_pattern().items()):
             lines.append(f"  replaced    {n:4d}  {pattern}")
@@ -126,7 +130,9 @@ def load(path: str | os.PathLike) -> ir.Model:
 
 
 def _has_external(model: ir.Model) -> bool:
-    return any(isinstance(t.const_value, ir.ExternalTensor) for t in model.graph.initializers.values())
+    return any(
+        isinstance(t.const_value, ir.ExternalTensor) for t in model.graph.initializers.values()
+    )
 
 
 def _tensor_bytes(model: ir.Model) -> int:

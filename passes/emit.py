@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-
 from pasa_onnx.passes._values import elem_type, rank
 from pasa_onnx.passes.match import AttentionMatch
+
 from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION
 
 PATTERN_KEY = "pasa.pattern"
@@ -24,8 +24,9 @@ def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
         mask = op.Add(mask, extra)
     if m.mask_unsqueeze:
         mask = op.Unsqueeze(mask, op.Constant(value_ints=m.mask_unsqueeze))
+    # (a mask the emitter built itself has no type yet and is already right)
     q_type, mask_type = elem_type(m.q), elem_type(m.masks[0])
-    if mask_type != ir.DataType.BOOL and q_type is not None and mask_type != q_type:
+    if mask_type not in (None, ir.DataType.BOOL) and q_type is not None and mask_type != q_type:
         mask = op.Cast(mask, to=q_type)
     return mask
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-
 from pasa_onnx.passes._values import dim, int_dim, int_list, rank, same_dim
 from pasa_onnx.passes.emit import emit_refined
+
 from pasa_onnx.runtime import DOMAIN
 
 TAG = "3d"
@@ -101,8 +101,12 @@ def _split_heads(x: ir.Value, x4: ir.Value, shape: ir.Value) -> int | None:
     if rank(x) != 3 or rank(x4) != 4:
         return None
     entries = _shape_entries(shape) or []
-    h = int_dim(x4, 2) or (entries[2] if len(entries) == 4 and isinstance(entries[2], int) else None)
-    d = int_dim(x4, 3) or (entries[3] if len(entries) == 4 and isinstance(entries[3], int) else None)
+    h = int_dim(x4, 2) or (
+        entries[2] if len(entries) == 4 and isinstance(entries[2], int) else None
+    )
+    d = int_dim(x4, 3) or (
+        entries[3] if len(entries) == 4 and isinstance(entries[3], int) else None
+    )
     hidden = int_dim(x, 2)
     if h == -1 and d and hidden and hidden % d == 0:  # (..., -1, D): H follows
         h = hidden // d

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
+# The failure of a rule variant written for another output count: not a reason to report.
+OTHER_VARIANT = "the node's used outputs belong to another variant of this rule"
+
 
 @dataclass
 class AttentionMatch:

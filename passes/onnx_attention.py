@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-
 from pasa_onnx.passes._values import elem_type, rank
 from pasa_onnx.passes.emit import emit
-from pasa_onnx.passes.match import AttentionMatch
+from pasa_onnx.passes.match import OTHER_VARIANT, AttentionMatch
 from pasa_onnx.passes.repeat_kv import strip_repeat_kv
 
 FAMILY = "onnx-attention"
@@ -41,7 +40,7 @@ class OnnxAttention(pattern.RewriteRuleClassBase):
         node: ir.Node = context.root
         used = [i for i, out in enumerate(node.outputs) if out.uses() or out.is_graph_output()]
         if self._n_outputs == 3 and used == [0]:
-            return result.fail("no present outputs to carry over", node)
+            return result.fail(OTHER_VARIANT, node)
         if len(node.outputs) > 3 and node.outputs[3].uses():
             return result.fail("the QK matmul output (qk_matmul_output) is used", node)
         q_type = elem_type(q)
@@ -80,7 +79,9 @@ class OnnxAttention(pattern.RewriteRuleClassBase):
             replaced=[n.name or n.op_type for n in [node, *extra_nodes]],
             output_name=node.outputs[0].name or "",
         )
-        if self._match.layout == "3d" and not (self._match.q_num_heads and self._match.kv_num_heads):
+        if self._match.layout == "3d" and not (
+            self._match.q_num_heads and self._match.kv_num_heads
+        ):
             return result.fail("3-D Attention without q_num_heads/kv_num_heads", node)
         return result
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-
-from pasa_onnx.passes._values import elem_type, rank
+from pasa_onnx.passes._values import dim, elem_type, rank, same_dim
 from pasa_onnx.passes.emit import emit
-from pasa_onnx.passes.match import AttentionMatch
+from pasa_onnx.passes.match import OTHER_VARIANT, AttentionMatch
 
 FAMILY = "ort-contrib"
 MS = "com.microsoft"
@@ -27,7 +26,9 @@ def _input(node: ir.Node, i: int) -> ir.Value | None:
 
 
 def _used(node: ir.Node, i: int) -> bool:
-    return i < len(node.outputs) and bool(node.outputs[i].uses() or node.outputs[i].is_graph_output())
+    return i < len(node.outputs) and bool(
+        node.outputs[i].uses() or node.outputs[i].is_graph_output()
+    )
 
 
 class _ContribRule(pattern.RewriteRuleClassBase):
@@ -55,8 +56,12 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         result = pattern.MatchResult()
         node: ir.Node = context.root
         self._match, self._padding, self._pre = None, None, None
-        if elem_type(x) not in _FLOATS:
-            return result.fail(f"element type {elem_type(x)} is not fp16, bf16 or fp32", x)
+        used = [i for i, out in enumerate(node.outputs) if out.uses() or out.is_graph_output()]
+        if len(node.outputs) < self._n_outputs or (self._n_outputs > 1 and used == [0]):
+            return result.fail(OTHER_VARIANT, node)
+        self._dtype = elem_type(x)
+        if self._dtype not in _FLOATS:
+            return result.fail(f"element type {self._dtype} is not fp16, bf16 or fp32", x)
         reason = self.normalise(node)
         if reason:
             return result.fail(reason, node)
@@ -77,8 +82,8 @@ class _ContribRule(pattern.RewriteRuleClassBase):
             mask, fill = self._padding
             # ORT adds mask_filter_value where the key padding mask is 0: the same additive mask
             keep = op.Cast(op.Unsqueeze(mask, op.Constant(value_ints=[1, 2])), to=ir.DataType.BOOL)
-            zero = op.Constant(value=ir.tensor(0.0, dtype=elem_type(m.q)))
-            filt = op.Constant(value=ir.tensor(fill, dtype=elem_type(m.q)))
+            zero = op.Constant(value=ir.tensor(0.0, dtype=self._dtype))
+            filt = op.Constant(value=ir.tensor(fill, dtype=self._dtype))
             m.masks = [op.Where(keep, zero, filt), *m.masks]
         return emit(op, m)
 
@@ -106,6 +111,10 @@ class MultiHeadAttention(_ContribRule):
         if reason:
             return reason
         heads = int(_attr(node, "num_heads"))
+        causal = bool(_attr(node, "unidirectional", 0))
+        # onnxruntime aligns its causal mask differently once Sq != Skv: only the square case
+        if causal and (_input(node, 6) is not None or not same_dim(dim(q, 1), dim(k, 1))):
+            return "causal attention with a KV cache or with query and key lengths that differ"
         bias = _input(node, 5)
         scale = float(_attr(node, "scale", 0.0)) or None
         self._match = AttentionMatch(
@@ -118,7 +127,7 @@ class MultiHeadAttention(_ContribRule):
             past_key=_input(node, 6),
             past_value=_input(node, 7),
             scale=scale,
-            is_causal=bool(_attr(node, "unidirectional", 0)),
+            is_causal=causal,
             q_num_heads=heads,
             kv_num_heads=heads,
         )

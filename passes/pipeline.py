@@ -10,9 +10,10 @@ import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 import onnxscript.optimizer
 from onnxscript.rewriter import pattern
-
 from pasa_onnx.passes import layout, onnx_attention, ort_contrib, primitive
 from pasa_onnx.passes.emit import PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
+from pasa_onnx.passes.match import OTHER_VARIANT
+
 from pasa_onnx.runtime import DOMAIN, OP_TYPE
 
 # Families in the order they run; each is (name, rules).
@@ -108,6 +109,10 @@ def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> s
         _, shared = _value_matmul(anchor)
         if shared:
             return "the attention probabilities are consumed elsewhere (e.g. returned weights)"
+    if family == onnx_attention.FAMILY and len(root.outputs) > 3:
+        qk = root.outputs[3]
+        if qk.uses() or qk.is_graph_output():
+            return "the QK matmul output (qk_matmul_output) is used"
     rules = dict(FAMILIES)[family]
     reasons = []
     for rule in rules:
@@ -115,7 +120,8 @@ def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> s
         rule.match(model, model.graph, root, tracer=tracer)
         for infos in tracer.best_matches_map.values():
             for info in infos[:1]:
-                reasons.append((info.score(), info.match_result.reason))
+                if info.match_result.reason != OTHER_VARIANT:
+                    reasons.append((info.score(), info.match_result.reason))
     if not reasons:
         return "no rule of the family matched its structure"
     reason = max(reasons)[1] or "no rule of the family matched its structure"

@@ -14,12 +14,11 @@ import math
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-
 from pasa_onnx.passes._values import (
     const_scalar,
     dim,
-    eval_scalar,
     elem_type,
+    eval_scalar,
     int_dim,
     int_list,
     rank,
@@ -88,7 +87,7 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
             tag_var="k_scaling",
             tag_values=["Mul", "Div", None],
         )
-        scores = op.MatMul(q_in, kt_in)
+        scores = op.MatMul(q_in, kt_in, _outputs=["qk"])
         # fp16 exports upcast the scores before the scale or the mask.
         scores = pattern.OrValue([op.Cast(scores, _outputs=["cast_a"]), scores])
         scores = pattern.OrValue(
@@ -181,7 +180,11 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
             output_cast = ir.DataType.FLOAT
 
         scale = 1.0
-        for tag, var in (("q_scaling", "q_scale"), ("k_scaling", "k_scale"), ("s_scaling", "s_scale")):
+        for tag, var in (
+            ("q_scaling", "q_scale"),
+            ("k_scaling", "k_scale"),
+            ("s_scaling", "s_scale"),
+        ):
             op_kind = b.get(tag)
             if op_kind is None:
                 continue
@@ -197,11 +200,12 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
 
         masks = [b["bias"], b["mask"]][2 - n_masks :]
         unsqueeze = None
+        qk = b["qk"]
         for mask in masks:
             mask_rank = rank(mask)
             if elem_type(mask) not in _FLOATS:
                 return result.fail(f"mask {mask.name} is not a float tensor", mask)
-            if mask_rank is None or mask_rank > scores_rank:
+            if mask_rank is None or not _broadcasts_into(mask, qk):
                 return result.fail(f"mask {mask.name} does not broadcast to the scores", mask)
             if want_rank == 3 and mask_rank == 3:
                 unsqueeze = [1]  # [N,Sq,Skv] -> [N,1,Sq,Skv] for the op's one head
@@ -245,6 +249,19 @@ def _check_geometry(q: ir.Value, k: ir.Value, v: ir.Value, key_perm: list[int] |
     if isinstance(bq, int) and isinstance(bk, int) and bq != bk:
         return f"Q batch {bq} and K batch {bk} differ (broadcast batch)"
     return ""
+
+
+def _broadcasts_into(mask: ir.Value, scores: ir.Value) -> bool:
+    """The mask broadcasts to the scores' shape without enlarging it (numpy rules, right
+    aligned); dims unknown on either side pass where the other side is 1 or unknown."""
+    m_rank, s_rank = rank(mask), rank(scores)
+    if m_rank is None or s_rank is None or m_rank > s_rank:
+        return False
+    for axis in range(1, m_rank + 1):
+        m, s = dim(mask, -axis), dim(scores, -axis)
+        if isinstance(m, int) and m != 1 and isinstance(s, int) and m != s:
+            return False
+    return True
 
 
 def _round_trip_ok(k: ir.Value, k_3d: ir.Value, kt_4d: ir.Value, n_rep: int = 1) -> bool:

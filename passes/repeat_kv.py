@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx_ir as ir
-
 from pasa_onnx.passes._values import dim, int_dim, int_list, rank, same_dim
 
 

@@ -455,9 +455,7 @@ def export(case: Case, exporter: str, out_dir: Path) -> dict | None:
         spec: dict = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
         if name.endswith("input_ids"):
             spec["high"] = VOCAB
-        elif name == "attention_mask":
-            spec["values"] = t.tolist()
-        elif t.dtype == torch.bool:
+        elif name == "attention_mask" or t.dtype == torch.bool:
             spec["values"] = t.tolist()
         inputs[name] = spec
     return {"file": path.name, "case": case.name, "exporter": exporter, "inputs": inputs}

@@ -19,8 +19,11 @@ def _model(node, inputs: dict[str, np.ndarray], inits=(), opset: int = 23) -> on
     graph = helper.make_graph(
         [node],
         "g",
-        [helper.make_tensor_value_info(k, types[v.dtype], list(v.shape)) for k, v in inputs.items()],
-        [helper.make_tensor_value_info(node.output[0], F, None)],
+        [
+            helper.make_tensor_value_info(k, types[v.dtype], list(v.shape))
+            for k, v in inputs.items()
+        ],
+        [helper.make_tensor_value_info(node.output[0], F, ["batch", "seq", "hidden"])],
         list(inits),
     )
     opsets = [helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)]
@@ -46,18 +49,20 @@ def data(rng):
     return randn
 
 
-@pytest.mark.parametrize("causal", [0, 1])
-def test_multi_head_attention(data, causal: int) -> None:
-    pad = np.ones((2, 7), dtype=np.int32)
-    pad[1, 5:] = 0
-    inputs = {
+def _mha_inputs(data, kv_len: int) -> dict:
+    pad = np.ones((2, kv_len), dtype=np.int32)
+    pad[1, 3:] = 0
+    return {
         "q": data(2, 5, 32),
-        "k": data(2, 7, 32),
-        "v": data(2, 7, 32),
+        "k": data(2, kv_len, 32),
+        "v": data(2, kv_len, 32),
         "pad": pad,
-        "bias": data(1, 4, 5, 7),
+        "bias": data(1, 4, 5, kv_len),
     }
-    node = helper.make_node(
+
+
+def _mha_node(causal: int):
+    return helper.make_node(
         "MultiHeadAttention",
         ["q", "k", "v", "", "pad", "bias"],
         ["y"],
@@ -66,7 +71,19 @@ def test_multi_head_attention(data, causal: int) -> None:
         unidirectional=causal,
         name="mha",
     )
-    _check(_model(node, inputs), inputs, "ort-contrib/MultiHeadAttention")
+
+
+@pytest.mark.parametrize(("causal", "kv_len"), [(0, 7), (1, 5)])
+def test_multi_head_attention(data, causal: int, kv_len: int) -> None:
+    inputs = _mha_inputs(data, kv_len)
+    _check(_model(_mha_node(causal), inputs), inputs, "ort-contrib/MultiHeadAttention")
+
+
+def test_causal_multi_head_attention_over_longer_keys_is_left_alone(data) -> None:
+    inputs = _mha_inputs(data, 7)
+    _, summary = pasa_onnx.rewrite(_model(_mha_node(1), inputs))
+    (inst,) = summary.left_alone
+    assert "query and key lengths that differ" in inst.reason
 
 
 def test_packed_attention(data) -> None:
@@ -118,5 +135,7 @@ def test_onnx_attention_3d_with_past_keeps_present_outputs(data) -> None:
         name="attn",
     )
     model = _model(node, inputs)
-    model.graph.output.extend([helper.make_tensor_value_info(n, F, None) for n in ("pk", "pv")])
+    model.graph.output.extend(
+        [helper.make_tensor_value_info(n, F, ["b", "h", "t", "d"]) for n in ("pk", "pv")]
+    )
     _check(model, inputs, "onnx-attention")

@@ -60,7 +60,7 @@ def test_external_data_is_read_and_written(external_model: Path, tmp_path: Path)
     assert summary.replaced == 1
     assert _digest(external_model.parent) == before  # input and its data untouched
     assert (dst.parent / "rewritten.onnx.data").stat().st_size > 10_000
-    assert dst.stat().st_size < 20_000  # the weights live in the data file
+    assert dst.stat().st_size < SRC.stat().st_size / 2  # the weights live in the data file
     model = onnx.load(dst)
     onnx.checker.check_model(str(dst))
     inputs = feeds(MANIFEST[KEY])

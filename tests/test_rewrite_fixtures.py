@@ -45,7 +45,9 @@ def test_fixture_rewrites_and_matches(key: str) -> None:
     pasa = [n for n in rewritten.graph.node if n.domain == "ai.pasa"]
     assert len(pasa) == summary.found
     assert not any(n.op_type in ("Softmax", "Attention") for n in rewritten.graph.node)
-    assert {"": 0, "ai.pasa": 1}.keys() <= {o.domain: o.version for o in rewritten.opset_import}.keys()
+    assert {"": 0, "ai.pasa": 1}.keys() <= {
+        o.domain: o.version for o in rewritten.opset_import
+    }.keys()
     # Dynamic dims stay dynamic: inputs and outputs are declared exactly as before.
     assert _io(rewritten.graph) == _io(original.graph)
     # Naming contract: Y keeps an original tensor name; metadata says what was replaced.
@@ -81,19 +83,23 @@ def test_three_d_layout_absorbs_head_split_and_merge() -> None:
     assert summary.instances[0].pattern.endswith("+3d")
     attrs = {a.name: a.i for a in node.attribute if a.name.endswith("heads")}
     assert attrs == {"q_num_heads": 4, "kv_num_heads": 4}
-    assert sum(n.op_type == "Transpose" for n in rewritten.graph.node) < sum(
-        n.op_type == "Transpose" for n in original.graph.node
-    ) - 3
+    assert (
+        sum(n.op_type == "Transpose" for n in rewritten.graph.node)
+        < sum(n.op_type == "Transpose" for n in original.graph.node) - 3
+    )
 
 
-@pytest.mark.parametrize("key", ["llama_eager_dynamo18", "sdpa_gqa_dynamo18", "kv_step_sdpa_dynamo18"])
+@pytest.mark.parametrize(
+    "key", ["llama_eager_dynamo18", "sdpa_gqa_dynamo18", "kv_step_sdpa_dynamo18"]
+)
 def test_gqa_repeat_kv_is_absorbed(key: str) -> None:
     """K and V reach the op with their 2 kv heads; repeat_kv's Expand nodes are gone."""
     original = onnx.load(FIXTURES / MANIFEST[key]["file"])
     rewritten, _ = pasa_onnx.rewrite(original)
     (node,) = [n for n in rewritten.graph.node if n.domain == "ai.pasa"]
     inferred = onnx.shape_inference.infer_shapes(rewritten)
-    shapes = {v.name: v.type.tensor_type.shape for v in inferred.graph.value_info}
+    values = [*inferred.graph.value_info, *inferred.graph.output]
+    shapes = {v.name: v.type.tensor_type.shape for v in values}
     k_shape = shapes[node.input[1]]
     heads = {a.name: a.i for a in node.attribute}.get("kv_num_heads")
     assert heads == 2 or k_shape.dim[1].dim_value == 2

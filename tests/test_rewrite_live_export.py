@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 import make_fixtures  # noqa: E402
 
 
-@pytest.mark.parametrize(("case", "exporter"), [("sdpa_causal", "dynamo18"), ("kv_step_eager", "ts17")])
+@pytest.mark.parametrize(
+    ("case", "exporter"), [("sdpa_causal", "dynamo18"), ("kv_step_eager", "ts17")]
+)
 def test_live_export_rewrites_and_matches(tmp_path: Path, case: str, exporter: str) -> None:
     (spec,) = [c for c in make_fixtures.cases() if c.name == case]
     entry = make_fixtures.export(spec, exporter, tmp_path)
@@ -25,4 +27,6 @@ def test_live_export_rewrites_and_matches(tmp_path: Path, case: str, exporter: s
     rewritten, summary = pasa_onnx.rewrite(original)
     assert summary.found == summary.replaced == 1
     inputs = feeds(entry)
-    assert max_rel_err(run_original(original, inputs), run_rewritten(rewritten, inputs)) <= RTOL_FP32
+    assert (
+        max_rel_err(run_original(original, inputs), run_rewritten(rewritten, inputs)) <= RTOL_FP32
+    )

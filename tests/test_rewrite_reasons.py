@@ -13,7 +13,11 @@ SHAPE = [1, 2, 4, 8]  # [B,H,S,D]
 
 
 def _attention_model(
-    *, axis: int = -1, scale_input: bool = False, mask_shape=None, probs_out: bool = False,
+    *,
+    axis: int = -1,
+    scale_input: bool = False,
+    mask_shape=None,
+    probs_out: bool = False,
     score_cast: int | None = None,
 ) -> onnx.ModelProto:
     """Q·Kᵀ -> Mul(scale) [-> Cast] [-> Add(mask)] -> Softmax(axis) -> ·V, with knobs that
@@ -38,10 +42,12 @@ def _attention_model(
         inputs.append(helper.make_tensor_value_info("mask", f, mask_shape))
         nodes.append(helper.make_node("Add", [scores, "mask"], ["masked"], name="mask"))
         scores = "masked"
-    nodes += [
-        helper.make_node("Softmax", [scores], ["probs"], axis=axis, name="softmax"),
-        helper.make_node("MatMul", ["probs", "v"], ["y"], name="pv"),
-    ]
+    nodes.append(helper.make_node("Softmax", [scores], ["probs"], axis=axis, name="softmax"))
+    probs = "probs"
+    if score_cast is not None:  # back to float for the value product
+        nodes.append(helper.make_node("Cast", [probs], ["probs32"], to=f, name="back"))
+        probs = "probs32"
+    nodes.append(helper.make_node("MatMul", [probs, "v"], ["y"], name="pv"))
     outputs = [helper.make_tensor_value_info("y", f, None)]
     if probs_out:
         outputs.append(helper.make_tensor_value_info("probs", f, None))
