@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnx_ir as ir
+from pasa_onnx.passes import masks
 from pasa_onnx.passes._values import elem_type, rank
 from pasa_onnx.passes.match import AttentionMatch
 
@@ -33,6 +34,7 @@ def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
 
 def emit(op, m: AttentionMatch):
     """Emit the op (and its small adaptations); returns Y, or (Y, present_key, present_value)."""
+    masks.simplify(m)
     k = m.k
     if m.key_perm:
         k = op.Transpose(m.k, perm=m.key_perm)
