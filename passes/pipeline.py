@@ -147,6 +147,7 @@ def _pasa_nodes(graph: ir.Graph) -> Iterable[ir.Node]:
 def run(model: ir.Model) -> list[Instance]:
     """Rewrite ``model`` in place; return every attention instance found and its fate."""
     declared = [(v, v.shape, v.type) for v in [*model.graph.inputs, *model.graph.outputs]]
+    ir_passes.NameFixPass()(model)  # every node named: the summary refers to them by name
     ir_passes.ShapeInferencePass(strict_mode=False)(model)
     already = {n.name for n in _pasa_nodes(model.graph)}
     instances = find_instances(model.graph)
