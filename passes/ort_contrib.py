@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes._values import dim, elem_type, rank, same_dim
+from pasa_onnx.passes._values import dim, elem_type, int_dim, rank, same_dim
 from pasa_onnx.passes.emit import emit
 from pasa_onnx.passes.match import OTHER_VARIANT, AttentionMatch
 
@@ -104,9 +104,20 @@ class MultiHeadAttention(_ContribRule):
         q, k, v = (_input(node, i) for i in range(3))
         if k is None or v is None or rank(q) != 3 or rank(k) != 3 or rank(v) != 3:
             return "packed or 4-D key/value layouts are not supported"
-        for i, what in ((3, "bias"), (8, "past_sequence_length"), (9, "cache_indirection")):
+        for i, what in ((8, "past_sequence_length"), (9, "cache_indirection")):
             if _input(node, i) is not None:
                 return f"the {what} input is not supported"
+        proj_bias = _input(node, 3)
+        if proj_bias is not None:  # [Dq + Dk + Dv], added to Q, K and V before attention
+            sizes = [int_dim(t, 2) for t in (q, k, v)]
+            if None in sizes:
+                return "the bias input needs known hidden sizes of Q, K and V"
+
+            def add_bias(op, sizes=sizes):
+                parts = op.Split(proj_bias, op.Constant(value_ints=sizes), axis=0, _outputs=3)
+                return [op.Add(t, b) for t, b in zip((q, k, v), parts, strict=True)]
+
+            self._pre = add_bias
         reason, self._padding = _padding_mask(node, _input(node, 4))
         if reason:
             return reason
