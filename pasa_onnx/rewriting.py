@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -139,6 +140,13 @@ def _tensor_bytes(model: ir.Model) -> int:
     return sum(t.const_value.nbytes for t in model.graph.initializers.values() if t.const_value)
 
 
+def _copy_atomically(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.") as tmp:
+        shutil.copyfile(src, Path(tmp) / dst.name)
+        os.replace(Path(tmp) / dst.name, dst)
+
+
 def save(model: ir.Model, dst: str | os.PathLike, external: bool | None = None) -> None:
     """Write atomically: to a temporary folder beside ``dst``, then ``os.replace`` (the data
     file first, so the model never points at a missing one)."""
@@ -174,5 +182,8 @@ def rewrite_file(
     model, summary = rewrite(model, progress)
     if progress:
         progress(f"writing {dst}")
-    save(model, dst, external=external or None)
+    if summary.replaced == 0 and not external:  # nothing to change: the same bytes
+        _copy_atomically(src, dst)
+    else:
+        save(model, dst, external=external or None)
     return summary

@@ -53,6 +53,16 @@ def test_cli_rewrite_writes_output_and_prints_summary(tmp_path: Path, capsys) ->
     assert [p.name for p in tmp_path.iterdir()] == ["out.onnx"]  # no temporary left behind
 
 
+def test_rewriting_the_output_again_gives_the_same_file(tmp_path: Path, capsys) -> None:
+    once, twice = tmp_path / "once.onnx", tmp_path / "twice.onnx"
+    assert main(["rewrite", str(SRC), "-o", str(once), "-q"]) == 0
+    assert main(["rewrite", str(once), "-o", str(twice), "-q"]) == 0
+    assert (
+        "found: 0, replaced: 0, left alone: 0, already PasaAttention: 1" in capsys.readouterr().out
+    )
+    assert twice.read_bytes() == once.read_bytes()
+
+
 def test_external_data_is_read_and_written(external_model: Path, tmp_path: Path) -> None:
     before = _digest(external_model.parent)
     dst = tmp_path / "out" / "rewritten.onnx"
