@@ -1,0 +1,84 @@
+"""The one place that builds ``ai.pasa::PasaAttention`` nodes from an :class:`AttentionMatch`."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from pasa_onnx.passes import masks
+from pasa_onnx.passes._values import elem_type, rank
+from pasa_onnx.passes.match import AttentionMatch
+
+from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION
+
+PATTERN_KEY = "pasa.pattern"
+REPLACED_KEY = "pasa.replaced"
+UPCAST_KEY = "pasa.upcast_of"  # on the Cast after Y; the pipeline moves the name onto Y
+EMITTED_KEY = "pasa.emitted"  # on helper nodes we add: a refinement never reports them replaced
+
+
+def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
+    """Sum additive masks (T5 bias + padding), unsqueeze where the layout needs it, and cast to
+    Q's element type (fp16 exports upcast the scores, so their masks are fp32)."""
+    if not m.masks:
+        return None
+    mask = m.masks[0]
+    for extra in m.masks[1:]:
+        mask = op.Add(mask, extra)
+    if m.mask_unsqueeze:
+        mask = op.Unsqueeze(mask, op.Constant(value_ints=m.mask_unsqueeze))
+    # (a mask the emitter built itself has no type yet and is already right)
+    q_type, mask_type = elem_type(m.q), elem_type(m.masks[0])
+    if mask_type not in (None, ir.DataType.BOOL) and q_type is not None and mask_type != q_type:
+        mask = op.Cast(mask, to=q_type)
+    return mask
+
+
+def emit(op, m: AttentionMatch):
+    """Emit the op (and its small adaptations); returns Y, or (Y, present_key, present_value)."""
+    masks.simplify(m)
+    k = m.k
+    if m.key_perm:
+        k = op.Transpose(m.k, perm=m.key_perm)
+        k.producer().metadata_props[EMITTED_KEY] = "1"
+    inputs = [m.q, k, m.v, _mask_input(op, m), m.past_key, m.past_value, m.nonpad_kv_seqlen]
+    while inputs[-1] is None:
+        inputs.pop()
+    attrs: dict = {}
+    if m.scale is not None:
+        attrs["scale"] = float(m.scale)
+    if m.is_causal:
+        attrs["is_causal"] = 1
+    if m.layout == "3d" or rank(m.q) == 3:
+        attrs["q_num_heads"] = int(m.q_num_heads)
+        attrs["kv_num_heads"] = int(m.kv_num_heads)
+    if m.softcap:
+        attrs["softcap"] = float(m.softcap)
+    outputs = op.PasaAttention(
+        *inputs, _domain=DOMAIN, _version=OP_VERSION, _outputs=m.n_outputs, **attrs
+    )
+    y = outputs[0] if m.n_outputs > 1 else outputs
+    node = y.producer()
+    node.name = f"{OP_TYPE}:{m.output_name}"
+    node.metadata_props[PATTERN_KEY] = m.family
+    node.metadata_props[REPLACED_KEY] = ",".join(m.replaced)
+    if m.output_cast is not None:  # the original output was upcast: keep its type
+        outputs = op.Cast(y, to=m.output_cast)
+        outputs.producer().metadata_props[UPCAST_KEY] = node.name
+    return outputs
+
+
+def emit_refined(op, node: ir.Node, inputs: list, attrs: dict, tag: str, absorbed: list[ir.Node]):
+    """Rebuild PasaAttention ``node`` with new inputs/attributes after a refinement pass
+    absorbed ``absorbed`` nodes; its name and replaced-node record carry over."""
+    merged = {name: attr.value for name, attr in node.attributes.items()}
+    merged.update(attrs)
+    while inputs and inputs[-1] is None:
+        inputs.pop()
+    y = op.PasaAttention(*inputs, _domain=DOMAIN, _version=OP_VERSION, **merged)
+    new = y.producer()
+    new.name = node.name
+    old_pattern = node.metadata_props.get(PATTERN_KEY, "")
+    new.metadata_props[PATTERN_KEY] = f"{old_pattern}+{tag}"
+    originals = [n.name or n.op_type for n in absorbed if EMITTED_KEY not in n.metadata_props]
+    replaced = [node.metadata_props.get(REPLACED_KEY, ""), *originals]
+    new.metadata_props[REPLACED_KEY] = ",".join(r for r in replaced if r)
+    return y

@@ -1,0 +1,185 @@
+"""Run every family on an onnx_ir model, then the refinements, and account for each attention
+instance: replaced (by which pattern) or left alone (and why)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import onnx_ir as ir
+import onnx_ir.passes.common as ir_passes
+import onnxscript.optimizer
+from onnxscript.rewriter import pattern
+from pasa_onnx.passes import layout, onnx_attention, ort_contrib, primitive
+from pasa_onnx.passes.emit import PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
+from pasa_onnx.passes.match import OTHER_VARIANT
+
+from pasa_onnx.runtime import DOMAIN, OP_TYPE
+
+# Families in the order they run; each is (name, rules).
+FAMILIES: list[tuple[str, list]] = [
+    (primitive.FAMILY, primitive.rules),
+    (onnx_attention.FAMILY, onnx_attention.rules),
+    (ort_contrib.FAMILY, ort_contrib.rules),
+]
+REFINEMENTS: list = layout.rules
+
+_OP_NODES = {("", "Attention"): onnx_attention.FAMILY}
+_OP_NODES.update({("com.microsoft", t): ort_contrib.FAMILY for t in ort_contrib.OP_TYPES})
+_PROB_PATH = ("Where", "IsNaN", "Cast")  # between Softmax and the value MatMul
+
+# Matcher messages and what they mean for attention.
+_FRIENDLY = {
+    "Matched nodes have other uses preventing replacement.": (
+        "an intermediate of the attention (scores or probabilities) is used elsewhere"
+    ),
+}
+
+
+@dataclass
+class Instance:
+    """One attention subgraph found in the model."""
+
+    family: str
+    anchor: str  # name of the Softmax or attention op node
+    replaced: bool
+    pattern: str = ""  # the family/variant that replaced it
+    reason: str = ""  # why it was left alone
+    node: str = ""  # the PasaAttention node that replaced it
+
+
+def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
+    """The MatMul that multiplies these probabilities with V, and whether the probabilities
+    (or the tensors between) are consumed by anything else."""
+    value = softmax.outputs[0]
+    shared = False
+    frontier = [value]
+    found = None
+    seen: set[int] = set()
+    while frontier:
+        v = frontier.pop()
+        if v.is_graph_output():
+            shared = True
+        for user, index in v.uses():
+            if id(user) in seen:
+                continue
+            seen.add(id(user))
+            if user.op_type == "MatMul" and index == 0 and found is None:
+                found = user
+            elif user.op_type in _PROB_PATH:
+                frontier.extend(user.outputs)
+            else:
+                shared = True
+    return found, shared
+
+
+def _scores_from_matmul(softmax: ir.Node) -> bool:
+    """Softmax over something computed from a MatMul through the score-path ops."""
+    v = softmax.inputs[0]
+    for _ in range(8):
+        node = v.producer() if v is not None else None
+        if node is None:
+            return False
+        if node.op_type == "MatMul":
+            return True
+        if node.op_type not in ("Add", "Mul", "Div", "Cast", "Sub", "Where"):
+            return False
+        v = node.inputs[0]
+    return False
+
+
+def find_instances(graph: ir.Graph) -> list[tuple[str, ir.Node, ir.Node]]:
+    """(family, anchor, root) for each attention subgraph: Softmax between two MatMuls (root =
+    the value MatMul) or an attention op node (root = the node)."""
+    found = []
+    for node in graph:
+        key = (node.domain or "", node.op_type)
+        if key in _OP_NODES:
+            found.append((_OP_NODES[key], node, node))
+        elif node.op_type == "Softmax" and node.domain in ("", "ai.onnx"):
+            root, _ = _value_matmul(node)
+            if root is not None and _scores_from_matmul(node):
+                found.append((primitive.FAMILY, node, root))
+    return found
+
+
+def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> str:
+    """Why the family's rules did not replace this instance."""
+    if family == primitive.FAMILY:
+        _, shared = _value_matmul(anchor)
+        if shared:
+            return "the attention probabilities are consumed elsewhere (e.g. returned weights)"
+    if family == onnx_attention.FAMILY and len(root.outputs) > 3:
+        qk = root.outputs[3]
+        if qk.uses() or qk.is_graph_output():
+            return "the QK matmul output (qk_matmul_output) is used"
+    rules = dict(FAMILIES)[family]
+    reasons = []
+    for rule in rules:
+        tracer = pattern.MatchingTracer()
+        rule.match(model, model.graph, root, tracer=tracer)
+        for infos in tracer.best_matches_map.values():
+            for info in infos[:1]:
+                if info.match_result.reason != OTHER_VARIANT:
+                    reasons.append((info.score(), info.match_result.reason))
+    if not reasons:
+        return "no rule of the family matched its structure"
+    reason = max(reasons)[1] or "no rule of the family matched its structure"
+    return _FRIENDLY.get(reason, reason)
+
+
+def _name_upcast_outputs(graph: ir.Graph) -> None:
+    """Where the op's Y feeds an fp32 Cast standing in for an upcast original output, give Y the
+    original tensor's name (naming contract) unless that name is a graph output."""
+    for node in graph:
+        of = node.metadata_props.get(UPCAST_KEY)
+        if not of or node.outputs[0].is_graph_output():
+            continue
+        y = node.inputs[0]
+        y.name, node.outputs[0].name = node.outputs[0].name, f"{node.outputs[0].name}/pasa_cast"
+        del node.metadata_props[UPCAST_KEY]
+
+
+def _pasa_nodes(graph: ir.Graph) -> Iterable[ir.Node]:
+    return (n for n in graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
+
+
+def run(model: ir.Model) -> list[Instance]:
+    """Rewrite ``model`` in place; return every attention instance found and its fate."""
+    declared = [(v, v.shape, v.type) for v in [*model.graph.inputs, *model.graph.outputs]]
+    ir_passes.NameFixPass()(model)  # every node named: the summary refers to them by name
+    ir_passes.ShapeInferencePass(strict_mode=False)(model)
+    already = {n.name for n in _pasa_nodes(model.graph)}
+    instances = find_instances(model.graph)
+    for _, rules in FAMILIES:
+        pattern.RewriteRuleSet(rules).apply_to_model(model)
+    pattern.RewriteRuleSet(REFINEMENTS).apply_to_model(model)
+    onnxscript.optimizer.remove_unused_nodes(model)
+    _name_upcast_outputs(model.graph)
+    for value, shape, type_ in declared:  # the interface stays as declared (dynamic dims too)
+        value.shape, value.type = shape, type_
+
+    # Map each anchor to the new node whose replaced list names it.
+    by_replaced: dict[str, ir.Node] = {}
+    for node in _pasa_nodes(model.graph):
+        if node.name in already:
+            continue
+        for name in node.metadata_props.get(REPLACED_KEY, "").split(","):
+            by_replaced[name] = node
+    report = []
+    for family, anchor, root in instances:
+        new = by_replaced.get(anchor.name or "")
+        if anchor.graph is None and new is not None:
+            report.append(
+                Instance(
+                    family,
+                    anchor.name or "",
+                    True,
+                    pattern=new.metadata_props.get(PATTERN_KEY, family),
+                    node=new.name or "",
+                )
+            )
+        else:
+            reason = _diagnose(model, family, anchor, root)
+            report.append(Instance(family, anchor.name or "", False, reason=reason))
+    return report

@@ -1,0 +1,286 @@
+"""Family ``primitive``: attention written out of plain ops, as both torch exporters lower eager
+attention and ``F.scaled_dot_product_attention`` (survey skeletons P1-P2, P4-P7, P9-P12, P14-P30,
+P32, P34-P47):
+
+    MatMul(Q', K'ᵀ) [Cast] [Mul|Div scale] [Cast] [Add bias] [Add mask] -> Softmax(last axis)
+    [Where(IsNaN(p), 0, p)] [Cast [Cast]] -> MatMul(., V)
+
+with Q' = Q or Q·c, K'ᵀ = Kᵀ or Kᵀ·c, and Kᵀ written in one of five ways (``key_format``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx_ir as ir
+from onnxscript.rewriter import pattern
+from pasa_onnx.passes._values import (
+    const_scalar,
+    dim,
+    elem_type,
+    eval_scalar,
+    int_dim,
+    int_list,
+    rank,
+    same_dim,
+)
+from pasa_onnx.passes.emit import emit
+from pasa_onnx.passes.match import AttentionMatch
+from pasa_onnx.passes.repeat_kv import strip_repeat_kv
+
+FAMILY = "primitive"
+_FLOATS = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.FLOAT)
+
+# key_format -> (rank of Q/K/V, perm that turns the matched K into the op's K layout)
+_KEY_FORMATS: dict[str, tuple[int, list[int] | None]] = {
+    "BHSd": (4, None),  # Transpose(0,1,3,2) of [B,H,S,D]: HF eager, KV-cache concat
+    "BSHd": (4, [0, 2, 1, 3]),  # Transpose(0,2,3,1) of [B,S,H,D]: head split fused with Kᵀ
+    "BHSd-3d": (4, None),  # Reshape->Transpose(0,2,1)->Reshape round trip: dynamo's SDPA
+    "NSd": (3, None),  # Transpose(0,2,1) of [B*H,S,D]: batched 3-D matmuls
+    "SNd": (3, [1, 0, 2]),  # Transpose(1,2,0) of [S,B*H,D]: nn.MultiheadAttention (dynamo)
+    "Kt": (0, None),  # anything else: the op gets Transpose(Kᵀ) (rank of Q decides)
+}
+
+
+def _softmax_axis(node: ir.Node) -> int:
+    attr = node.attributes.get("axis")
+    if attr is not None:
+        return attr.as_int()
+    graph = node.graph
+    opset = graph.opset_imports.get("", 13) if graph is not None else 13
+    return -1 if opset >= 13 else 1
+
+
+class PrimitiveAttention(pattern.RewriteRuleClassBase):
+    """Scores, scale, masks, softmax and the value product, from plain ONNX ops."""
+
+    def __init__(self) -> None:
+        super().__init__(FAMILY)
+        self._match: AttentionMatch | None = None
+
+    def pattern(self, op, q, k, v, q_scale, k_scale, s_scale, mask, bias, nan_fill):
+        any_shape = pattern.ANY_VALUE
+        kt = pattern.OrValue(
+            [
+                op.Transpose(k, perm=[0, 1, 3, 2]),
+                op.Transpose(k, perm=[0, 2, 3, 1]),
+                op.Reshape(
+                    op.Transpose(op.Reshape(k, any_shape, _outputs=["k_3d"]), perm=[0, 2, 1]),
+                    any_shape,
+                    _outputs=["kt_4d"],
+                ),
+                op.Transpose(k, perm=[0, 2, 1]),
+                op.Transpose(k, perm=[1, 2, 0]),
+                k,
+            ],
+            tag_var="key_format",
+            tag_values=list(_KEY_FORMATS),
+        )
+        # TorchScript's SDPA lowering splits the scale as sqrt(scale) on Q and on Kᵀ.
+        q_in = pattern.OrValue(
+            [op.Mul(q, q_scale), op.Div(q, q_scale), q],
+            tag_var="q_scaling",
+            tag_values=["Mul", "Div", None],
+        )
+        kt_in = pattern.OrValue(
+            [op.Mul(kt, k_scale), op.Div(kt, k_scale), kt],
+            tag_var="k_scaling",
+            tag_values=["Mul", "Div", None],
+        )
+        scores = op.MatMul(q_in, kt_in, _outputs=["qk"])
+        # fp16 exports upcast the scores before the scale or the mask.
+        scores = pattern.OrValue([op.Cast(scores, _outputs=["cast_a"]), scores])
+        scores = pattern.OrValue(
+            [op.Mul(scores, s_scale), op.Div(scores, s_scale), scores],
+            tag_var="s_scaling",
+            tag_values=["Mul", "Div", None],
+        )
+        scores = pattern.OrValue([op.Cast(scores, _outputs=["cast_b"]), scores])
+        # T5 adds its position bias and then the mask; everyone else at most a mask.
+        scores = pattern.OrValue(
+            [op.Add(op.Add(scores, bias), mask), op.Add(scores, mask), scores],
+            tag_var="n_masks",
+            tag_values=[2, 1, 0],
+        )
+        probs = op.Softmax(scores, _outputs=["probs"])
+        # SDPA's lowering zeroes the NaN rows that a fully masked row produces.
+        probs = pattern.OrValue(
+            [op.Where(op.IsNaN(probs), nan_fill, probs), probs],
+            tag_var="nan_guard",
+            tag_values=[True, False],
+        )
+        # eager softmax(dtype=float32).to(dtype) leaves one or two Casts here.
+        probs = pattern.OrValue(
+            [
+                op.Cast(op.Cast(probs, _outputs=["cast_c"]), _outputs=["cast_d"]),
+                op.Cast(probs, _outputs=["cast_c"]),
+                probs,
+            ]
+        )
+        # fp16 TorchScript SDPA upcasts V too; the output then stays float32.
+        v_in = pattern.OrValue([op.Cast(v, _outputs=["cast_v"]), v])
+        return op.MatMul(probs, v_in)
+
+    def check(self, context, q, k, v, key_format, n_masks, nan_guard, probs, **b):
+        result = pattern.MatchResult()
+        self._match = None
+        softmax = probs.producer()
+        scores_rank = rank(softmax.inputs[0])
+        axis = _softmax_axis(softmax)
+        if scores_rank is None:
+            return result.fail("rank of the attention scores is unknown", softmax)
+        if axis not in (-1, scores_rank - 1):
+            return result.fail(f"softmax over axis {axis}, not the key axis", softmax)
+
+        want_rank, key_perm = _KEY_FORMATS[key_format]
+        if key_format == "Kt":
+            want_rank = rank(q) or 0
+            key_perm = [0, 2, 1] if want_rank == 3 else [0, 1, 3, 2]
+        extra_nodes: list[ir.Node] = []
+        if key_format == "BHSd-3d" and rank(k) == 5:  # the repeat_kv Expand feeds the round trip
+            rep_k = strip_repeat_kv(k)
+            if rep_k is None or not _round_trip_ok(rep_k.base, b["k_3d"], b["kt_4d"], rep_k.n_rep):
+                return result.fail("K is a rank-5 tensor that is not a provable repeat_kv", k)
+            rep_v = strip_repeat_kv(v)
+            if rep_v is None or rep_v.n_rep != rep_k.n_rep:
+                return result.fail("K is repeated for GQA but V is not repeated alike", v)
+            k, v = rep_k.base, rep_v.base
+            extra_nodes += rep_k.nodes + rep_v.nodes
+        elif key_format == "BHSd-3d" and not _round_trip_ok(k, b["k_3d"], b["kt_4d"]):
+            return result.fail("the 3-D transpose of K does not round-trip to [B,H,D,S]", k)
+        elif key_perm is None and want_rank == 4:
+            rep_k, rep_v = strip_repeat_kv(k), strip_repeat_kv(v)
+            if rep_k and rep_v and rep_k.n_rep == rep_v.n_rep:
+                k, v = rep_k.base, rep_v.base
+                extra_nodes += rep_k.nodes + rep_v.nodes
+        for name, value in (("Q", q), ("K", k), ("V", v)):
+            if rank(value) != want_rank:
+                return result.fail(
+                    f"{name} ({value.name}) has rank {rank(value)}, expected {want_rank} for "
+                    f"key layout {key_format}",
+                    value,
+                )
+        q_type = elem_type(q)
+        if q_type not in _FLOATS or elem_type(k) != q_type or elem_type(v) != q_type:
+            return result.fail("Q, K and V must share one float element type", q)
+        # The casts may only move the score path to float32 and back to Q's type.
+        for cast_name in ("cast_a", "cast_b", "cast_c", "cast_d"):
+            cast = b.get(cast_name)
+            if cast is not None and elem_type(cast) not in (q_type, ir.DataType.FLOAT):
+                return result.fail(f"a Cast to {elem_type(cast)} on the score path", cast)
+
+        geometry = _check_geometry(q, k, v, key_perm)
+        if geometry:
+            return result.fail(geometry, q)
+        output_cast = None
+        cast_v = b.get("cast_v")
+        if cast_v is not None:
+            if elem_type(cast_v) != ir.DataType.FLOAT:
+                return result.fail("V is cast to a type other than float32", cast_v)
+            output_cast = ir.DataType.FLOAT
+
+        scale = 1.0
+        for tag, var in (
+            ("q_scaling", "q_scale"),
+            ("k_scaling", "k_scale"),
+            ("s_scaling", "s_scale"),
+        ):
+            op_kind = b.get(tag)
+            if op_kind is None:
+                continue
+            factor = eval_scalar(b.get(var))
+            if factor is None or not math.isfinite(factor) or factor == 0:
+                return result.fail(f"the {var.replace('_', ' ')} is not a constant scalar", b[var])
+            scale *= factor if op_kind == "Mul" else 1.0 / factor
+
+        if nan_guard:
+            fill = const_scalar(b.get("nan_fill"))
+            if fill != 0.0:
+                return result.fail("the NaN guard after Softmax does not write 0", probs)
+
+        masks = [b["bias"], b["mask"]][2 - n_masks :]
+        unsqueeze = None
+        qk = b["qk"]
+        for mask in masks:
+            mask_rank = rank(mask)
+            if elem_type(mask) not in _FLOATS:
+                return result.fail(f"mask {mask.name} is not a float tensor", mask)
+            if mask_rank is None or not _broadcasts_into(mask, qk):
+                return result.fail(f"mask {mask.name} does not broadcast to the scores", mask)
+            if want_rank == 3 and mask_rank == 3:
+                unsqueeze = [1]  # [N,Sq,Skv] -> [N,1,Sq,Skv] for the op's one head
+
+        y = context.output_values[0]
+        self._match = AttentionMatch(
+            family=f"{FAMILY}/{key_format}",
+            q=q,
+            k=k,
+            v=v,
+            layout="3d" if want_rank == 3 else "4d",
+            masks=masks,
+            scale=scale,
+            q_num_heads=1 if want_rank == 3 else None,
+            kv_num_heads=1 if want_rank == 3 else None,
+            key_perm=key_perm,
+            mask_unsqueeze=unsqueeze,
+            output_cast=output_cast,
+            replaced=[n.name or n.op_type for n in [*context.nodes, *extra_nodes]],
+            output_name=y.name or "",
+        )
+        return result
+
+    def rewrite(self, op, **_):
+        assert self._match is not None
+        return emit(op, self._match)
+
+
+def _check_geometry(q: ir.Value, k: ir.Value, v: ir.Value, key_perm: list[int] | None) -> str:
+    """'' when Q [B,H,S,D], K [B,Hk,Skv,D] (after ``key_perm``) and V [B,Hk,Skv,Dv] fit the
+    op; otherwise why not. Unknown dims pass: the original MatMuls constrain them already."""
+    if rank(q) == 3:  # [N,S,D]: one head per batch entry
+        return ""
+    kd = [dim(k, i) for i in (key_perm or [0, 1, 2, 3])]
+    hq, hk, hv = int_dim(q, 1), kd[1], int_dim(v, 1)
+    if isinstance(hk, int) and hq is not None and (hk == 0 or hq % hk):
+        return f"query heads {hq} are not a multiple of key heads {hk}"
+    if isinstance(hk, int) and hv is not None and hk != hv:
+        return f"key heads {hk} differ from value heads {hv}"
+    bq, bk = dim(q, 0), kd[0]
+    if isinstance(bq, int) and isinstance(bk, int) and bq != bk:
+        return f"Q batch {bq} and K batch {bk} differ (broadcast batch)"
+    return ""
+
+
+def _broadcasts_into(mask: ir.Value, scores: ir.Value) -> bool:
+    """The mask broadcasts to the scores' shape without enlarging it (numpy rules, right
+    aligned); dims unknown on either side pass where the other side is 1 or unknown."""
+    m_rank, s_rank = rank(mask), rank(scores)
+    if m_rank is None or s_rank is None or m_rank > s_rank:
+        return False
+    for axis in range(1, m_rank + 1):
+        m, s = dim(mask, -axis), dim(scores, -axis)
+        if isinstance(m, int) and m != 1 and isinstance(s, int) and m != s:
+            return False
+    return True
+
+
+def _round_trip_ok(k: ir.Value, k_3d: ir.Value, kt_4d: ir.Value, n_rep: int = 1) -> bool:
+    """[B,H,S,D] -> [B*H,S,D] -> [B*H,D,S] -> [B,H,D,S], checked on the shapes we know
+    (with ``n_rep``, K is [B,H/n_rep,S,D] and the 3-D reshape also repeats its heads)."""
+    if rank(k_3d) != 3 or rank(kt_4d) != 4:
+        return False
+    head_dim = dim(k, 3)
+    if not (same_dim(dim(k_3d, 2), head_dim) and same_dim(dim(kt_4d, 2), head_dim)):
+        return False
+    heads = int_dim(k, 1)
+    if n_rep == 1 and not same_dim(dim(kt_4d, 1), dim(k, 1)):
+        return False
+    if n_rep > 1 and (heads is None or int_dim(kt_4d, 1) != heads * n_rep):
+        return False
+    # the last reshape restores S, or B, and the rest follows from the element count
+    shape = int_list(kt_4d.producer().inputs[1])
+    restores_seq = same_dim(dim(kt_4d, 3), dim(k, 2)) or (shape is not None and shape[3] == -1)
+    return restores_seq or same_dim(dim(kt_4d, 0), dim(k, 0))
+
+
+rules = [PrimitiveAttention.rule()]
