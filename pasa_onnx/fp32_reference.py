@@ -14,6 +14,12 @@ HALF_TYPES = frozenset({TensorProto.FLOAT16, TensorProto.BFLOAT16})
 _TYPE_ATTRIBUTES = frozenset({"to", "dtype", "softmax_precision"})
 
 
+def _is_half_type_attr(attr: onnx.AttributeProto) -> bool:
+    return (
+        attr.name in _TYPE_ATTRIBUTES and attr.type == AttributeProto.INT and attr.i in HALF_TYPES
+    )
+
+
 def has_half_types(model: onnx.ModelProto) -> bool:
     """Whether anything in the main graph is fp16/bf16 (else the original is its own reference)."""
     g = model.graph
@@ -26,9 +32,8 @@ def has_half_types(model: onnx.ModelProto) -> bool:
         for attr in node.attribute:
             if attr.type == AttributeProto.TENSOR and attr.t.data_type in HALF_TYPES:
                 return True
-            if attr.name in _TYPE_ATTRIBUTES and attr.type == AttributeProto.INT:
-                if attr.i in HALF_TYPES:
-                    return True
+            if _is_half_type_attr(attr):
+                return True
     return False
 
 
@@ -65,9 +70,8 @@ def _lift_graph(g: onnx.GraphProto) -> None:
             elif attr.type == AttributeProto.GRAPHS:
                 for sub in attr.graphs:
                     _lift_graph(sub)
-            elif attr.name in _TYPE_ATTRIBUTES and attr.type == AttributeProto.INT:
-                if attr.i in HALF_TYPES:
-                    attr.i = TensorProto.FLOAT
+            elif _is_half_type_attr(attr):
+                attr.i = TensorProto.FLOAT
 
 
 def lift_to_fp32(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
@@ -82,9 +86,8 @@ def lift_to_fp32(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelPr
             for attr in node.attribute:
                 if attr.type == AttributeProto.TENSOR:
                     _lift_tensor(attr.t)
-                elif attr.name in _TYPE_ATTRIBUTES and attr.type == AttributeProto.INT:
-                    if attr.i in HALF_TYPES:
-                        attr.i = TensorProto.FLOAT
+                elif _is_half_type_attr(attr):
+                    attr.i = TensorProto.FLOAT
     return model
 
 

@@ -210,16 +210,14 @@ def _generate(
 def _check_npz_array(path: str, vi: onnx.ValueInfoProto, arr: np.ndarray, dims: dict) -> None:
     want = _np_dtype(vi)
     if arr.dtype != want:
-        raise PasaError(
-            f"{path}: '{vi.name}' has dtype {arr.dtype}, the model expects {want.name}"
-        )
+        raise PasaError(f"{path}: '{vi.name}' has dtype {arr.dtype}, the model expects {want.name}")
     names = _dim_names(vi)
     if arr.ndim != len(names):
         raise PasaError(
             f"{path}: '{vi.name}' has shape {list(arr.shape)}, the model expects rank "
             f"{len(names)} {names}"
         )
-    for axis, (size, dim) in enumerate(zip(arr.shape, names)):
+    for axis, (size, dim) in enumerate(zip(arr.shape, names, strict=True)):
         if isinstance(dim, int):
             if size != dim:
                 raise PasaError(
@@ -246,7 +244,9 @@ def load_npz(model: onnx.ModelProto, path: str | Path) -> ModelInputs:
     return check_arrays(model, arrays, path)
 
 
-def check_arrays(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray], label: str) -> ModelInputs:
+def check_arrays(
+    model: onnx.ModelProto, arrays: Mapping[str, np.ndarray], label: str
+) -> ModelInputs:
     """User-given feeds (``label`` names their source in errors) checked against the graph."""
     feeds: dict[str, np.ndarray] = {}
     info: list[InputInfo] = []

@@ -131,8 +131,12 @@ class ValidationResult:
             "dims": dict(self.dims),
             "fp32_reference": self.fp32_reference,
             "inputs": {
-                i.name: {"shape": list(i.shape), "dtype": i.dtype, "generated": i.generated,
-                         "kind": i.kind}
+                i.name: {
+                    "shape": list(i.shape),
+                    "dtype": i.dtype,
+                    "generated": i.generated,
+                    "kind": i.kind,
+                }
                 for i in self.inputs
             },
             "outputs": [asdict(o) for o in self.outputs],
@@ -179,7 +183,7 @@ def find_sites(model: onnx.ModelProto) -> list[_Site]:
         meta = {p.key: p.value for p in node.metadata_props}
         inputs = {
             op_name: tensor
-            for op_name, tensor in zip(_OP_INPUTS, node.input)
+            for op_name, tensor in zip(_OP_INPUTS, node.input, strict=False)
             if tensor  # "" marks an absent optional input
         }
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -288,7 +292,7 @@ def _run(
         finally:
             del session
             gc.collect()
-    return dict(zip(fetch, values))
+    return dict(zip(fetch, values, strict=True))
 
 
 def _first_line(exc: Exception) -> str:
@@ -382,8 +386,9 @@ def validate(
     half = has_half_types(orig)
     attn_names = [s.output for s in paired]
     fetch = _expose(orig, graph_outputs + attn_names)
-    extra_est = _estimate_bytes(orig, [n for n in attn_names if n not in graph_outputs],
-                                model_inputs.feeds)
+    extra_est = _estimate_bytes(
+        orig, [n for n in attn_names if n not in graph_outputs], model_inputs.feeds
+    )
     if extra_est is not None and extra_est > LARGE_EXTRA_BYTES:
         say(f"note: exposing attention outputs costs about {_mib(extra_est)} per run")
     t0 = time.perf_counter()
@@ -409,8 +414,13 @@ def validate(
     if extra_bytes > LARGE_EXTRA_BYTES:
         notes.append(f"extra outputs held {_mib(extra_bytes)} during the rewritten run")
     lookup = dict(model_inputs.feeds)
-    lookup.update({t.name: onnx.numpy_helper.to_array(t) for t in rw.graph.initializer
-                   if t.name in forensic_names})
+    lookup.update(
+        {
+            t.name: onnx.numpy_helper.to_array(t)
+            for t in rw.graph.initializer
+            if t.name in forensic_names
+        }
+    )
     lookup.update(values)
     del rw
     forensics = {}
@@ -429,8 +439,9 @@ def validate(
         fetch = _expose(ref_model, graph_outputs + attn_names)
         t0 = time.perf_counter()
         say("[3/3] running the fp32 reference (the original lifted to fp32)")
-        got_ref = _run(ref_model, f"{orig_label} (lifted to fp32)", lift_feeds(model_inputs.feeds),
-                       fetch)
+        got_ref = _run(
+            ref_model, f"{orig_label} (lifted to fp32)", lift_feeds(model_inputs.feeds), fetch
+        )
         say(f"[3/3] done in {time.perf_counter() - t0:.1f} s")
         del ref_model
         gc.collect()
@@ -450,19 +461,30 @@ def validate(
         if s in paired:
             o = _compare_output(s.output, got_orig, got_rw, got_ref, atol, rtol, "")
             vs_o, vs_r, o_r, ok, note = (
-                o.vs_original, o.vs_fp32_reference, o.original_vs_fp32_reference,
-                o.within_tolerance, o.note,
+                o.vs_original,
+                o.vs_fp32_reference,
+                o.original_vs_fp32_reference,
+                o.within_tolerance,
+                o.note,
             )
         else:
             vs_o = vs_r = o_r = None
             ok, note = None, "no twin tensor in the original graph"
         attentions.append(
             AttentionResult(
-                node=s.node, pattern=s.pattern, replaced=s.replaced, output=s.output,
-                vs_original=vs_o, vs_fp32_reference=vs_r, original_vs_fp32_reference=o_r,
-                max_abs_score=f.max_abs_score, plain_fp16_overflows=f.plain_fp16_overflows,
+                node=s.node,
+                pattern=s.pattern,
+                replaced=s.replaced,
+                output=s.output,
+                vs_original=vs_o,
+                vs_fp32_reference=vs_r,
+                original_vs_fp32_reference=o_r,
+                max_abs_score=f.max_abs_score,
+                plain_fp16_overflows=f.plain_fp16_overflows,
                 plain_fp16_nonfinite=f.plain_fp16_nonfinite,
-                plain_fp16_max_abs_err=f.plain_fp16_max_abs_err, within_tolerance=ok, note=note,
+                plain_fp16_max_abs_err=f.plain_fp16_max_abs_err,
+                within_tolerance=ok,
+                note=note,
             )
         )
     passed = all(o.within_tolerance for o in outputs) and all(
@@ -506,11 +528,25 @@ def _compare_output(
     rw = got_rw.get(name)
     ref = got_ref.get(name)
     if rw is None:
-        return OutputResult(name, list(orig.shape), orig.dtype.name, None, None,
-                            None, False, note or "missing from the rewritten run")
+        return OutputResult(
+            name,
+            list(orig.shape),
+            orig.dtype.name,
+            None,
+            None,
+            None,
+            False,
+            note or "missing from the rewritten run",
+        )
     if rw.shape != orig.shape:
         return OutputResult(
-            name, list(orig.shape), orig.dtype.name, None, None, None, False,
+            name,
+            list(orig.shape),
+            orig.dtype.name,
+            None,
+            None,
+            None,
+            False,
             f"shape {list(rw.shape)} in the rewritten model, {list(orig.shape)} in the original",
         )
     ref_ok = ref is not None and ref.shape == orig.shape

@@ -43,8 +43,9 @@ def primitive_attention_pair(
     inits: list[onnx.TensorProto] = []
 
     def w(name, shape, std=1.0, mean=0.0):
-        inits.append(numpy_helper.from_array((mean + std * rng.standard_normal(shape)).astype(dt),
-                                             name))
+        inits.append(
+            numpy_helper.from_array((mean + std * rng.standard_normal(shape)).astype(dt), name)
+        )
         return name
 
     def c(name, arr):
@@ -54,16 +55,28 @@ def primitive_attention_pair(
     N = helper.make_node
     pre: list[onnx.NodeProto] = [
         N("Gather", [w("tok_emb", (vocab, hidden)), "input_ids"], ["tok"], name="embed_tokens"),
-        N("Gather", [w("pos_emb", (max_positions, hidden), 0.1), "position_ids"], ["pos"],
-          name="embed_positions"),
+        N(
+            "Gather",
+            [w("pos_emb", (max_positions, hidden), 0.1), "position_ids"],
+            ["pos"],
+            name="embed_positions",
+        ),
         N("Add", ["tok", "pos"], ["x0"], name="embed_add"),
         # 0/1 mask -> additive bias [B,1,1,S]: (1 - m) * -10000, in the model's float type.
         N("Cast", ["attention_mask"], ["mask_f"], name="mask_cast", to=et),
         N("Sub", [c("one", np.array(1.0, dt)), "mask_f"], ["mask_inv"], name="mask_inv"),
-        N("Mul", ["mask_inv", c("neg_big", np.array(-10000.0, dt))], ["mask_add3"],
-          name="mask_scale"),
-        N("Unsqueeze", ["mask_add3", c("axes12", np.array([1, 2], np.int64))], ["mask_add"],
-          name="mask_unsqueeze"),
+        N(
+            "Mul",
+            ["mask_inv", c("neg_big", np.array(-10000.0, dt))],
+            ["mask_add3"],
+            name="mask_scale",
+        ),
+        N(
+            "Unsqueeze",
+            ["mask_add3", c("axes12", np.array([1, 2], np.int64))],
+            ["mask_add"],
+            name="mask_unsqueeze",
+        ),
     ]
     c("split_shape", np.array([0, 0, heads, head_dim], np.int64))
     c("merge_shape", np.array([0, 0, hidden], np.int64))
@@ -78,13 +91,26 @@ def primitive_attention_pair(
         for t, mean in (("q", qk_bias), ("k", qk_bias), ("v", 0.0)):
             std = (qk_noise if t != "v" else 1.0) / np.sqrt(hidden)
             proj += [
-                N("MatMul", [x, w(f"{p}w{t}", (hidden, hidden), std)], [f"{p}{t}_mm"],
-                  name=f"{p}{t}_proj"),
-                N("Add", [f"{p}{t}_mm", w(f"{p}b{t}", (hidden,), 0.0, mean)], [f"{p}{t}"],
-                  name=f"{p}{t}_bias"),
+                N(
+                    "MatMul",
+                    [x, w(f"{p}w{t}", (hidden, hidden), std)],
+                    [f"{p}{t}_mm"],
+                    name=f"{p}{t}_proj",
+                ),
+                N(
+                    "Add",
+                    [f"{p}{t}_mm", w(f"{p}b{t}", (hidden,), 0.0, mean)],
+                    [f"{p}{t}"],
+                    name=f"{p}{t}_bias",
+                ),
                 N("Reshape", [f"{p}{t}", "split_shape"], [f"{p}{t}_bshd"], name=f"{p}{t}_split"),
-                N("Transpose", [f"{p}{t}_bshd"], [f"{p}{t}_bhsd"], name=f"{p}{t}_heads",
-                  perm=[0, 2, 1, 3]),
+                N(
+                    "Transpose",
+                    [f"{p}{t}_bshd"],
+                    [f"{p}{t}_bhsd"],
+                    name=f"{p}{t}_heads",
+                    perm=[0, 2, 1, 3],
+                ),
             ]
             heads4[t] = f"{p}{t}_bhsd"
         out = f"{p}attn_out"  # [B,H,S,D]: the last tensor the rewrite replaces
@@ -97,17 +123,30 @@ def primitive_attention_pair(
             N("MatMul", [f"{p}probs", heads4["v"]], [out], name=f"{p}pv"),
         ]
         rw_scale = scale * (wrong_scale_factor if layer == wrong_scale_layer else 1.0)
-        pasa = N("PasaAttention", [heads4["q"], heads4["k"], heads4["v"], "mask_add"], [out],
-                 name=f"attn_{layer}", domain="ai.pasa", scale=float(rw_scale))
-        helper.set_metadata_props(pasa, {
-            "pasa.pattern": "matmul_softmax_matmul",
-            "pasa.replaced": ",".join(n.name for n in attn_orig),
-        })
+        pasa = N(
+            "PasaAttention",
+            [heads4["q"], heads4["k"], heads4["v"], "mask_add"],
+            [out],
+            name=f"attn_{layer}",
+            domain="ai.pasa",
+            scale=float(rw_scale),
+        )
+        helper.set_metadata_props(
+            pasa,
+            {
+                "pasa.pattern": "matmul_softmax_matmul",
+                "pasa.replaced": ",".join(n.name for n in attn_orig),
+            },
+        )
         post = [
             N("Transpose", [out], [f"{p}attn_bshd"], name=f"{p}merge_t", perm=[0, 2, 1, 3]),
             N("Reshape", [f"{p}attn_bshd", "merge_shape"], [f"{p}attn_merged"], name=f"{p}merge"),
-            N("MatMul", [f"{p}attn_merged", w(f"{p}wo", (hidden, hidden), 1 / np.sqrt(hidden))],
-              [f"{p}o"], name=f"{p}o_proj"),
+            N(
+                "MatMul",
+                [f"{p}attn_merged", w(f"{p}wo", (hidden, hidden), 1 / np.sqrt(hidden))],
+                [f"{p}o"],
+                name=f"{p}o_proj",
+            ),
             N("Add", [x, f"{p}o"], [f"{p}x"], name=f"{p}residual"),
         ]
         orig_nodes += proj + attn_orig + post
@@ -115,8 +154,12 @@ def primitive_attention_pair(
         x = f"{p}x"
     tail = [
         N("Identity", [x], ["hidden"], name="final_hidden"),
-        N("MatMul", [x, w("lm_head", (hidden, vocab), 1 / np.sqrt(hidden))], ["logits"],
-          name="lm_head"),
+        N(
+            "MatMul",
+            [x, w("lm_head", (hidden, vocab), 1 / np.sqrt(hidden))],
+            ["logits"],
+            name="lm_head",
+        ),
     ]
     orig_nodes += tail
     rw_nodes += tail
@@ -150,8 +193,11 @@ def onnx_attention_pair(
     inits = []
 
     def w(name, shape):
-        inits.append(numpy_helper.from_array(
-            (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(dt), name))
+        inits.append(
+            numpy_helper.from_array(
+                (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(dt), name
+            )
+        )
         return name
 
     N = helper.make_node
@@ -171,8 +217,14 @@ def onnx_attention_pair(
         inits.append(numpy_helper.from_array(np.array(arr, np.int64), name))
     attrs = dict(q_num_heads=q_heads, kv_num_heads=kv_heads, is_causal=is_causal)
     orig_attn = N("Attention", ["q", "k", "v", "mask4"], ["attn_out"], name="sdpa", **attrs)
-    pasa = N("PasaAttention", ["q", "k", "v", "mask4"], ["attn_out"], name="attn_0",
-             domain="ai.pasa", **attrs)
+    pasa = N(
+        "PasaAttention",
+        ["q", "k", "v", "mask4"],
+        ["attn_out"],
+        name="attn_0",
+        domain="ai.pasa",
+        **attrs,
+    )
     helper.set_metadata_props(pasa, {"pasa.pattern": "onnx_attention", "pasa.replaced": "sdpa"})
     post = [N("MatMul", ["attn_out", w("wo", (hq, hq))], ["y"], name="o_proj")]
     ins = [

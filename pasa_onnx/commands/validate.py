@@ -18,11 +18,15 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
     from pasa_onnx.validation import DEFAULT_ATOL, DEFAULT_RTOL
 
     parser.add_argument(
-        "--inputs", metavar="NPZ", help="inputs as an .npz (one array per graph input); "
-        "default: generated from the graph"
+        "--inputs",
+        metavar="NPZ",
+        help="inputs as an .npz (one array per graph input); default: generated from the graph",
     )
     parser.add_argument(
-        "--dim", action="append", default=[], metavar="NAME=VALUE",
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="bind a symbolic dimension of generated inputs (repeatable); defaults are printed",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for generated inputs (0)")
@@ -33,7 +37,10 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
         "--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance ({DEFAULT_RTOL:g})"
     )
     parser.add_argument(
-        "--report", action="append", default=[], metavar="PATH",
+        "--report",
+        action="append",
+        default=[],
+        metavar="PATH",
         help="write a report; .json, .html or .md by extension (repeatable)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -71,9 +78,7 @@ def run_validation(original, rewritten, args: argparse.Namespace) -> int:
         err = o.vs_original.max_abs_err if o.vs_original else float("nan")
         print(f"output {o.name}: max_abs_err {err:.3g}, within tolerance: {o.within_tolerance}")
     if not result.passed:
-        raise ValidationFailed(
-            "validation failed: " + "; ".join(result.failures())
-        )
+        raise ValidationFailed("validation failed: " + "; ".join(result.failures()))
     print(f"validation passed (atol={result.atol:g}, rtol={result.rtol:g})")
     return 0
 

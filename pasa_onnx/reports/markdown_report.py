@@ -63,8 +63,13 @@ def render(r: ValidationResult) -> str:
             f"{num(vo.nonfinite if vo else None)} / {num(orr.nonfinite if orr else None)} | "
             f"{ok(o.within_tolerance)}{' — ' + _cell(o.note) if o.note else ''} |"
         )
-    lines += ["", "<details><summary>Inputs</summary>", "", "| input | shape | dtype | source |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "<details><summary>Inputs</summary>",
+        "",
+        "| input | shape | dtype | source |",
+        "|---|---|---|---|",
+    ]
     for i in r.inputs:
         lines.append(
             f"| `{_cell(i.name)}` | {list(i.shape)} | {i.dtype} | "

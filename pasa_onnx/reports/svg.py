@@ -50,7 +50,5 @@ def histogram_svg(series: list[tuple[str, Histogram | None]], width: int = 360) 
                 f"<text x='{x:.1f}' y='{height - 6}' font-size='9' text-anchor='middle' "
                 f"fill='#555'>1e{int(e)}</text>"
             )
-    parts.append(
-        f"<text x='2' y='{top + plot_h / 2:.0f}' font-size='9' fill='#555'>n</text></svg>"
-    )
+    parts.append(f"<text x='2' y='{top + plot_h / 2:.0f}' font-size='9' fill='#555'>n</text></svg>")
     return "".join(parts)
