@@ -243,3 +243,70 @@ def _pair(orig_nodes, rw_nodes, inputs, outputs, inits) -> tuple[onnx.ModelProto
         return m
 
     return make(orig_nodes, "original"), make(rw_nodes, "rewritten")
+
+
+def primitive_forward_float64(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, heads: int
+) -> dict[str, np.ndarray]:
+    """Independent float64 forward pass of a :func:`primitive_attention_pair` original (weights
+    read from its initializers): ``hidden``, ``logits``, each ``l{i}_attn_out`` and each layer's
+    ``l{i}_max_abs_score`` (over all pairs: its padding mask is additive, nothing is -inf)."""
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    ids, mask, pos = feeds["input_ids"], feeds["attention_mask"], feeds["position_ids"]
+    x = w["tok_emb"][ids] + w["pos_emb"][pos]
+    b, s, hidden = x.shape
+    d = hidden // heads
+    bias = ((1.0 - mask) * -10000.0)[:, None, None, :]
+    out: dict[str, np.ndarray] = {}
+    layer = 0
+    while f"l{layer}_wq" in w:
+        p = f"l{layer}_"
+
+        def split(t):
+            return t.reshape(b, s, heads, d).transpose(0, 2, 1, 3)
+
+        q, k, v = (split(x @ w[f"{p}w{t}"] + w[f"{p}b{t}"]) for t in "qkv")
+        scores = (q @ k.transpose(0, 1, 3, 2)) / np.sqrt(d)
+        out[f"{p}max_abs_score"] = np.abs(scores).max()
+        z = scores + bias
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        attn = (e / e.sum(axis=-1, keepdims=True)) @ v
+        out[f"{p}attn_out"] = attn
+        x = x + attn.transpose(0, 2, 1, 3).reshape(b, s, hidden) @ w[f"{p}wo"]
+        layer += 1
+    out["hidden"] = x
+    out["logits"] = x @ w["lm_head"]
+    return out
+
+
+def save_pair(pair: tuple[onnx.ModelProto, onnx.ModelProto], directory, stem: str):
+    """Write ``(original, rewritten)`` as ``stem.onnx`` / ``stem.pasa.onnx``; returns paths."""
+    orig_path = directory / f"{stem}.onnx"
+    rw_path = directory / f"{stem}.pasa.onnx"
+    onnx.save(pair[0], orig_path)
+    onnx.save(pair[1], rw_path)
+    return orig_path, rw_path
+
+
+def token_feeds(batch: int, seq: int, vocab: int, seed: int = 7) -> dict[str, np.ndarray]:
+    """Inputs for a primitive pair chosen by the test, independent of pasa_onnx.inputs."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, seq), np.int64)
+    mask[-1, seq - 3 :] = 0
+    return {
+        "input_ids": rng.integers(0, vocab, (batch, seq)).astype(np.int64),
+        "attention_mask": mask,
+        "position_ids": np.tile(np.arange(seq, dtype=np.int64), (batch, 1)),
+    }
+
+
+def run_with_outputs(model: onnx.ModelProto, feeds, names: list[str]) -> dict[str, np.ndarray]:
+    """Run ``model`` in onnxruntime fetching ``names`` (intermediates exposed on a copy)."""
+    import pasa_onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
+    sess = pasa_onnx.inference_session(m)
+    return dict(zip(names, sess.run(names, feeds), strict=True))
