@@ -360,6 +360,12 @@ def validate(
         report_paths = [os.fspath(p) for p in report]
     _check_report_paths(report_paths)
     bound_dims = parse_dims(dims)
+    # Cheap checks first, so a typo fails before any model is loaded.
+    for model, role in ((original, "original"), (rewritten, "rewritten")):
+        if not isinstance(model, onnx.ModelProto) and not Path(os.fspath(model)).is_file():
+            raise PasaError(f"{os.fspath(model)}: no such file ({role} model)")
+    if isinstance(inputs, str | os.PathLike) and not Path(os.fspath(inputs)).is_file():
+        raise PasaError(f"{os.fspath(inputs)}: no such inputs file")
 
     # The rewritten graph's structure only (weights stay on disk): which attentions to pair.
     rw_struct, rw_label = _load(rewritten, "rewritten", external=False)
