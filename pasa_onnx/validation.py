@@ -231,7 +231,18 @@ def _estimate_bytes(model: onnx.ModelProto, names: list[str], feeds: Mapping) ->
     try:
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
-        probe.graph.ClearField("initializer")  # only types and shapes are needed
+        # Weights become typed graph inputs (shapes suffice); small constants such as Reshape
+        # targets stay, since shape inference reads their values.
+        small = [t for t in probe.graph.initializer if _tensor_bytes(t) <= 4096]
+        big = [t for t in probe.graph.initializer if _tensor_bytes(t) > 4096]
+        probe.graph.ClearField("initializer")
+        probe.graph.initializer.extend(small)
+        listed = {vi.name for vi in probe.graph.input}  # old IRs list weights as inputs too
+        probe.graph.input.extend(
+            helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            for t in big
+            if t.name not in listed
+        )
         for vi in probe.graph.input:
             if vi.name in feeds:
                 shape = vi.type.tensor_type.shape
@@ -256,8 +267,13 @@ def _estimate_bytes(model: onnx.ModelProto, names: list[str], feeds: Mapping) ->
     return total
 
 
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    return int(np.prod(t.dims, dtype=np.int64)) * itemsize
+
+
 def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / (1 << 20):.1f} MiB ({n} bytes)"
 
 
 def _run(
