@@ -44,9 +44,9 @@ def test_progress_and_default_dims_on_stderr(pair, capsys):
     captured = capsys.readouterr()
     assert "dims: batch=2 (default; bind with --dim), sequence=16 (default" in captured.err
     for step in (
-        "[1/3] running the original",
-        "[2/3] running the rewritten",
-        "[3/3] running the fp32 reference",
+        "[1/3] the original: running",
+        "[2/3] the rewritten model: running",
+        "[3/3] the fp32 reference: running",
     ):
         assert step in captured.err
     assert "attention attn_0: max_abs_err" in captured.out

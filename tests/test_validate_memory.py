@@ -53,9 +53,12 @@ def test_extra_output_cost_is_reported(tmp_path, monkeypatch):
     per_tensor = 3 * 2 * 20 * 16 * 2
     want_rw = 2 * 4 * per_tensor + 3 * 20 * 2
     want_orig = 2 * per_tensor
-    said = " ".join(messages)
-    assert f"costs about {want_orig / 2**20:.1f} MiB ({want_orig} bytes) per run" in said
-    assert f"costs about {want_rw / 2**20:.1f} MiB ({want_rw} bytes) in this run" in said
+    notes = [m for m in messages if m.startswith("note: the extra outputs of this run cost")]
+    assert notes == [
+        f"note: the extra outputs of this run cost about {n / 2**20:.1f} MiB ({n} bytes)"
+        # original, rewritten, fp32 reference (its attention outputs are fp32: twice the bytes)
+        for n in (want_orig, want_rw, 2 * want_orig)
+    ]
     assert result.extra_outputs_bytes == want_rw
     assert json.loads((tmp_path / "r.json").read_text())["extra_outputs_bytes"] == want_rw
     assert any("extra outputs held" in n for n in result.notes)

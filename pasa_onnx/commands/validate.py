@@ -48,6 +48,7 @@ def add_validation_options(parser: argparse.ArgumentParser) -> None:
 
 def run_validation(original, rewritten, args: argparse.Namespace) -> int:
     """Validate, print a summary, and turn a failure into exit code 1 (ValidationFailed)."""
+    from pasa_onnx.reports.formatting import num
     from pasa_onnx.validation import validate
 
     start = time.perf_counter()
@@ -71,7 +72,7 @@ def run_validation(original, rewritten, args: argparse.Namespace) -> int:
         flag = " PLAIN-FP16-OVERFLOW" if a.plain_fp16_overflows else ""
         err = a.vs_original.max_abs_err if a.vs_original else float("nan")
         print(
-            f"attention {a.node}: max_abs_err {err:.3g}, max |score| {a.max_abs_score:.3g}"
+            f"attention {a.node}: max_abs_err {err:.3g}, max |score| {num(a.max_abs_score)}"
             f"{flag}, within tolerance: {a.within_tolerance}"
         )
     for o in result.outputs:

@@ -57,7 +57,7 @@ def _attention_section(a: AttentionResult) -> str:
         f"<span class='warn'>YES (emulated plain kernel: {a.plain_fp16_nonfinite} non-finite "
         f"outputs, max abs err {escape(num(a.plain_fp16_max_abs_err))} vs float64)</span>"
         if a.plain_fp16_overflows
-        else "no"
+        else {False: "no", None: "unknown"}[a.plain_fp16_overflows]
     )
     return (
         f"<section class='attention' id='attention-{escape(a.node)}'>"
@@ -109,7 +109,7 @@ def _summary_tables(r: ValidationResult) -> str:
         f"<td class='l'><a href='#attention-{escape(a.node)}'>{escape(a.node)}</a></td>"
         f"<td class='l'>{escape(a.pattern)}</td><td class='l'>{escape(a.output)}</td>"
         f"<td>{escape(num(a.max_abs_score))}</td>"
-        f"<td>{'YES' if a.plain_fp16_overflows else 'no'}</td>"
+        f"<td>{ {True: 'YES', False: 'no', None: 'n/a'}[a.plain_fp16_overflows] }</td>"
         f"<td>{escape(num(a.vs_original.max_abs_err if a.vs_original else None))}</td>"
         f"<td>{rel(a.vs_fp32_reference)}</td><td>{rel(a.original_vs_fp32_reference)}</td>"
         f"<td>{nf(a.vs_original)}</td><td>{nf(a.original_vs_fp32_reference)}</td>"

@@ -41,7 +41,7 @@ def render(r: ValidationResult) -> str:
             vo, vr, orr = a.vs_original, a.vs_fp32_reference, a.original_vs_fp32_reference
             lines.append(
                 f"| `{_cell(a.node)}` | {_cell(a.pattern or '?')} | {num(a.max_abs_score)} | "
-                f"{'**yes**' if a.plain_fp16_overflows else 'no'} | "
+                f"{ {True: '**yes**', False: 'no', None: 'n/a'}[a.plain_fp16_overflows] } | "
                 f"{num(vo.max_abs_err if vo else None)} | "
                 f"{num(vr.rel_rmse if vr else None)} / {num(orr.rel_rmse if orr else None)} | "
                 f"{num(vo.nonfinite if vo else None)} / {num(orr.nonfinite if orr else None)} | "
