@@ -172,7 +172,7 @@ def validate(
     started = time.perf_counter()
     report_paths = _report_paths(report)
     bound_dims = parse_dims(dims)
-    _precheck(original, rewritten, inputs, atol, rtol)
+    _precheck(original, rewritten, inputs, bound_dims, atol, rtol)
 
     # The rewritten graph's structure only (weights stay on disk): which attentions to pair.
     structure, rw_label = _load(rewritten, "rewritten", external=False)
@@ -180,6 +180,7 @@ def validate(
     rw_outputs = {o.name for o in structure.graph.output}
     del structure
     say(f"rewritten model: {len(sites)} PasaAttention node(s)")
+    notes = [] if sites else ["the rewritten model has no PasaAttention node"]
 
     orig, orig_label = _load(original, "original")
     model_inputs = _resolve_inputs(orig, inputs, bound_dims, seed)
@@ -188,7 +189,7 @@ def validate(
     graph_outputs = [o.name for o in orig.graph.output]
     known = tensor_names(orig)
     paired = [s for s in sites if s.output in known]
-    notes = [
+    notes += [
         f"attention '{s.node}': no tensor '{s.output}' in the original graph, so only the graph "
         "outputs check it"
         for s in sites
@@ -308,7 +309,7 @@ def _report_paths(report) -> list[str]:
     return paths
 
 
-def _precheck(original, rewritten, inputs, atol: float, rtol: float) -> None:
+def _precheck(original, rewritten, inputs, dims: dict, atol: float, rtol: float) -> None:
     """Cheap checks first, so a typo fails before any model is loaded."""
     if atol < 0 or rtol < 0:
         raise PasaError(f"tolerances must be non-negative (atol={atol}, rtol={rtol})")
@@ -317,6 +318,8 @@ def _precheck(original, rewritten, inputs, atol: float, rtol: float) -> None:
             raise PasaError(f"{os.fspath(model)}: no such file ({role} model)")
     if isinstance(inputs, str | os.PathLike) and not Path(os.fspath(inputs)).is_file():
         raise PasaError(f"{os.fspath(inputs)}: no such inputs file")
+    if inputs is not None and dims:
+        raise PasaError("--dim binds generated inputs only; given inputs fix every dimension")
 
 
 def _load(model: ModelArg, role: str, external: bool = True) -> tuple[onnx.ModelProto, str]:

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from validation_models import onnx_attention_pair, primitive_attention_pair, save_pair
 
 import pasa_onnx
+import pasa_onnx.inputs
 from pasa_onnx.cli import main
 from pasa_onnx.cli import main as cli_main
 
@@ -79,6 +81,14 @@ def test_usage_errors_exit_2(pair, capsys):
     np.savez(tmp / "in.npz", input_ids=np.zeros((1, 3), np.int64))
     assert main(["validate", str(orig), str(rw), "--inputs", str(tmp / "in.npz")]) == 2
     assert "in.npz: no array for graph input 'attention_mask'" in _one_line_error(capsys)
+    np.savez(tmp / "ok.npz", **pasa_onnx.inputs.generate_inputs(onnx.load(orig)).feeds)
+    assert main(["validate", str(orig), str(rw), "--inputs", str(tmp / "ok.npz")]) == 0
+    capsys.readouterr()
+    assert (
+        main(["validate", str(orig), str(rw), "--inputs", str(tmp / "ok.npz"), "--dim", "batch=1"])
+        == 2
+    )
+    assert "--dim binds generated inputs only" in _one_line_error(capsys)
     assert main(["validate", str(orig), str(rw), "--atol", "-1"]) == 2
     assert "tolerances must be non-negative" in _one_line_error(capsys)
     with pytest.raises(SystemExit) as exc:  # argparse: missing positional
