@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from pasa_onnx.errors import PasaError
 
@@ -20,6 +20,13 @@ from pasa_onnx.errors import PasaError
 _ID_PASSTHROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand"}
 # Ops between a weight initializer and the Gather that reads it (fp16 casts, dequantisation).
 _TABLE_PASSTHROUGH = {"Cast", "Identity", "DequantizeLinear"}
+
+# Ops that index an embedding table: {op_type: {index input position: table input position}}.
+_EMBEDDING_OPS = {
+    "Gather": {1: 0},
+    # com.microsoft fused embedding: input_ids, segment_ids, word/position/segment tables, ...
+    "EmbedLayerNormalization": {0: 2, 1: 4, 8: 3},
+}
 
 DEFAULT_BATCH = 2
 DEFAULT_SEQUENCE = 16
@@ -103,8 +110,8 @@ def _default_dim(name: str, axis: int) -> int:
 
 
 def embedding_rows(model: onnx.ModelProto, input_name: str) -> int | None:
-    """Rows of the smallest table an integer input indexes through ``Gather`` (following
-    casts and reshapes), or ``None`` if it feeds no Gather on an initializer."""
+    """Rows of the smallest table an integer input indexes through ``Gather`` or a fused
+    embedding op (following casts and reshapes), or ``None`` if it indexes no initializer."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     producers: dict[str, onnx.NodeProto] = {}
     for node in model.graph.node:
@@ -140,11 +147,12 @@ def embedding_rows(model: onnx.ModelProto, input_name: str) -> int | None:
             continue
         seen.add(name)
         for node in consumers.get(name, []):
-            if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name:
-                n = table_rows(node.input[0])
-                if n is not None:
-                    rows.append(n)
-            elif node.op_type in _ID_PASSTHROUGH and node.input[0] == name:
+            for index, table in _EMBEDDING_OPS.get(node.op_type, {}).items():
+                if index < len(node.input) and node.input[index] == name:
+                    n = table_rows(node.input[table]) if table < len(node.input) else None
+                    if n is not None:
+                        rows.append(n)
+            if node.op_type in _ID_PASSTHROUGH and node.input[0] == name:
                 frontier.extend(node.output)
     return min(rows) if rows else None
 
@@ -261,6 +269,24 @@ def check_arrays(
     return ModelInputs(feeds, info, dims, set())
 
 
+def _sum_of_dims(name: str, bound: dict[str, int], defaults: set[str]) -> int | None:
+    """Exporters name dims like ``past_sequence_length + 1`` or ``past + sequence``: such a dim
+    is the sum of its parts (each bound, defaulted, or a number); None for a plain name."""
+    parts = [p.strip() for p in name.split("+")]
+    if len(parts) < 2 or not all(parts):
+        return None
+    total = 0
+    for part in parts:
+        if part.isdigit():
+            total += int(part)
+            continue
+        if part not in bound:
+            bound[part] = _default_dim(part, -1)
+            defaults.add(part)
+        total += bound[part]
+    return total
+
+
 def generate_inputs(
     model: onnx.ModelProto, dims: Mapping[str, int] | None = None, seed: int = 0
 ) -> ModelInputs:
@@ -268,7 +294,9 @@ def generate_inputs(
     bound = dict(dims or {})
     known: set[str] = set()
     for vi in graph_inputs(model):
-        known.update(d for d in _dim_names(vi) if isinstance(d, str))
+        for d in _dim_names(vi):
+            if isinstance(d, str):  # "past + sequence" also makes "past" and "sequence" known
+                known.update([d, *(p.strip() for p in d.split("+") if "+" in d)])
     unknown = sorted(set(bound) - known)
     if unknown:
         listed = ", ".join(sorted(known)) or "none"
@@ -283,18 +311,13 @@ def generate_inputs(
         shape = []
         for axis, d in enumerate(_dim_names(vi)):
             if isinstance(d, str) and d not in bound:
-                bound[d] = _default_dim(d, axis)
-                defaults.add(d)
+                bound[d] = _sum_of_dims(d, bound, defaults)
+                if bound[d] is None:
+                    bound[d] = _default_dim(d, axis)
+                    defaults.add(d)
             shape.append(d if isinstance(d, int) else bound[d])
         dtype = _np_dtype(vi)
         arr, kind = _generate(model, vi, tuple(shape), dtype, rng)
         feeds[vi.name] = arr
         info.append(InputInfo(vi.name, tuple(arr.shape), arr.dtype.name, True, kind))
     return ModelInputs(feeds, info, bound, defaults)
-
-
-def initializer_array(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for t in model.graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    return None

@@ -140,3 +140,36 @@ def test_npz_errors_name_file_and_tensor(model_and_npz):
     path.write_text("not a zip")
     with pytest.raises(PasaError, match="not a readable .npz file"):
         load_npz(orig, path)
+
+
+def test_sum_dims_and_fused_embedding_tables():
+    """``past + 1`` style dims are sums of their parts; EmbedLayerNormalization tables count."""
+    vi = helper.make_tensor_value_info
+    inputs = [
+        vi("input_ids", TensorProto.INT32, ["batch", "sequence"]),
+        vi("segment_ids", TensorProto.INT32, ["batch", "sequence"]),
+        vi("attention_mask", TensorProto.INT64, ["batch", "past_sequence + sequence"]),
+        vi("past_key", TensorProto.FLOAT16, ["batch", 2, "past_sequence", 4]),
+        vi("cache_position", TensorProto.INT64, ["past_sequence + 1"]),
+    ]
+    tables = [
+        numpy_helper.from_array(np.zeros((n, 4), np.float32), name)
+        for n, name in ((23, "word"), (64, "pos"), (2, "seg"))
+    ]
+    embed = helper.make_node(
+        "EmbedLayerNormalization",
+        ["input_ids", "segment_ids", "word", "pos", "seg", "gamma", "beta"],
+        ["y", "mask_index"],
+        domain="com.microsoft",
+    )
+    g = helper.make_graph([embed], "g", inputs, [vi("y", TensorProto.FLOAT, None)], tables)
+    model = helper.make_model(g)
+    assert embedding_rows(model, "input_ids") == 23 and embedding_rows(model, "segment_ids") == 2
+    mi = generate_inputs(model, {"sequence": 5, "past_sequence": 3}, seed=1)
+    f = mi.feeds
+    assert f["attention_mask"].shape == (2, 8) and f["past_key"].shape == (2, 2, 3, 4)
+    assert f["cache_position"].shape == (4,)
+    assert f["input_ids"].max() < 23 and f["segment_ids"].max() < 2
+    assert mi.dims["past_sequence + sequence"] == 8
+    d = generate_inputs(model, seed=1)  # defaults: past 8, sequence 16
+    assert d.feeds["attention_mask"].shape == (2, 24)
