@@ -16,6 +16,7 @@ from pasa_onnx.runtime import (
     OP_VERSION,
     inference_session,
     library_path,
+    run,
     session_options,
 )
 from pasa_onnx.schema import register_schema
@@ -47,6 +48,7 @@ __all__ = [
     "inference_session",
     "library_path",
     "rewrite",
+    "run",
     "validate",
     "session_options",
 ]

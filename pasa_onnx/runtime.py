@@ -62,3 +62,48 @@ def inference_session(
         sess_options=session_options(options),
         providers=providers or ["CPUExecutionProvider"],
     )
+
+
+def run(session: Any, feeds: dict[str, Any], output_names: list[str] | None = None) -> list[Any]:
+    """``session.run`` that also takes and returns bfloat16 numpy arrays (``ml_dtypes``).
+
+    onnxruntime's Python binding has no numpy bfloat16: such tensors cross as raw uint16 buffers.
+    """
+    import ctypes
+
+    import ml_dtypes
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    names = output_names or [o.name for o in session.get_outputs()]
+    if not any(np.asarray(v).dtype == bf16 for v in feeds.values()) and not any(
+        o.type == "tensor(bfloat16)" for o in session.get_outputs() if o.name in names
+    ):
+        return session.run(names, feeds)
+    binding = session.io_binding()
+    keep = []
+    for name, value in feeds.items():
+        arr = np.ascontiguousarray(value)
+        if arr.dtype == bf16:
+            ov = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                arr.view(np.uint16), TensorProto.BFLOAT16
+            )
+        else:
+            ov = ort.OrtValue.ortvalue_from_numpy(arr)
+        keep.append((arr, ov))
+        binding.bind_ortvalue_input(name, ov)
+    for name in names:
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    results = []
+    for ov in binding.get_outputs():
+        if ov.data_type() == "tensor(bfloat16)":
+            shape = tuple(ov.shape())
+            count = int(np.prod(shape, dtype=np.int64))
+            buf = (ctypes.c_uint16 * count).from_address(ov.data_ptr()) if count else []
+            results.append(np.array(buf, dtype=np.uint16).reshape(shape).view(bf16))
+        else:
+            results.append(ov.numpy())
+    return results
