@@ -376,6 +376,7 @@ def _run(
     import onnxruntime as ort
 
     from pasa_onnx.runtime import inference_session
+    from pasa_onnx.runtime import run as run_session
 
     try:
         size = model.ByteSize()
@@ -397,7 +398,7 @@ def _run(
             raise PasaError(f"{label}: onnxruntime cannot load it: {_first_line(exc)}") from None
         del source
         try:
-            values = session.run(fetch, dict(feeds))
+            values = run_session(session, dict(feeds), fetch)  # bfloat16-aware session.run
         except Exception as exc:
             raise PasaError(f"{label}: onnxruntime failed to run it: {_first_line(exc)}") from None
         finally:
