@@ -29,7 +29,11 @@ def headline(result: ValidationResult) -> str:
     n_out, n_att = len(result.outputs), len(result.attentions)
     if result.passed:
         return f"PASS: {n_out} output(s) and {n_att} attention(s) within tolerance"
-    return f"FAIL: {len(result.failures())} comparison(s) outside tolerance"
+    text = f"FAIL: {len(result.failures())} comparison(s) outside tolerance"
+    # Nodes are stored in topological order: the first failing attention is the upstream-most,
+    # the likely cause of differences further down.
+    first = next((a for a in result.attentions if a.within_tolerance is False), None)
+    return f"{text}; first at attention '{first.node}'" if first else text
 
 
 def overflow_summary(result: ValidationResult) -> str | None:
