@@ -123,3 +123,31 @@ def test_lifted_primitive_model_matches_float64_forward():
     fp16 = pasa_onnx.inference_session(orig).run(["logits"], feeds)[0]
     # The fp16 original is much further from float64 than the lifted reference.
     assert np.abs(fp16 - want).max() > 30 * np.abs(got - want).max()
+
+
+def test_lift_bfloat16_model_and_feeds():
+    """bf16 weights, inputs, Cast targets and value_info become fp32 (onnxruntime's CPU provider
+    has no bf16 Mul: only the lifted model can run here)."""
+    from pasa_onnx.numerics import BFLOAT16
+
+    c = numpy_helper.from_array(np.array([1.5, -3.0, 0.25], BFLOAT16), "c")
+    nodes = [
+        helper.make_node("Mul", ["x", "c"], ["t"]),
+        helper.make_node("Cast", ["t"], ["y"], to=TensorProto.BFLOAT16),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "bf16",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [3])],
+        initializer=[c],
+        value_info=[helper.make_tensor_value_info("t", TensorProto.BFLOAT16, [3])],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 23)])
+    lifted = lift_to_fp32(model)
+    assert has_half_types(model) and not has_half_types(lifted)
+    x = np.array([2.0, 0.5, -8.0], BFLOAT16)
+    feeds = lift_feeds({"x": x})
+    assert feeds["x"].dtype == np.float32
+    y = pasa_onnx.inference_session(lifted).run(None, feeds)[0]
+    np.testing.assert_array_equal(y, np.array([3.0, -1.5, -2.0], np.float32))
