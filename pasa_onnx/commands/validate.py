@@ -95,7 +95,8 @@ def register(subparsers) -> None:
         description="Run ORIGINAL, REWRITTEN and ORIGINAL lifted to fp32 in onnxruntime on the "
         "same inputs; compare every graph output and every PasaAttention output. An element is "
         "within tolerance when |rewritten - original| <= atol + rtol*|original|, or when it is "
-        "at least as close to the fp32 reference as the original (docs/report-format.md). "
+        "within tolerance of the fp32 reference or at least as close to it as the original "
+        "(docs/report-format.md). "
         "Exit 0 within tolerance, 1 outside, 2 on usage or input errors.",
     )
     p.add_argument("original", help="the model before rewriting (.onnx)")
