@@ -13,7 +13,7 @@ import traceback
 from pasa_onnx.errors import PasaError, ValidationFailed
 
 # Subcommand modules in pasa_onnx.commands, in --help order.
-COMMANDS: tuple[str, ...] = ("rewrite", "inspect")
+COMMANDS: tuple[str, ...] = ("rewrite", "inspect", "validate")
 
 
 def build_parser() -> argparse.ArgumentParser:
