@@ -17,7 +17,7 @@ def test_library_path_is_absolute_file():
     assert os.path.isabs(path) and os.path.isfile(path)
 
 
-def test_library_exports_only_registration():
+def test_library_exports_only_registration_and_isa_queries():
     import subprocess
 
     out = subprocess.run(
@@ -26,7 +26,8 @@ def test_library_exports_only_registration():
     if out.returncode != 0:
         pytest.skip("nm not available")
     symbols = [line.split()[-1] for line in out.stdout.splitlines() if line.strip()]
-    assert symbols == ["RegisterCustomOps"]
+    # RegisterCustomOps, plus the two read-only ISA queries (pasa_onnx.runtime.isa_info).
+    assert sorted(symbols) == ["PasaOnnxIsa", "PasaOnnxSupportedIsas", "RegisterCustomOps"]
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, BFLOAT16])
