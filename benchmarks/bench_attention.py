@@ -404,10 +404,8 @@ def machine_info() -> dict:
             )
     except (OSError, StopIteration):
         pass
-    try:
+    with contextlib.suppress(OSError):
         info["loadavg_start"] = os.getloadavg()
-    except OSError:
-        pass
     import onnxruntime
 
     info["onnxruntime"] = onnxruntime.__version__

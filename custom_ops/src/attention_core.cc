@@ -20,6 +20,8 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Budget of the prepared key/value blocks (floats); above it heads are processed in chunks.
 constexpr int64_t kCacheBudgetFloats = int64_t{48} << 18;  // 48 MiB
+// Up to this many query rows (decode), K' stays row-major: no transposition per key block.
+constexpr int64_t kRowMajorMaxQueries = 4;
 
 float LoadElem(const void* base, ElemType type, int64_t index) {
   switch (type) {
@@ -57,6 +59,10 @@ void LoadRows(const TensorView& view, int64_t b, int64_t h, int64_t s0, int64_t 
   if (view.stride[3] == 1) {
     const KernelTable& k = ActiveKernels();
     const auto* bytes = static_cast<const unsigned char*>(view.data);
+    if (view.stride[2] == cols) {  // contiguous rows: one conversion
+      k.convert_row(bytes + static_cast<size_t>(base) * ElemBytes(view.type), view.type, rows * cols, out);
+      return;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const size_t at = static_cast<size_t>(base + r * view.stride[2]) * ElemBytes(view.type);
       k.convert_row(bytes + at, view.type, cols, out + r * cols);
@@ -78,17 +84,17 @@ int64_t FirstNonFinite(const void* data, ElemType type, int64_t base, int64_t n,
     const uint16_t h = static_cast<const uint16_t*>(data)[i];
     return type == ElemType::kFloat16 ? (h & 0x7c00u) == 0x7c00u : (h & 0x7f80u) == 0x7f80u;
   };
-  if (stride == 1) {  // branch-free scan first (vectorises), then find the position
-    bool any = false;
+  if (stride == 1) {  // branch-free counting scan first (vectorises), then find the position
+    uint32_t bad = 0;
     if (type == ElemType::kFloat32) {
-      const float* f = static_cast<const float*>(data) + base;
-      for (int64_t d = 0; d < n; ++d) any |= (FloatBits(f[d]) & 0x7f800000u) == 0x7f800000u;
+      const uint32_t* f = static_cast<const uint32_t*>(data) + base;
+      for (int64_t d = 0; d < n; ++d) bad += (f[d] & 0x7f800000u) == 0x7f800000u;
     } else {
       const uint16_t* h = static_cast<const uint16_t*>(data) + base;
       const uint16_t e = type == ElemType::kFloat16 ? 0x7c00u : 0x7f80u;
-      for (int64_t d = 0; d < n; ++d) any |= (h[d] & e) == e;
+      for (int64_t d = 0; d < n; ++d) bad += (h[d] & e) == e;
     }
-    if (!any) return -1;
+    if (bad == 0) return -1;
   }
   for (int64_t d = 0; d < n; ++d)
     if (bad_at(d)) return d;
@@ -163,6 +169,7 @@ PreparedProblem::PreparedProblem(const AttentionProblem& p) : problem_(&p) {
   kv_blocks_ = (p.kv_len + p.block_kv - 1) / p.block_kv;
   slot_keys_ = AlignUp(std::min(p.block_kv, p.kv_len), kKeyAlign);
   dv_pad_ = AlignUp(p.v_head_dim, kKeyAlign);
+  k_rows_ = p.q_len <= kRowMajorMaxQueries;
 
   // Key validity: before the batch's valid length, and attendable by at least one query row.
   key_valid_.assign(static_cast<size_t>(p.batch * p.q_heads * p.kv_len), 0);
@@ -258,7 +265,14 @@ PreparedProblem::PreparedProblem(const AttentionProblem& p) : problem_(&p) {
     if (shared_) stages_.push_back({true, u0, nu, {}});
     stages_.push_back(std::move(attend));
   }
-  if (shared_) cache_.resize(static_cast<size_t>(std::min(per_chunk, num_units) * unit_floats));
+  if (shared_) {
+    // The calling thread keeps this buffer between runs: no page faults and no zeroing per run
+    // (every slot a tile reads is written by the prepare stage first).
+    thread_local std::vector<float> buffer;
+    const auto need = static_cast<size_t>(std::min(per_chunk, num_units) * unit_floats);
+    if (buffer.size() < need) buffer.resize(need);
+    cache_ = buffer.data();
+  }
 }
 
 int64_t PreparedProblem::NumTasks(int64_t stage) const {
@@ -276,12 +290,12 @@ void PreparedProblem::RunTask(int64_t stage, int64_t task) {
   const int64_t unit = s.first_unit + task / kv_blocks_;
   const int64_t block = task % kv_blocks_;
   const int64_t slot = ((unit % units_per_chunk_) * kv_blocks_ + block) * slot_keys_ * (p.head_dim + dv_pad_);
-  float* kt = cache_.data() + slot;
+  float* kt = cache_ + slot;
   float* v = kt + slot_keys_ * p.head_dim;
   inv_count_[static_cast<size_t>(unit * kv_blocks_ + block)] = BuildBlock(unit, block, kt, v);
 }
 
-// 1) block mean over the valid keys, 2) K' = c·(K − α·mean), transposed to kt[D][n_pad]
+// 1) block mean over the valid keys, 2) K' = c·(K − α·mean), to kt[D][n_pad] (or kt[n_pad][D])
 // (paper mode rounds K'), 3) V in float to v[n_pad][dv_pad]. Invalid and padding keys are zero.
 // Returns 1 / (number of valid keys), or 0 when the block has none.
 float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v) const {
@@ -299,27 +313,46 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   float* sum = Grow(t.ksum, D);
   std::fill(sum, sum + D, 0.0f);
   int64_t count = 0;
+  for (int64_t r = 0; r < n; ++r) count += KeyValid(u.b, u.rep_head, r0 + r);
+  if (count == n) LoadRows(p.k, u.b, u.kvh, r0, n, D, krows);  // every row is read: one pass
   for (int64_t r = 0; r < n; ++r) {
     if (!KeyValid(u.b, u.rep_head, r0 + r)) continue;
-    LoadRows(p.k, u.b, u.kvh, r0 + r, 1, D, krows + r * D);
+    if (count != n) LoadRows(p.k, u.b, u.kvh, r0 + r, 1, D, krows + r * D);
     for (int64_t d = 0; d < D; ++d) sum[d] += krows[r * D + d];
-    ++count;
   }
   if (count == 0) return 0.0f;  // no key here can be attended: the block contributes nothing
   const float inv_count = 1.0f / static_cast<float>(count);
   for (int64_t d = 0; d < D; ++d) sum[d] = alpha * (sum[d] * inv_count);  // α·mean
-  std::fill(kt, kt + D * n_pad, 0.0f);
-  std::fill(v, v + n_pad * dv_pad_, 0.0f);
-  for (int64_t r = 0; r < n; ++r) {
-    if (!KeyValid(u.b, u.rep_head, r0 + r)) continue;
+  // Every row and column is written: K' and V of valid keys, zeros for the rest and the padding.
+  const bool whole_v = Dv == dv_pad_ && count == n;
+  for (int64_t r = 0; r < n_pad; ++r) {
+    const bool valid = r < n && KeyValid(u.b, u.rep_head, r0 + r);
     const float* kr = krows + r * D;
-    for (int64_t d = 0; d < D; ++d) {
-      float x = p.scale * (kr[d] - sum[d]);
-      if (paper) x = RoundTo(p.half_type, x);
-      kt[d * n_pad + r] = x;
+    if (k_rows_) {
+      float* out = kt + r * D;
+      if (!valid) {
+        std::fill(out, out + D, 0.0f);
+      } else {
+        for (int64_t d = 0; d < D; ++d) out[d] = p.scale * (kr[d] - sum[d]);
+        if (paper)
+          for (int64_t d = 0; d < D; ++d) out[d] = RoundTo(p.half_type, out[d]);
+      }
+    } else {
+      for (int64_t d = 0; d < D; ++d) {
+        float x = valid ? p.scale * (kr[d] - sum[d]) : 0.0f;
+        if (paper) x = RoundTo(p.half_type, x);
+        kt[d * n_pad + r] = x;
+      }
     }
-    LoadRows(p.v, u.b, u.kvh, r0 + r, 1, Dv, v + r * dv_pad_);
+    float* vr = v + r * dv_pad_;
+    if (!valid) {
+      std::fill(vr, vr + dv_pad_, 0.0f);
+    } else if (!whole_v) {
+      LoadRows(p.v, u.b, u.kvh, r0 + r, 1, Dv, vr);
+      std::fill(vr + Dv, vr + dv_pad_, 0.0f);
+    }
   }
+  if (whole_v) LoadRows(p.v, u.b, u.kvh, r0, n, Dv, v);
   return inv_count;
 }
 
@@ -386,6 +419,7 @@ void PreparedProblem::RunTile(int64_t item) {
     const int64_t n = std::min(p.block_kv, p.kv_len - r0);
     KvBlock kv;
     kv.n_pad = AlignUp(n, kKeyAlign);
+    kv.k_rows = k_rows_;
 
     // How each row meets this block: not at all, every key, or through an additive row.
     bool any_row = false;
@@ -423,7 +457,7 @@ void PreparedProblem::RunTile(int64_t item) {
     if (shared_) {
       kv.inv_count = inv_count_[static_cast<size_t>(unit * kv_blocks_ + j)];
       const int64_t slot = ((unit % units_per_chunk_) * kv_blocks_ + j) * slot_n * (D + dvp);
-      kv.kt = cache_.data() + slot;
+      kv.kt = cache_ + slot;
       kv.v = kv.kt + slot_n * D;
     } else {
       kv.inv_count = BuildBlock(unit, j, own_kt, own_v);
@@ -454,24 +488,51 @@ std::string ValidateProblem(const PreparedProblem& pp) {
   auto row_base = [](const TensorView& v, int64_t b, int64_t h, int64_t s) {
     return b * v.stride[0] + h * v.stride[1] + s * v.stride[2];
   };
+  // Rows [s0, s1) of a view: one scan when they are contiguous, else row by row; -1 or the
+  // first bad row.
+  auto first_bad_row = [&](const TensorView& v, int64_t b, int64_t h, int64_t s0, int64_t s1, int64_t cols) {
+    if (v.stride[3] == 1 && v.stride[2] == cols &&
+        FirstNonFinite(v.data, v.type, row_base(v, b, h, s0), (s1 - s0) * cols, 1) < 0)
+      return int64_t{-1};
+    for (int64_t s = s0; s < s1; ++s)
+      if (FirstNonFinite(v.data, v.type, row_base(v, b, h, s), cols, v.stride[3]) >= 0) return s;
+    return int64_t{-1};
+  };
+  auto describe = [&](const TensorView& v, const char* what, int64_t b, int64_t h, int64_t s, int64_t cols) {
+    return Describe(what, b, h, s, FirstNonFinite(v.data, v.type, row_base(v, b, h, s), cols, v.stride[3]));
+  };
   for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.q_heads; ++h)
-      for (int64_t s = 0; s < p.q_len; ++s) {
-        const int64_t d = FirstNonFinite(p.q.data, p.q.type, row_base(p.q, b, h, s), p.head_dim, p.q.stride[3]);
-        if (d >= 0) return Describe("input 'Q'", b, h, s, d);
-      }
+    for (int64_t h = 0; h < p.q_heads; ++h) {
+      const int64_t s = first_bad_row(p.q, b, h, 0, p.q_len, p.head_dim);
+      if (s >= 0) return describe(p.q, "input 'Q'", b, h, s, p.head_dim);
+    }
   const int64_t group = p.q_heads / p.kv_heads;
   for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t kvh = 0; kvh < p.kv_heads; ++kvh)
-      for (int64_t r = 0; r < p.kv_len; ++r) {
-        bool used = false;
-        for (int64_t h = kvh * group; h < (kvh + 1) * group && !used; ++h) used = pp.KeyValid(b, h, r);
-        if (!used) continue;  // masked for every query: its values are never read
-        int64_t d = FirstNonFinite(p.k.data, p.k.type, row_base(p.k, b, kvh, r), p.head_dim, p.k.stride[3]);
-        if (d >= 0) return Describe("input 'K' (or past_key)", b, kvh, r, d) + " on a key that is not masked";
-        d = FirstNonFinite(p.v.data, p.v.type, row_base(p.v, b, kvh, r), p.v_head_dim, p.v.stride[3]);
-        if (d >= 0) return Describe("input 'V' (or past_value)", b, kvh, r, d) + " on a key that is not masked";
+    for (int64_t kvh = 0; kvh < p.kv_heads; ++kvh) {
+      // Runs of keys some query may attend (masked keys are never read and may hold anything).
+      int64_t r = 0;
+      while (r < p.kv_len) {
+        auto used = [&](int64_t key) {
+          for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
+            if (pp.KeyValid(b, h, key)) return true;
+          return false;
+        };
+        if (!used(r)) {
+          ++r;
+          continue;
+        }
+        int64_t end = r + 1;
+        while (end < p.kv_len && used(end)) ++end;
+        int64_t bad = first_bad_row(p.k, b, kvh, r, end, p.head_dim);
+        if (bad >= 0)
+          return describe(p.k, "input 'K' (or past_key)", b, kvh, bad, p.head_dim) + " on a key that is not masked";
+        bad = first_bad_row(p.v, b, kvh, r, end, p.v_head_dim);
+        if (bad >= 0)
+          return describe(p.v, "input 'V' (or past_value)", b, kvh, bad, p.v_head_dim) +
+                 " on a key that is not masked";
+        r = end;
       }
+    }
   return {};
 }
 

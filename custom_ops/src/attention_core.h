@@ -77,7 +77,9 @@ float DefaultAlpha(ElemType type);
 //     causal triangles balance over threads.
 // The prepared blocks live in a buffer of O(S·D) floats; heads are processed in chunks when the
 // buffer would exceed a budget. A problem where every head is read by a single query tile (short
-// decode) builds its blocks on the fly in per-thread scratch instead.
+// decode) builds its blocks on the fly in per-thread scratch instead. Problems of at most
+// kRowMajorMaxQueries query rows keep K' row-major (a function of the problem only, so results
+// never depend on block_q or the thread count).
 class PreparedProblem {
  public:
   explicit PreparedProblem(const AttentionProblem& p);
@@ -111,8 +113,9 @@ class PreparedProblem {
   std::vector<Stage> stages_;
   int64_t q_blocks_ = 0, kv_blocks_ = 0, slot_keys_ = 0, dv_pad_ = 0;
   bool shared_ = false;
+  bool k_rows_ = false;  // decode-sized queries: K' row-major (see KvBlock)
   int64_t units_per_chunk_ = 1;  // chunk c holds units [c·n, (c+1)·n); unit u sits in slot u % n
-  std::vector<float> cache_;      // [units of chunk][kv_blocks] slots of kt + v
+  float* cache_ = nullptr;        // [units of chunk][kv_blocks] slots of kt + v (caller thread's)
   std::vector<float> inv_count_;  // [units][kv_blocks]; 0: the block has no valid key
 };
 

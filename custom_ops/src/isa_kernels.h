@@ -24,10 +24,13 @@ enum RowKind : uint8_t {
   kRowAdd = 2,   // attends where its additive row (0, a mask value, or -inf) is not -inf
 };
 
-// A prepared key/value block: K' = c·(K − α·mean) transposed ([D][n_pad], keys contiguous) and V
-// in float ([n_pad][dv_pad]); invalid and padding keys are zero rows/columns.
+// A prepared key/value block: K' = c·(K − α·mean) and V in float ([n_pad][dv_pad]); invalid and
+// padding keys are zero. K' is transposed ([D][n_pad], keys contiguous: the tile product
+// broadcasts query elements) or, for decode-sized problems (k_rows), row-major ([n_pad][D]: each
+// score is one vector dot product, no transposition needed).
 struct KvBlock {
   const float* kt = nullptr;
+  bool k_rows = false;
   const float* v = nullptr;
   int64_t n_pad = 0;
   float inv_count = 0.0f;  // 1 / number of valid keys (those that enter the block mean)

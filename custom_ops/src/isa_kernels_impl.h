@@ -151,6 +151,23 @@ inline void ScoreTile(const float* q, int64_t rows, int64_t D, const float* kt, 
   }
 }
 
+// S[rows][n] = Q[rows][D] · K'ᵀ with K' row-major ([n][D]): one vector dot product per score
+// (partial sums over W lanes, a fixed reduction tree, then the D % W tail in order).
+inline void ScoreRows(const float* q, int64_t rows, int64_t D, const float* k, int64_t n, float* s) {
+  const int64_t dv = D / W * W;
+  for (int64_t r = 0; r < n; ++r) {
+    const float* kr = k + r * D;
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* qi = q + i * D;
+      T acc = V::zero();
+      for (int64_t d = 0; d < dv; d += W) acc = V::fma(V::load(qi + d), V::load(kr + d), acc);
+      float dot = V::reduce_add(acc);
+      for (int64_t d = dv; d < D; ++d) dot += qi[d] * kr[d];
+      s[i * n + r] = dot;
+    }
+  }
+}
+
 // PV[rows][dv] = P[rows][n] · V[n][dv].
 inline void PvTile(const float* p, int64_t rows, int64_t n, const float* v, int64_t dv, float* out) {
   constexpr int64_t kCols = V::kTileVecs * W;
@@ -250,7 +267,8 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   const bool paper = rp.precision == Precision::kPaper;
   const float overflow_at = R == kRoundBF16 ? BitsFloat(0x7f7f8000u) : 65520.0f;
 
-  ScoreTile(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
+  if (kv.k_rows) ScoreRows(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
+  else ScoreTile(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
 
   bool any = false;
   for (int64_t i = 0; i < t.rows; ++i) {
