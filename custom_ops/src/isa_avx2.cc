@@ -42,6 +42,8 @@ struct V {
     const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
   }
+  // p·2^n for n in [-127, 0]: 2^(n+1)·(p/2) keeps n = -127 a normal exponent field.
+  static T scale2(T p, T n) { return mul(mul(p, set1(0.5f)), pow2i(add(n, set1(1.0f)))); }
   static T round_half(T x) {
     return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }

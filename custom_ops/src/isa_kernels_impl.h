@@ -6,7 +6,7 @@
 // `V` provides: W (lanes), T (vector), M (lane mask), kTileRows/kTileVecs (register block of the
 // tile products), zero/load/store/set1, add/sub/mul/div/fma(a,b,c)=a·b+c, max/min/abs,
 // lt/gt/ge/eq/unord -> M, mor/mand/mfalse, any, select(m, a, b) = m ? a : b, round_nearest, pow2i (2^n for
-// integral n in [-127, 127]), round_half/round_bf16 (round-to-nearest-even and back),
+// integral n in [-127, 127]), scale2(p, n) = p·2^n for integral n in [-127, 0], round_half/round_bf16 (round-to-nearest-even and back),
 // reduce_add/reduce_max, load_f16/load_bf16/store_f16/store_bf16 (W elements).
 //
 // Determinism: every score is one multiply-add chain over the head dimension, every P·V output one
@@ -51,16 +51,14 @@ inline float RoundScalar(float x, int r) {
   return x;
 }
 
-// exp(x) for float lanes: Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, and a degree-7
-// polynomial (Cephes' expf coefficients). Within 2 float32 ulps of the correctly rounded result
-// over [-87.3, 88.7]; below -87.3 it returns 0 (the exact value is under 2^-125); NaN stays NaN.
-inline T Exp(T x) {
-  const M nan = V::unord(x);
-  const M under = V::lt(x, V::set1(-87.33654f));
-  const M over = V::gt(x, V::set1(88.72283f));
-  T xc = V::min(V::max(x, V::set1(-87.33654f)), V::set1(88.72283f));
-  const T n = V::round_nearest(V::mul(xc, V::set1(1.44269504088896341f)));
-  T r = V::fma(n, V::set1(-0.693359375f), xc);
+// exp(x) for float lanes x <= 0 (the only use: x − max): Cody-Waite reduction x = n·ln2 + r,
+// |r| <= ln2/2, and a degree-7 polynomial (Cephes' expf coefficients), scaled by 2^n. Within
+// 2 float32 ulps of the correctly rounded result over [-87.3, 0]; below -87.3 it returns 0 (the
+// exact value is under 2^-125); NaN stays NaN. (Positive x is not supported.)
+inline T ExpNonPositive(T x) {
+  const M keep = V::ge(x, V::set1(-87.33654f));  // false for NaN and tiny results
+  const T n = V::round_nearest(V::mul(x, V::set1(1.44269504088896341f)));
+  T r = V::fma(n, V::set1(-0.693359375f), x);
   r = V::fma(n, V::set1(2.12194440e-4f), r);
   T p = V::set1(1.9875691500e-4f);
   p = V::fma(p, r, V::set1(1.3981999507e-3f));
@@ -69,11 +67,8 @@ inline T Exp(T x) {
   p = V::fma(p, r, V::set1(1.6666665459e-1f));
   p = V::fma(p, r, V::set1(5.0000001201e-1f));
   p = V::fma(p, V::mul(r, r), V::add(r, V::set1(1.0f)));
-  // 2^n as 2^(n-1)·2 keeps n = 128 (x near 88.7) representable.
-  T y = V::mul(V::mul(p, V::pow2i(V::sub(n, V::set1(1.0f)))), V::set1(2.0f));
-  y = V::select(under, V::zero(), y);
-  y = V::select(over, V::set1(kInf), y);
-  return V::select(nan, x, y);
+  const T y = V::select(keep, V::scale2(p, n), V::zero());
+  return V::select(V::unord(x), x, y);
 }
 
 // ---- Tile products -------------------------------------------------------------------------
@@ -185,22 +180,22 @@ inline void PvTile(const float* p, int64_t rows, int64_t n, const float* v, int6
 // ---- Row passes (n is a multiple of kKeyAlign) ----------------------------------------------
 
 // 1) sum = Σ s  (invalid and padding keys hold 0)
-inline float RowSum(const float* s, int64_t n) {
+// 2) overflow = whether an attended score would round to ±inf in the half type (|s| >= threshold)
+inline float RowSum(const float* s, int64_t n, const float* add, float threshold, bool* overflow) {
   T acc = V::zero();
-  for (int64_t r = 0; r < n; r += W) acc = V::add(acc, V::load(s + r));
-  return V::reduce_add(acc);
-}
-
-// 1) whether an attended score would round to ±inf in the half type (|s| >= threshold)
-inline bool RowOverflows(const float* s, const float* add, int64_t n, float threshold) {
   const T thr = V::set1(threshold);
   const T ninf = V::set1(-kInf);
+  M big = V::mfalse();
   for (int64_t r = 0; r < n; r += W) {
-    M big = V::ge(V::abs(V::load(s + r)), thr);
-    if (add != nullptr) big = V::mand(big, V::gt(V::load(add + r), ninf));
-    if (V::any(big)) return true;
+    const T x = V::load(s + r);
+    acc = V::add(acc, x);
+    if (overflow == nullptr) continue;
+    M b = V::ge(V::abs(x), thr);
+    if (add != nullptr) b = V::mand(b, V::gt(V::load(add + r), ninf));
+    big = V::mor(big, b);
   }
-  return false;
+  if (overflow != nullptr) *overflow = V::any(big);
+  return V::reduce_add(acc);
 }
 
 // 1) s = round(s) in place
@@ -234,15 +229,15 @@ inline float ShiftMax(float* s, const float* add, int64_t n, float off) {
 }
 
 // 1) p = round(exp(x − m)), 0 where x = −inf (masked), stored over x,  2) sum = Σ p
-template <int R>
+template <int R, bool kMasked>
 inline float ExpRow(float* s, int64_t n, float m) {
   const T mv = V::set1(m);
   const T ninf = V::set1(-kInf);
   T acc = V::zero();
   for (int64_t r = 0; r < n; r += W) {
     const T x = V::load(s + r);
-    T p = RoundV<R>(Exp(V::sub(x, mv)));
-    p = V::select(V::eq(x, ninf), V::zero(), p);
+    T p = RoundV<R>(ExpNonPositive(V::sub(x, mv)));
+    if constexpr (kMasked) p = V::select(V::eq(x, ninf), V::zero(), p);  // also when m is NaN
     acc = V::add(acc, p);
     V::store(s + r, p);
   }
@@ -284,10 +279,13 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
     bool round_s = false;
     if (paper) {
       RoundRow<R>(s, n);
-      mu = RoundScalar(RowSum(s, n) * kv.inv_count, R);
+      mu = RoundScalar(RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count, R);
+    } else if (R != kNoRound) {
+      bool overflow = false;
+      mu = RowSum(s, n, add, overflow_at, &overflow) * kv.inv_count;
+      round_s = !overflow;
     } else {
-      mu = RowSum(s, n) * kv.inv_count;
-      round_s = R != kNoRound && !RowOverflows(s, add, n, overflow_at);
+      mu = RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count;
     }
 
     // Global recovery: offsets of this block and of the running state against the new ā.
@@ -319,7 +317,7 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
 
     float corr = m_old == -kInf ? 0.0f : std::exp(m_old - m_new);
     if (paper) corr = RoundScalar(corr, R);
-    t.psum[i] = ExpRow<R>(s, n, m_new);
+    t.psum[i] = add != nullptr ? ExpRow<R, true>(s, n, m_new) : ExpRow<R, false>(s, n, m_new);
     t.corr[i] = corr;
     t.m[i] = m_new;
     t.upd[i] = 1;

@@ -70,8 +70,13 @@ struct V {
     });
   }
   static T pow2i(const T& n) {
-    return map([&](int i) { return BitsFloat(static_cast<uint32_t>(static_cast<int32_t>(n.v[i]) + 127) << 23); });
+    return map([&](int i) {
+      const float e = n.v[i] >= -127.0f && n.v[i] <= 127.0f ? n.v[i] : -127.0f;  // no UB on NaN/inf
+      return BitsFloat(static_cast<uint32_t>(static_cast<int32_t>(e) + 127) << 23);
+    });
   }
+  // p·2^n for n in [-127, 0]: 2^(n+1)·(p/2) keeps n = -127 a normal exponent field.
+  static T scale2(const T& p, const T& n) { return mul(mul(p, set1(0.5f)), pow2i(add(n, set1(1.0f)))); }
   static T round_half(const T& x) { return map([&](int i) { return RoundToHalf(x.v[i]); }); }
   static T round_bf16(const T& x) { return map([&](int i) { return RoundToBFloat16(x.v[i]); }); }
   static float reduce_add(const T& a) {
