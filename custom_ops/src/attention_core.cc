@@ -148,6 +148,7 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 struct Scratch {
   std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, krows, ksum;
   std::vector<uint8_t> kind, upd;
+  std::vector<uint32_t> pack_p, pack_v;
 };
 
 template <class T>
@@ -386,6 +387,8 @@ void PreparedProblem::RunTile(int64_t item) {
   st.corr = Grow(t.corr, rows);
   st.psum = Grow(t.psum, rows);
   st.upd = Grow(t.upd, rows);
+  st.pack_p = Grow(t.pack_p, rows * slot_n / 2);
+  st.pack_v = Grow(t.pack_v, slot_n / 2 * dvp);
   uint8_t* kind = Grow(t.kind, rows);
   st.kind = kind;
   std::fill(st.o, st.o + rows * dvp, 0.0f);

@@ -1,5 +1,5 @@
 // Chooses the instruction-set table once, when the library loads: the best path this CPU runs,
-// or the one PASA_ONNX_ISA names (avx512 | avx2 | portable). A named path the CPU cannot run is
+// or the one PASA_ONNX_ISA names (avx512bf16 | avx512 | avx2 | portable). A named path the CPU cannot run is
 // an error (reported when the library registers), never a silent fallback.
 #include <cstdlib>
 #include <string>
@@ -17,12 +17,14 @@ bool CpuHasAvx512() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 }
+bool CpuHasAvx512Bf16() { return CpuHasAvx512() && __builtin_cpu_supports("avx512bf16"); }
 bool CpuHasAvx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 }
 #else
 bool CpuHasAvx512() { return false; }
+bool CpuHasAvx512Bf16() { return false; }
 bool CpuHasAvx2() { return false; }
 #endif
 
@@ -33,7 +35,8 @@ struct Candidate {
 };
 
 std::vector<Candidate> Candidates() {
-  return {{"avx512", Avx512Kernels(), CpuHasAvx512()},
+  return {{"avx512bf16", Avx512Bf16Kernels(), CpuHasAvx512Bf16()},
+          {"avx512", Avx512Kernels(), CpuHasAvx512()},
           {"avx2", Avx2Kernels(), CpuHasAvx2()},
           {"portable", PortableKernels(), true}};
 }
@@ -68,7 +71,7 @@ Selection Select() {
       break;
     }
     if (sel.table == nullptr && sel.error.empty())
-      sel.error = "PASA_ONNX_ISA=" + want + " is not a known path; expected avx512, avx2 or portable";
+      sel.error = "PASA_ONNX_ISA=" + want + " is not a known path; expected avx512bf16, avx512, avx2 or portable";
     if (sel.table == nullptr) sel.table = PortableKernels();  // never used: registration fails
     return sel;
   }
@@ -93,6 +96,7 @@ const std::string& IsaSelectionError() { return TheSelection().error; }
 const char* SupportedIsas() { return TheSelection().supported.c_str(); }
 
 #if !defined(PASA_HAVE_X86_PATHS)
+const KernelTable* Avx512Bf16Kernels() { return nullptr; }
 const KernelTable* Avx512Kernels() { return nullptr; }
 const KernelTable* Avx2Kernels() { return nullptr; }
 #endif

@@ -62,6 +62,8 @@ struct TileState {
   float* corr = nullptr;    // [rows] scratch: rescale factor of the current block
   float* psum = nullptr;    // [rows] scratch: probability sum of the current block
   uint8_t* upd = nullptr;   // [rows] scratch: whether the row's state takes this block
+  uint32_t* pack_p = nullptr;  // [rows][n_pad/2] scratch of paths with bf16 pair products
+  uint32_t* pack_v = nullptr;  // [n_pad/2][dv_pad] likewise
 };
 
 struct KernelTable {
@@ -82,6 +84,7 @@ const std::string& IsaSelectionError();
 const char* SupportedIsas();
 
 // Per-instruction-set tables; nullptr when the build does not carry that path.
+const KernelTable* Avx512Bf16Kernels();
 const KernelTable* Avx512Kernels();
 const KernelTable* Avx2Kernels();
 const KernelTable* PortableKernels();

@@ -177,6 +177,58 @@ inline void PvTile(const float* p, int64_t rows, int64_t n, const float* v, int6
   }
 }
 
+#if defined(PASA_PV_BF16)
+// PV[rows][dv] = P[rows][n] · V[n][dv] on bf16 pairs (vdpbf16ps), for P and V that are bf16
+// values held in floats: pp[rows][n/2] and vp[n/2][dv] are the packed operands (Bf16Pack).
+// Each output is one chain over the key pairs, each step adding the products of keys 2k+1 and
+// 2k exactly (the instruction's order) — independent of the tile, like PvTile.
+template <int MR, int NV>
+inline void PvMicroBf16(const uint32_t* pp, int64_t half_n, const uint32_t* vp, int64_t ldv, float* out) {
+  T acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
+  for (int64_t k = 0; k < half_n; ++k) {
+    __m512i vv[NV];
+    for (int j = 0; j < NV; ++j) vv[j] = _mm512_loadu_si512(vp + k * ldv + j * W);
+    for (int r = 0; r < MR; ++r) {
+      const __m512i pb = _mm512_set1_epi32(static_cast<int>(pp[r * half_n + k]));
+      for (int j = 0; j < NV; ++j) acc[r][j] = Bf16Pack::dot(acc[r][j], pb, vv[j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) V::store(out + r * ldv + j * W, acc[r][j]);
+}
+
+inline void PvTileBf16(const float* p, int64_t rows, int64_t n, const float* v, int64_t dv, float* out,
+                       uint32_t* pp, uint32_t* vp) {
+  const int64_t half_n = n / 2;
+  // 1) pack P rows into key pairs, 2) pack V rows pairwise (n is a multiple of 32? of 16: a
+  // 16-key block packs as two 16-value vectors per row pair chunk).
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t r = 0; r < n; r += 2 * W) {
+      const T a = V::load(p + i * n + r);
+      const T b = r + W < n ? V::load(p + i * n + r + W) : V::zero();
+      const __m512i packed = Bf16Pack::pairs(a, b);
+      const int64_t take = std::min<int64_t>(W, (n - r) / 2);
+      if (take == W) _mm512_storeu_si512(pp + i * half_n + r / 2, packed);
+      else _mm512_mask_storeu_epi32(pp + i * half_n + r / 2, static_cast<__mmask16>((1u << take) - 1u), packed);
+    }
+  for (int64_t k = 0; k < half_n; ++k)
+    for (int64_t c = 0; c < dv; c += W)
+      _mm512_storeu_si512(vp + k * dv + c, Bf16Pack::interleave(V::load(v + (2 * k) * dv + c), V::load(v + (2 * k + 1) * dv + c)));
+  constexpr int64_t kCols = V::kTileVecs * W;
+  for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
+    const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
+    for (int64_t c0 = 0; c0 < dv; c0 += kCols) {
+      const int nv = static_cast<int>(std::min<int64_t>(kCols, dv - c0) / W);
+      DispatchMrNv<V::kTileRows>(mr, nv, [&](auto MR, auto NV) {
+        PvMicroBf16<decltype(MR)::value, decltype(NV)::value>(pp + i0 * half_n, half_n, vp + c0, dv, out + i0 * dv + c0);
+      });
+    }
+  }
+}
+#endif
+
 // ---- Row passes (n is a multiple of kKeyAlign) ----------------------------------------------
 
 // 1) sum = Σ s  (invalid and padding keys hold 0)
@@ -325,7 +377,15 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   }
   if (!any) return;
 
+#if defined(PASA_PV_BF16)
+  if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
+    PvTileBf16(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv, t.pack_p, t.pack_v);
+  } else {
+    PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+  }
+#else
   PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+#endif
   for (int64_t i = 0; i < t.rows; ++i) {
     if (!t.upd[i]) continue;
     const float corr = t.corr[i];
