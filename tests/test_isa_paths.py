@@ -3,7 +3,8 @@
 The library picks its path once per process, when it loads (the best the CPU supports, or the one
 ``PASA_ONNX_ISA`` names). This process runs the suite on the default path; the test below reruns
 a numerics subset in a fresh process for every other path the CPU supports. CI that wants a
-whole run on one path sets ``PASA_ONNX_ISA`` for the entire pytest invocation.
+whole run on one path sets ``PASA_ONNX_ISA`` for the entire pytest invocation. Child processes
+run from the tests folder so that they import the same installed package as this one.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def test_numerics_subset_on_each_path(isa):
     env = dict(os.environ, PASA_ONNX_ISA=isa, PASA_ONNX_ISA_CHILD="1")
     args = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
     args += [str(TESTS / s) for s in SUBSET] + [str(TESTS / "test_isa_paths.py")]
-    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=TESTS.parent)
+    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=TESTS)
     assert out.returncode == 0, f"{isa} path:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
 
 
@@ -88,7 +89,10 @@ def test_paths_agree_to_rounding(rng, tmp_path, dtype):
         dest = tmp_path / f"{isa}.npy"
         env = dict(os.environ, PASA_ONNX_ISA=isa)
         subprocess.run(
-            [sys.executable, "-c", code, str(TESTS), str(inputs), str(dest)], env=env, check=True
+            [sys.executable, "-c", code, str(TESTS), str(inputs), str(dest)],
+            env=env,
+            check=True,
+            cwd=TESTS,
         )
         outputs[isa] = np.load(dest).astype(np.float64)
     ref = run_pasa({"Q": q, "K": k, "V": v}, is_causal=1).astype(np.float64)
@@ -120,7 +124,7 @@ def test_forcing_a_path_the_cpu_lacks_fails_with_the_reason(value, message):
     )
     env = dict(os.environ, PASA_ONNX_ISA=value)
     out = subprocess.run(
-        [sys.executable, "-c", code, str(TESTS)], env=env, capture_output=True, text=True
+        [sys.executable, "-c", code, str(TESTS)], env=env, capture_output=True, text=True, cwd=TESTS
     )
     assert out.returncode != 0
     assert f"PASA_ONNX_ISA={value}" in out.stderr and message in out.stderr
