@@ -260,11 +260,16 @@ def attention_emulated(
     right_window_size=-1,
     query_chunk: int = 256,
     scale_after_scores: bool = False,
+    pv_bfloat16: bool = False,
 ) -> np.ndarray:
     """Numpy emulation of the PasaAttention kernel (same steps, same rounding points).
 
     ``scale_after_scores`` (emulation only) multiplies the rounded ``Q·Kᵀ`` by the scale instead
     of folding the scale into the shifted keys, as plain flash-attention kernels do.
+
+    ``pv_bfloat16`` (emulation only, an experiment) rounds P and V to bfloat16 before the P·V
+    product, as an AVX512-BF16 ``vdpbf16ps`` kernel would: exact for bf16 inputs (P and V are
+    bf16 already), a precision loss for fp16 inputs (see docs/benchmarks.md).
 
     ``precision`` defaults as the kernel does: ``half`` for fp16/bf16 inputs, ``float`` for
     fp32. The result has the input's element type and layout.
@@ -378,7 +383,10 @@ def attention_emulated(
                     prob = rnd(prob)
                 psum = prob.sum(axis=-1, dtype=f32)
                 vb = np.where(valid[..., None], vx[:, :, r0:r1], f32(0))
-                pv = np.matmul(prob, vb)
+                if pv_bfloat16:
+                    pv = np.matmul(round_to(prob, BFLOAT16), round_to(vb, BFLOAT16))
+                else:
+                    pv = np.matmul(prob, vb)
                 if paper:
                     l_new = rnd(rnd(l_ * corr) + rnd(psum))
                     o_new = rnd(rnd(o * corr[..., None]) + rnd(pv))

@@ -52,6 +52,23 @@ def _installed_library() -> list[Path]:
     ]
 
 
+def isa_info() -> dict[str, Any]:
+    """The instruction-set path the library runs (``active``: ``avx512``, ``avx2`` or
+    ``portable``) and the paths this CPU supports (``supported``, best first).
+
+    The path is chosen once per process when the library loads: the best one the CPU supports,
+    or the one named by the environment variable ``PASA_ONNX_ISA`` (set it before the first
+    session; naming a path the CPU lacks makes session creation fail with the reason).
+    """
+    import ctypes
+
+    lib = ctypes.CDLL(library_path())
+    for name in ("PasaOnnxIsa", "PasaOnnxSupportedIsas"):
+        getattr(lib, name).restype = ctypes.c_char_p
+    supported = lib.PasaOnnxSupportedIsas().decode()
+    return {"active": lib.PasaOnnxIsa().decode(), "supported": supported.split(",")}
+
+
 def session_options(options: Any = None) -> Any:
     """Return ``onnxruntime.SessionOptions`` with the PasaAttention library registered.
 

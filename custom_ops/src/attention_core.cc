@@ -1,20 +1,27 @@
-// PASA attention core. See attention_core.h and shared/PASA.md; pasa_onnx/numerics.py is the
-// numpy emulation that the tests hold this file to, step for step.
+// PASA attention core: planning, key-block preparation and the per-tile loop. See
+// attention_core.h and shared/PASA.md; pasa_onnx/numerics.py is the numpy emulation that the tests
+// hold this file to, step for step. The inner loops live in isa_kernels_impl.h (one copy per
+// instruction set).
 #include "attention_core.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <numeric>
 #include <sstream>
 
 #include "half_types.h"
-#include "simd_kernels.h"
+#include "isa_kernels.h"
 
 namespace pasa {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+// Budget of the prepared key/value blocks (floats); above it heads are processed in chunks.
+constexpr int64_t kCacheBudgetFloats = int64_t{48} << 18;  // 48 MiB
+// Up to this many query rows (decode), K' stays row-major: no transposition per key block.
+constexpr int64_t kRowMajorMaxQueries = 4;
 
 float LoadElem(const void* base, ElemType type, int64_t index) {
   switch (type) {
@@ -43,13 +50,22 @@ void StoreElem(void* base, ElemType type, int64_t index, float value) {
   }
 }
 
+size_t ElemBytes(ElemType t) { return t == ElemType::kFloat32 ? 4 : 2; }
+
 // Loads `rows` rows of `cols` elements of a [B,H,S,D] view into a dense float buffer.
 void LoadRows(const TensorView& view, int64_t b, int64_t h, int64_t s0, int64_t rows, int64_t cols,
               float* out) {
   const int64_t base = b * view.stride[0] + h * view.stride[1] + s0 * view.stride[2];
   if (view.stride[3] == 1) {
+    const KernelTable& k = ActiveKernels();
+    const auto* bytes = static_cast<const unsigned char*>(view.data);
+    if (view.stride[2] == cols) {  // contiguous rows: one conversion
+      k.convert_row(bytes + static_cast<size_t>(base) * ElemBytes(view.type), view.type, rows * cols, out);
+      return;
+    }
     for (int64_t r = 0; r < rows; ++r) {
-      ConvertRow(view.data, view.type, base + r * view.stride[2], cols, out + r * cols);
+      const size_t at = static_cast<size_t>(base + r * view.stride[2]) * ElemBytes(view.type);
+      k.convert_row(bytes + at, view.type, cols, out + r * cols);
     }
     return;
   }
@@ -58,13 +74,36 @@ void LoadRows(const TensorView& view, int64_t b, int64_t h, int64_t s0, int64_t 
       out[r * cols + d] = LoadElem(view.data, view.type, base + r * view.stride[2] + d * view.stride[3]);
 }
 
-// The rounding that `half`/`paper` apply to stored values: to fp16 or bf16.
-struct Rounder {
-  ElemType type;
-  float operator()(float v) const {
-    return type == ElemType::kBFloat16 ? RoundToBFloat16(v) : RoundToHalf(v);
+// Index of the first non-finite element of a row (n elements, element stride), or -1.
+int64_t FirstNonFinite(const void* data, ElemType type, int64_t base, int64_t n, int64_t stride) {
+  const auto bad_at = [&](int64_t d) {
+    const int64_t i = base + d * stride;
+    if (type == ElemType::kFloat32) {
+      return (FloatBits(static_cast<const float*>(data)[i]) & 0x7f800000u) == 0x7f800000u;
+    }
+    const uint16_t h = static_cast<const uint16_t*>(data)[i];
+    return type == ElemType::kFloat16 ? (h & 0x7c00u) == 0x7c00u : (h & 0x7f80u) == 0x7f80u;
+  };
+  if (stride == 1) {  // branch-free counting scan first (vectorises), then find the position
+    uint32_t bad = 0;
+    if (type == ElemType::kFloat32) {
+      const uint32_t* f = static_cast<const uint32_t*>(data) + base;
+      for (int64_t d = 0; d < n; ++d) bad += (f[d] & 0x7f800000u) == 0x7f800000u;
+    } else {
+      const uint16_t* h = static_cast<const uint16_t*>(data) + base;
+      const uint16_t e = type == ElemType::kFloat16 ? 0x7c00u : 0x7f80u;
+      for (int64_t d = 0; d < n; ++d) bad += (h[d] & e) == e;
+    }
+    if (bad == 0) return -1;
   }
-};
+  for (int64_t d = 0; d < n; ++d)
+    if (bad_at(d)) return d;
+  return -1;
+}
+
+float RoundTo(ElemType half_type, float v) {
+  return half_type == ElemType::kBFloat16 ? RoundToBFloat16(v) : RoundToHalf(v);
+}
 
 // Whether query row i (absolute position pos) may attend key r by the geometric constraints
 // (padding length, causal frontier, local window); masks are applied separately.
@@ -78,13 +117,14 @@ struct Geometry {
     if (right >= 0 && r - pos > right) return false;
     return true;
   }
-  // Smallest and largest key any of the positions [pos0, pos1] may attend.
-  void KeyRange(int64_t pos0, int64_t pos1, int64_t kv_len, int64_t* lo, int64_t* hi) const {
-    *lo = left >= 0 ? std::max<int64_t>(0, pos0 - left) : 0;
-    int64_t top = std::min(valid_len, kv_len) - 1;
-    if (causal) top = std::min(top, pos1);
-    if (right >= 0) top = std::min(top, pos1 + right);
-    *hi = top;
+  // Keys [lo, hi) that position pos may attend, before masks.
+  void Range(int64_t pos, int64_t kv_len, int64_t* lo, int64_t* hi) const {
+    int64_t a = left >= 0 ? std::max<int64_t>(0, pos - left) : 0;
+    int64_t z = std::min(valid_len, kv_len);
+    if (causal) z = std::min(z, pos + 1);
+    if (right >= 0) z = std::min(z, pos + right + 1);
+    *lo = a;
+    *hi = z;
   }
 };
 
@@ -97,8 +137,6 @@ float MaskValue(const MaskView& mask, int64_t b, int64_t h, int64_t i, int64_t r
   return LoadElem(mask.data, mask.type, idx);
 }
 
-int64_t KvHeadOf(const AttentionProblem& p, int64_t h) { return h / (p.q_heads / p.kv_heads); }
-
 std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t d) {
   std::ostringstream os;
   os << what << " holds a non-finite value at [batch=" << b << ", head=" << h << ", seq=" << s
@@ -106,23 +144,39 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
   return os.str();
 }
 
+// Per-thread scratch, grown on demand and kept for the thread's lifetime.
 struct Scratch {
-  std::vector<float> q, k, kshift, v, s, add, o, m, l, abar, kbar, pv;
-  std::vector<int64_t> nblocks, unmasked;
+  std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, krows, ksum;
+  std::vector<uint8_t> kind, upd;
+  std::vector<uint32_t> pack_p, pack_v;
 };
+
+template <class T>
+T* Grow(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
 
 }  // namespace
 
 float DefaultAlpha(ElemType type) { return type == ElemType::kBFloat16 ? 0.9689939f : 0.9375f; }
 
-PreparedProblem Prepare(const AttentionProblem& p) {
-  PreparedProblem pp;
-  pp.problem = &p;
-  pp.q_blocks = (p.q_len + p.block_q - 1) / p.block_q;
-  pp.key_valid.assign(static_cast<size_t>(p.batch * p.q_heads * p.kv_len), 0);
+const char* ActiveIsaName() { return ActiveKernels().name; }
+const char* SupportedIsaNames() { return SupportedIsas(); }
+const std::string& IsaError() { return IsaSelectionError(); }
+
+PreparedProblem::PreparedProblem(const AttentionProblem& p) : problem_(&p) {
+  q_blocks_ = (p.q_len + p.block_q - 1) / p.block_q;
+  kv_blocks_ = (p.kv_len + p.block_kv - 1) / p.block_kv;
+  slot_keys_ = AlignUp(std::min(p.block_kv, p.kv_len), kKeyAlign);
+  dv_pad_ = AlignUp(p.v_head_dim, kKeyAlign);
+  k_rows_ = p.q_len <= kRowMajorMaxQueries;
+
+  // Key validity: before the batch's valid length, and attendable by at least one query row.
+  key_valid_.assign(static_cast<size_t>(p.batch * p.q_heads * p.kv_len), 0);
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t h = 0; h < p.q_heads; ++h) {
-      uint8_t* valid = pp.key_valid.data() + (b * p.q_heads + h) * p.kv_len;
+      uint8_t* valid = key_valid_.data() + (b * p.q_heads + h) * p.kv_len;
       // Planes that the mask broadcasts share one answer: copy it.
       const bool same_as_head0 = h > 0 && (p.mask.kind == MaskKind::kNone || p.mask.stride[1] == 0);
       if (same_as_head0) {
@@ -144,232 +198,345 @@ PreparedProblem Prepare(const AttentionProblem& p) {
       }
     }
   }
-  return pp;
-}
 
-std::string ValidateProblem(const AttentionProblem& p, const PreparedProblem& pp) {
-  std::vector<float> row(static_cast<size_t>(std::max(p.head_dim, p.v_head_dim)));
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t h = 0; h < p.q_heads; ++h)
-      for (int64_t s = 0; s < p.q_len; ++s) {
-        LoadRows(p.q, b, h, s, 1, p.head_dim, row.data());
-        for (int64_t d = 0; d < p.head_dim; ++d)
-          if (!std::isfinite(row[d])) return Describe("input 'Q'", b, h, s, d);
-      }
+  // Units: the query heads of a GQA group share shifted key blocks when their validity agrees.
   const int64_t group = p.q_heads / p.kv_heads;
-  for (int64_t b = 0; b < p.batch; ++b)
-    for (int64_t kvh = 0; kvh < p.kv_heads; ++kvh)
-      for (int64_t r = 0; r < p.kv_len; ++r) {
-        bool used = false;
-        for (int64_t h = kvh * group; h < (kvh + 1) * group && !used; ++h)
-          used = pp.key_valid[(b * p.q_heads + h) * p.kv_len + r] != 0;
-        if (!used) continue;  // masked for every query: its values are never read
-        LoadRows(p.k, b, kvh, r, 1, p.head_dim, row.data());
-        for (int64_t d = 0; d < p.head_dim; ++d)
-          if (!std::isfinite(row[d])) return Describe("input 'K' (or past_key)", b, kvh, r, d) + " on a key that is not masked";
-        LoadRows(p.v, b, kvh, r, 1, p.v_head_dim, row.data());
-        for (int64_t d = 0; d < p.v_head_dim; ++d)
-          if (!std::isfinite(row[d])) return Describe("input 'V' (or past_value)", b, kvh, r, d) + " on a key that is not masked";
+  unit_of_.assign(static_cast<size_t>(p.batch * p.q_heads), -1);
+  std::vector<int64_t> uses;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t kvh = 0; kvh < p.kv_heads; ++kvh) {
+      const size_t first = units_.size();
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const uint8_t* mine = key_valid_.data() + (b * p.q_heads + h) * p.kv_len;
+        int64_t found = -1;
+        for (size_t u = first; u < units_.size() && found < 0; ++u) {
+          const uint8_t* theirs = key_valid_.data() + (b * p.q_heads + units_[u].rep_head) * p.kv_len;
+          if (std::memcmp(mine, theirs, static_cast<size_t>(p.kv_len)) == 0) found = static_cast<int64_t>(u);
+        }
+        if (found < 0) {
+          found = static_cast<int64_t>(units_.size());
+          units_.push_back({b, kvh, h});
+          uses.push_back(0);
+        }
+        unit_of_[static_cast<size_t>(b * p.q_heads + h)] = found;
+        uses[static_cast<size_t>(found)] += q_blocks_;
       }
-  return {};
+    }
+  }
+  shared_ = *std::max_element(uses.begin(), uses.end()) > 1;
+  inv_count_.assign(units_.size() * static_cast<size_t>(kv_blocks_), 0.0f);
+
+  // Cost of a tile: the key blocks it visits (causal tiles near the top visit few).
+  const auto tile_cost = [&](int64_t item) {
+    const int64_t qb = item % q_blocks_;
+    const int64_t b = item / q_blocks_ / p.q_heads;
+    const int64_t i0 = qb * p.block_q, i1 = std::min(p.q_len, i0 + p.block_q) - 1;
+    const Geometry g{p.causal, p.left_window, p.right_window, p.valid_kv_len[b]};
+    int64_t lo0, hi0, lo1, hi1;
+    g.Range(i0 + p.query_offset[b], p.kv_len, &lo0, &hi0);
+    g.Range(i1 + p.query_offset[b], p.kv_len, &lo1, &hi1);
+    const int64_t lo = std::min(lo0, lo1), hi = std::max(hi0, hi1);
+    return hi > lo ? (hi - 1) / p.block_kv - lo / p.block_kv + 1 : 0;
+  };
+
+  // Chunks of units whose prepared blocks fit the budget (all units when not shared).
+  const int64_t unit_floats = kv_blocks_ * slot_keys_ * (p.head_dim + dv_pad_);
+  const int64_t num_units = static_cast<int64_t>(units_.size());
+  const int64_t per_chunk = shared_ ? std::max<int64_t>(1, kCacheBudgetFloats / std::max<int64_t>(1, unit_floats))
+                                    : num_units;
+  units_per_chunk_ = std::max<int64_t>(1, per_chunk);
+  const int64_t num_items = p.batch * p.q_heads * q_blocks_;
+  for (int64_t u0 = 0; u0 < num_units; u0 += per_chunk) {
+    const int64_t nu = std::min(per_chunk, num_units - u0);
+    Stage attend{false, u0, nu, {}};
+    std::vector<int64_t> cost;
+    for (int64_t item = 0; item < num_items; ++item) {
+      const int64_t bh = item / q_blocks_;
+      const int64_t u = unit_of_[static_cast<size_t>(bh)];
+      if (u < u0 || u >= u0 + nu) continue;
+      attend.items.push_back(item);
+    }
+    for (int64_t item : attend.items) cost.push_back(tile_cost(item));
+    std::vector<size_t> order(attend.items.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return cost[a] > cost[b]; });
+    std::vector<int64_t> sorted;
+    for (size_t o : order) sorted.push_back(attend.items[o]);
+    attend.items = std::move(sorted);
+    if (shared_) stages_.push_back({true, u0, nu, {}});
+    stages_.push_back(std::move(attend));
+  }
+  if (shared_) {
+    // The calling thread keeps this buffer between runs: no page faults and no zeroing per run
+    // (every slot a tile reads is written by the prepare stage first).
+    thread_local std::vector<float> buffer;
+    const auto need = static_cast<size_t>(std::min(per_chunk, num_units) * unit_floats);
+    if (buffer.size() < need) buffer.resize(need);
+    cache_ = buffer.data();
+  }
 }
 
-void RunWorkItem(const PreparedProblem& pp, int64_t item) {
-  const AttentionProblem& p = *pp.problem;
-  const int64_t qb = item % pp.q_blocks;
-  const int64_t bh = item / pp.q_blocks;
-  const int64_t h = bh % p.q_heads;
-  const int64_t b = bh / p.q_heads;
-  const int64_t kvh = KvHeadOf(p, h);
-  const int64_t i0 = qb * p.block_q;
-  const int64_t rows = std::min(p.block_q, p.q_len - i0);
-  const int64_t D = p.head_dim, Dv = p.v_head_dim, BK = p.block_kv;
+int64_t PreparedProblem::NumTasks(int64_t stage) const {
+  const Stage& s = stages_[static_cast<size_t>(stage)];
+  return s.prepare ? s.num_units * kv_blocks_ : static_cast<int64_t>(s.items.size());
+}
 
-  const bool rounds = p.precision != Precision::kFloat;
-  const bool paper = p.precision == Precision::kPaper;
-  const Rounder round{p.half_type};
+void PreparedProblem::RunTask(int64_t stage, int64_t task) {
+  const Stage& s = stages_[static_cast<size_t>(stage)];
+  if (!s.prepare) {
+    RunTile(s.items[static_cast<size_t>(task)]);
+    return;
+  }
+  const AttentionProblem& p = *problem_;
+  const int64_t unit = s.first_unit + task / kv_blocks_;
+  const int64_t block = task % kv_blocks_;
+  const int64_t slot = ((unit % units_per_chunk_) * kv_blocks_ + block) * slot_keys_ * (p.head_dim + dv_pad_);
+  float* kt = cache_ + slot;
+  float* v = kt + slot_keys_ * p.head_dim;
+  inv_count_[static_cast<size_t>(unit * kv_blocks_ + block)] = BuildBlock(unit, block, kt, v);
+}
+
+// 1) block mean over the valid keys, 2) K' = c·(K − α·mean), to kt[D][n_pad] (or kt[n_pad][D])
+// (paper mode rounds K'), 3) V in float to v[n_pad][dv_pad]. Invalid and padding keys are zero.
+// Returns 1 / (number of valid keys), or 0 when the block has none.
+float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v) const {
+  const AttentionProblem& p = *problem_;
+  const Unit& u = units_[static_cast<size_t>(unit)];
+  const int64_t D = p.head_dim, Dv = p.v_head_dim;
+  const int64_t r0 = block * p.block_kv;
+  const int64_t n = std::min(p.block_kv, p.kv_len - r0);
+  const int64_t n_pad = AlignUp(n, kKeyAlign);
   const float alpha = p.softcap > 0.0f ? 0.0f : p.alpha;
-  const float beta = alpha / (1.0f - alpha);
-  const float c = p.scale;
-  const int64_t offset = p.query_offset[b];
-  const Geometry geom{p.causal, p.left_window, p.right_window, p.valid_kv_len[b]};
-  const uint8_t* key_valid = pp.key_valid.data() + (b * p.q_heads + h) * p.kv_len;
+  const bool paper = p.precision == Precision::kPaper;
 
   thread_local Scratch t;
-  t.q.resize(rows * D);
-  t.k.resize(BK * D);
-  t.kshift.resize(BK * D);
-  t.v.resize(BK * Dv);
-  t.s.resize(rows * BK);
-  t.add.resize(rows * BK);
-  t.o.assign(rows * Dv, 0.0f);
-  t.m.assign(rows, kNegInf);
-  t.l.assign(rows, 0.0f);
-  t.abar.assign(rows, 0.0f);
-  t.nblocks.assign(rows, 0);
-  t.unmasked.resize(rows);
-  t.kbar.resize(D);
-  t.pv.resize(Dv);
+  float* krows = Grow(t.krows, n * D);
+  float* sum = Grow(t.ksum, D);
+  std::fill(sum, sum + D, 0.0f);
+  int64_t count = 0;
+  for (int64_t r = 0; r < n; ++r) count += KeyValid(u.b, u.rep_head, r0 + r);
+  if (count == n) LoadRows(p.k, u.b, u.kvh, r0, n, D, krows);  // every row is read: one pass
+  for (int64_t r = 0; r < n; ++r) {
+    if (!KeyValid(u.b, u.rep_head, r0 + r)) continue;
+    if (count != n) LoadRows(p.k, u.b, u.kvh, r0 + r, 1, D, krows + r * D);
+    for (int64_t d = 0; d < D; ++d) sum[d] += krows[r * D + d];
+  }
+  if (count == 0) return 0.0f;  // no key here can be attended: the block contributes nothing
+  const float inv_count = 1.0f / static_cast<float>(count);
+  for (int64_t d = 0; d < D; ++d) sum[d] = alpha * (sum[d] * inv_count);  // α·mean
+  // Every row and column is written: K' and V of valid keys, zeros for the rest and the padding.
+  const bool whole_v = Dv == dv_pad_ && count == n;
+  for (int64_t r = 0; r < n_pad; ++r) {
+    const bool valid = r < n && KeyValid(u.b, u.rep_head, r0 + r);
+    const float* kr = krows + r * D;
+    if (k_rows_) {
+      float* out = kt + r * D;
+      if (!valid) {
+        std::fill(out, out + D, 0.0f);
+      } else {
+        for (int64_t d = 0; d < D; ++d) out[d] = p.scale * (kr[d] - sum[d]);
+        if (paper)
+          for (int64_t d = 0; d < D; ++d) out[d] = RoundTo(p.half_type, out[d]);
+      }
+    } else {
+      for (int64_t d = 0; d < D; ++d) {
+        float x = valid ? p.scale * (kr[d] - sum[d]) : 0.0f;
+        if (paper) x = RoundTo(p.half_type, x);
+        kt[d * n_pad + r] = x;
+      }
+    }
+    float* vr = v + r * dv_pad_;
+    if (!valid) {
+      std::fill(vr, vr + dv_pad_, 0.0f);
+    } else if (!whole_v) {
+      LoadRows(p.v, u.b, u.kvh, r0 + r, 1, Dv, vr);
+      std::fill(vr + Dv, vr + dv_pad_, 0.0f);
+    }
+  }
+  if (whole_v) LoadRows(p.v, u.b, u.kvh, r0, n, Dv, v);
+  return inv_count;
+}
 
-  LoadRows(p.q, b, h, i0, rows, D, t.q.data());
+void PreparedProblem::RunTile(int64_t item) {
+  const AttentionProblem& p = *problem_;
+  const KernelTable& kernels = ActiveKernels();
+  const int64_t qb = item % q_blocks_;
+  const int64_t bh = item / q_blocks_;
+  const int64_t h = bh % p.q_heads;
+  const int64_t b = bh / p.q_heads;
+  const int64_t unit = unit_of_[static_cast<size_t>(bh)];
+  const int64_t i0 = qb * p.block_q;
+  const int64_t rows = std::min(p.block_q, p.q_len - i0);
+  const int64_t D = p.head_dim, Dv = p.v_head_dim, dvp = dv_pad_, slot_n = slot_keys_;
+  const int64_t offset = p.query_offset[b];
+  const Geometry geom{p.causal, p.left_window, p.right_window, p.valid_kv_len[b]};
+  const bool masked = p.mask.kind != MaskKind::kNone;
 
-  int64_t key_lo = 0, key_hi = -1;
-  geom.KeyRange(i0 + offset, i0 + rows - 1 + offset, p.kv_len, &key_lo, &key_hi);
-  const int64_t first_block = key_hi >= key_lo ? key_lo / BK : 0;
-  const int64_t end_block = key_hi >= key_lo ? key_hi / BK + 1 : 0;
+  thread_local Scratch t;
+  TileState st;
+  st.rows = rows;
+  st.q = Grow(t.q, rows * D);
+  st.s = Grow(t.s, rows * slot_n);
+  st.add = Grow(t.add, rows * slot_n);
+  st.pv = Grow(t.pv, rows * dvp);
+  st.o = Grow(t.o, rows * dvp);
+  st.m = Grow(t.m, rows);
+  st.l = Grow(t.l, rows);
+  st.abar = Grow(t.abar, rows);
+  st.nblocks = Grow(t.nblocks, rows);
+  st.corr = Grow(t.corr, rows);
+  st.psum = Grow(t.psum, rows);
+  st.upd = Grow(t.upd, rows);
+  st.pack_p = Grow(t.pack_p, rows * slot_n / 2);
+  st.pack_v = Grow(t.pack_v, slot_n / 2 * dvp);
+  uint8_t* kind = Grow(t.kind, rows);
+  st.kind = kind;
+  std::fill(st.o, st.o + rows * dvp, 0.0f);
+  std::fill(st.m, st.m + rows, kNegInf);
+  std::fill(st.l, st.l + rows, 0.0f);
+  std::fill(st.abar, st.abar + rows, 0.0f);
+  std::fill(st.nblocks, st.nblocks + rows, 0.0f);
+  LoadRows(p.q, b, h, i0, rows, D, st.q);
 
+  RowParams rp;
+  rp.precision = p.precision;
+  rp.half_type = p.half_type;
+  const float alpha = p.softcap > 0.0f ? 0.0f : p.alpha;
+  rp.beta = alpha / (1.0f - alpha);
+  rp.softcap = p.softcap;
+  rp.head_dim = D;
+  rp.dv_pad = dvp;
+
+  // Key blocks any row of the tile may attend.
+  int64_t lo_first, hi_first, lo_last, hi_last;
+  geom.Range(i0 + offset, p.kv_len, &lo_first, &hi_first);
+  geom.Range(i0 + rows - 1 + offset, p.kv_len, &lo_last, &hi_last);
+  const int64_t key_lo = std::min(lo_first, lo_last), key_hi = std::max(hi_first, hi_last);
+  const int64_t first_block = key_hi > key_lo ? key_lo / p.block_kv : 0;
+  const int64_t end_block = key_hi > key_lo ? (key_hi - 1) / p.block_kv + 1 : 0;
+
+  float* own_kt = shared_ ? nullptr : Grow(t.kt, slot_n * D);
+  float* own_v = shared_ ? nullptr : Grow(t.v, slot_n * dvp);
   for (int64_t j = first_block; j < end_block; ++j) {
-    const int64_t r0 = j * BK;
-    const int64_t n = std::min(BK, p.kv_len - r0);
+    const int64_t r0 = j * p.block_kv;
+    const int64_t n = std::min(p.block_kv, p.kv_len - r0);
+    KvBlock kv;
+    kv.n_pad = AlignUp(n, kKeyAlign);
+    kv.k_rows = k_rows_;
 
-    // 1) Block mean over the valid keys, then K' = c * (K - alpha * mean): the pseudo-average shift.
-    int64_t count = 0;
-    std::fill(t.kbar.begin(), t.kbar.end(), 0.0f);
-    for (int64_t r = 0; r < n; ++r) {
-      if (!key_valid[r0 + r]) continue;
-      LoadRows(p.k, b, kvh, r0 + r, 1, D, t.k.data() + r * D);
-      AddTo(t.k.data() + r * D, D, t.kbar.data());
-      ++count;
-    }
-    if (count == 0) continue;  // no key here can be attended: the block contributes nothing
-    const float inv_count = 1.0f / static_cast<float>(count);
-    for (int64_t d = 0; d < D; ++d) t.kbar[d] = alpha * (t.kbar[d] * inv_count);
-    for (int64_t r = 0; r < n; ++r) {
-      if (!key_valid[r0 + r]) continue;
-      float* kr = t.kshift.data() + r * D;
-      const float* src = t.k.data() + r * D;
-      for (int64_t d = 0; d < D; ++d) kr[d] = c * (src[d] - t.kbar[d]);
-      if (paper) for (int64_t d = 0; d < D; ++d) kr[d] = round(kr[d]);
-    }
-
-    // 2) Which (row, key) pairs are attended, with their additive mask terms.
+    // How each row meets this block: not at all, every key, or through an additive row.
     bool any_row = false;
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t pos = i0 + i + offset;
-      int64_t unmasked = 0;
-      float* add = t.add.data() + i * BK;
-      for (int64_t r = 0; r < n; ++r) {
-        float a = kNegInf;
-        if (key_valid[r0 + r] && geom.Allows(pos, r0 + r)) a = MaskValue(p.mask, b, h, i0 + i, r0 + r);
-        add[r] = a;
-        unmasked += a != kNegInf;
+      float* add = st.add + i * kv.n_pad;
+      if (!masked) {
+        int64_t lo, hi;
+        geom.Range(pos, p.kv_len, &lo, &hi);
+        lo = std::max(lo, r0);
+        hi = std::min(hi, r0 + n);
+        if (hi <= lo) {
+          kind[i] = kRowNone;
+        } else if (lo == r0 && hi == r0 + n && n == kv.n_pad) {
+          kind[i] = kRowFull;
+        } else {
+          kind[i] = kRowAdd;
+          std::fill(add, add + kv.n_pad, kNegInf);
+          std::fill(add + (lo - r0), add + (hi - r0), 0.0f);
+        }
+      } else {
+        int64_t unmasked = 0;
+        for (int64_t r = 0; r < kv.n_pad; ++r) {
+          float a = kNegInf;
+          if (r < n && KeyValid(b, h, r0 + r) && geom.Allows(pos, r0 + r)) a = MaskValue(p.mask, b, h, i0 + i, r0 + r);
+          add[r] = a;
+          unmasked += a != kNegInf;
+        }
+        kind[i] = unmasked > 0 ? kRowAdd : kRowNone;
       }
-      t.unmasked[i] = unmasked;
-      any_row = any_row || unmasked > 0;
+      any_row = any_row || kind[i] != kRowNone;
     }
     if (!any_row) continue;
 
-    // 3) Shifted scores of every valid key (all of them enter the row mean).
-    for (int64_t r = 0; r < n; ++r) {
-      if (!key_valid[r0 + r]) continue;
-      LoadRows(p.v, b, kvh, r0 + r, 1, Dv, t.v.data() + r * Dv);
+    if (shared_) {
+      kv.inv_count = inv_count_[static_cast<size_t>(unit * kv_blocks_ + j)];
+      const int64_t slot = ((unit % units_per_chunk_) * kv_blocks_ + j) * slot_n * (D + dvp);
+      kv.kt = cache_ + slot;
+      kv.v = kv.kt + slot_n * D;
+    } else {
+      kv.inv_count = BuildBlock(unit, j, own_kt, own_v);
+      kv.kt = own_kt;
+      kv.v = own_v;
     }
-    for (int64_t i = 0; i < rows; ++i) {
-      if (t.unmasked[i] == 0) continue;
-      const float* qi = t.q.data() + i * D;
-      float* si = t.s.data() + i * BK;
-      for (int64_t r = 0; r < n; ++r) {
-        if (!key_valid[r0 + r]) continue;
-        float dot = Dot(qi, t.kshift.data() + r * D, D);
-        if (p.softcap > 0.0f) dot = p.softcap * std::tanh(dot / p.softcap);
-        si[r] = dot;
-      }
-    }
-
-    // 4) Per row: block mean, global recovery, online softmax update.
-    for (int64_t i = 0; i < rows; ++i) {
-      if (t.unmasked[i] == 0) continue;  // this row attends nothing here: state unchanged
-      float* si = t.s.data() + i * BK;
-      const float* add = t.add.data() + i * BK;
-
-      float mu;
-      if (paper) {
-        float sum = 0.0f;
-        for (int64_t r = 0; r < n; ++r)
-          if (key_valid[r0 + r]) {
-            si[r] = round(si[r]);
-            sum += si[r];
-          }
-        mu = round(sum * inv_count);
-      } else {
-        float sum = 0.0f;
-        for (int64_t r = 0; r < n; ++r)
-          if (key_valid[r0 + r]) sum += si[r];
-        mu = sum * inv_count;
-        if (rounds) {
-          // S tile rounded to the half type; a row-block that overflows it keeps fp32 scores.
-          bool overflow = false;
-          for (int64_t r = 0; r < n && !overflow; ++r)
-            if (add[r] != kNegInf && std::isinf(round(si[r]))) overflow = true;
-          if (!overflow)
-            for (int64_t r = 0; r < n; ++r)
-              if (key_valid[r0 + r]) si[r] = round(si[r]);
-        }
-      }
-
-      const float abar_old = t.abar[i];
-      const int64_t nb = ++t.nblocks[i];
-      float abar_new = abar_old + (mu - abar_old) / static_cast<float>(nb);
-      if (paper) abar_new = round(abar_new);
-      float off_cur = beta * (mu - abar_new);
-      float off_old = beta * (abar_old - abar_new);
-      if (paper) {
-        off_cur = round(off_cur);
-        off_old = round(off_old);
-      }
-
-      // NaN (inf - inf in the paper pipeline) must propagate to the output, never vanish.
-      float mx = kNegInf;
-      for (int64_t r = 0; r < n; ++r) {
-        if (add[r] == kNegInf) continue;
-        float x = (si[r] + add[r]) + off_cur;
-        if (paper) x = round(x);
-        si[r] = x;
-        mx = (std::isnan(x) || std::isnan(mx)) ? kNaN : std::max(mx, x);
-      }
-      float m_old = t.m[i];
-      if (m_old != kNegInf) {
-        m_old = m_old + off_old;
-        if (paper) m_old = round(m_old);
-      }
-      const float m_new = (std::isnan(m_old) || std::isnan(mx)) ? kNaN : std::max(m_old, mx);
-      t.abar[i] = abar_new;
-      if (m_new == kNegInf) continue;  // nothing finite seen yet
-
-      float corr = m_old == kNegInf ? 0.0f : std::exp(m_old - m_new);
-      if (paper) corr = round(corr);
-      float psum = 0.0f;
-      std::fill(t.pv.begin(), t.pv.end(), 0.0f);
-      for (int64_t r = 0; r < n; ++r) {
-        if (add[r] == kNegInf) continue;
-        float prob = std::exp(si[r] - m_new);
-        if (rounds) prob = round(prob);
-        if (prob == 0.0f) continue;
-        psum += prob;
-        Axpy(prob, t.v.data() + r * Dv, Dv, t.pv.data());
-      }
-      float* oi = t.o.data() + i * Dv;
-      if (paper) {
-        t.l[i] = round(round(t.l[i] * corr) + round(psum));
-        for (int64_t d = 0; d < Dv; ++d) oi[d] = round(round(oi[d] * corr) + round(t.pv[d]));
-      } else {
-        t.l[i] = t.l[i] * corr + psum;
-        for (int64_t d = 0; d < Dv; ++d) oi[d] = oi[d] * corr + t.pv[d];
-      }
-      t.m[i] = m_new;
-    }
+    if (kv.inv_count == 0.0f) continue;  // no valid key in the block
+    kernels.attend_block(rp, kv, st);
   }
 
-  // 5) Normalise; a row that attended nothing is 0 (ONNX Attention semantics).
+  // Normalise; a row that attended nothing is 0 (ONNX Attention semantics).
   for (int64_t i = 0; i < rows; ++i) {
-    const float l = t.l[i];
     const int64_t base = b * p.y_stride[0] + h * p.y_stride[1] + (i0 + i) * p.y_stride[2];
-    const float* oi = t.o.data() + i * Dv;
-    for (int64_t d = 0; d < Dv; ++d) {
-      const float y = l != 0.0f ? oi[d] / l : 0.0f;  // NaN/inf must show, never become 0
-      StoreElem(p.y, p.q.type, base + d * p.y_stride[3], y);
+    const float* oi = st.o + i * dvp;
+    const float l = st.l[i];
+    if (p.y_stride[3] == 1) {
+      auto* out = static_cast<unsigned char*>(p.y) + static_cast<size_t>(base) * ElemBytes(p.q.type);
+      kernels.store_row(oi, l, Dv, p.q.type, out);
+    } else {
+      for (int64_t d = 0; d < Dv; ++d)
+        StoreElem(p.y, p.q.type, base + d * p.y_stride[3], l != 0.0f ? oi[d] / l : 0.0f);
     }
   }
+}
+
+std::string ValidateProblem(const PreparedProblem& pp) {
+  const AttentionProblem& p = pp.problem();
+  auto row_base = [](const TensorView& v, int64_t b, int64_t h, int64_t s) {
+    return b * v.stride[0] + h * v.stride[1] + s * v.stride[2];
+  };
+  // Rows [s0, s1) of a view: one scan when they are contiguous, else row by row; -1 or the
+  // first bad row.
+  auto first_bad_row = [&](const TensorView& v, int64_t b, int64_t h, int64_t s0, int64_t s1, int64_t cols) {
+    if (v.stride[3] == 1 && v.stride[2] == cols &&
+        FirstNonFinite(v.data, v.type, row_base(v, b, h, s0), (s1 - s0) * cols, 1) < 0)
+      return int64_t{-1};
+    for (int64_t s = s0; s < s1; ++s)
+      if (FirstNonFinite(v.data, v.type, row_base(v, b, h, s), cols, v.stride[3]) >= 0) return s;
+    return int64_t{-1};
+  };
+  auto describe = [&](const TensorView& v, const char* what, int64_t b, int64_t h, int64_t s, int64_t cols) {
+    return Describe(what, b, h, s, FirstNonFinite(v.data, v.type, row_base(v, b, h, s), cols, v.stride[3]));
+  };
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t h = 0; h < p.q_heads; ++h) {
+      const int64_t s = first_bad_row(p.q, b, h, 0, p.q_len, p.head_dim);
+      if (s >= 0) return describe(p.q, "input 'Q'", b, h, s, p.head_dim);
+    }
+  const int64_t group = p.q_heads / p.kv_heads;
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t kvh = 0; kvh < p.kv_heads; ++kvh) {
+      // Runs of keys some query may attend (masked keys are never read and may hold anything).
+      int64_t r = 0;
+      while (r < p.kv_len) {
+        auto used = [&](int64_t key) {
+          for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
+            if (pp.KeyValid(b, h, key)) return true;
+          return false;
+        };
+        if (!used(r)) {
+          ++r;
+          continue;
+        }
+        int64_t end = r + 1;
+        while (end < p.kv_len && used(end)) ++end;
+        int64_t bad = first_bad_row(p.k, b, kvh, r, end, p.head_dim);
+        if (bad >= 0)
+          return describe(p.k, "input 'K' (or past_key)", b, kvh, bad, p.head_dim) + " on a key that is not masked";
+        bad = first_bad_row(p.v, b, kvh, r, end, p.v_head_dim);
+        if (bad >= 0)
+          return describe(p.v, "input 'V' (or past_value)", b, kvh, bad, p.v_head_dim) +
+                 " on a key that is not masked";
+        r = end;
+      }
+    }
+  return {};
 }
 
 }  // namespace pasa

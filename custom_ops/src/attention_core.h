@@ -67,27 +67,67 @@ struct AttentionProblem {
 // n = 128; the authors use 0.9689939 for bf16.
 float DefaultAlpha(ElemType type);
 
-// Per-(batch, head) key validity: a key counts for the block mean when it lies before the
-// batch's valid length and at least one query row may attend to it.
-struct PreparedProblem {
-  const AttentionProblem* problem = nullptr;
-  std::vector<uint8_t> key_valid;  // [B * Hq * kv_len]
-  int64_t q_blocks = 0;
-};
+// A prepared problem: per-(batch, head) key validity, which heads share their shifted key blocks,
+// and the plan of work. Work runs in stages; the tasks of one stage are independent (any order,
+// any thread), and a stage starts when the previous one has finished:
+//   - "prepare" stages compute the shifted keys K' = c·(K − α·mean) and float values of every key
+//     block once per (batch, kv head) — shared by every query head of a GQA group whose key
+//     validity is the same, and by every query block;
+//   - "attend" stages run the query tiles (batch, query head, query block), longest first so that
+//     causal triangles balance over threads.
+// The prepared blocks live in a buffer of O(S·D) floats; heads are processed in chunks when the
+// buffer would exceed a budget. A problem where every head is read by a single query tile (short
+// decode) builds its blocks on the fly in per-thread scratch instead. Problems of at most
+// kRowMajorMaxQueries query rows keep K' row-major (a function of the problem only, so results
+// never depend on block_q or the thread count).
+class PreparedProblem {
+ public:
+  explicit PreparedProblem(const AttentionProblem& p);
 
-PreparedProblem Prepare(const AttentionProblem& p);
+  const AttentionProblem& problem() const { return *problem_; }
+  // Whether key r of (b, query head h) enters the block mean (and may be read).
+  bool KeyValid(int64_t b, int64_t h, int64_t r) const {
+    return key_valid_[static_cast<size_t>((b * problem_->q_heads + h) * problem_->kv_len + r)] != 0;
+  }
+  int64_t NumStages() const { return static_cast<int64_t>(stages_.size()); }
+  int64_t NumTasks(int64_t stage) const;
+  // Thread-safe for distinct tasks of one stage.
+  void RunTask(int64_t stage, int64_t task);
+
+ private:
+  struct Unit {  // one (batch, kv head, key-validity pattern): one set of shifted key blocks
+    int64_t b, kvh, rep_head;
+  };
+  struct Stage {
+    bool prepare;
+    int64_t first_unit, num_units;   // prepare: the chunk of units
+    std::vector<int64_t> items;      // attend: tiles, longest first
+  };
+  float BuildBlock(int64_t unit, int64_t block, float* kt, float* v) const;
+  void RunTile(int64_t item);
+
+  const AttentionProblem* problem_;
+  std::vector<uint8_t> key_valid_;  // [B * Hq * kv_len]
+  std::vector<Unit> units_;
+  std::vector<int64_t> unit_of_;    // [B * Hq]
+  std::vector<Stage> stages_;
+  int64_t q_blocks_ = 0, kv_blocks_ = 0, slot_keys_ = 0, dv_pad_ = 0;
+  bool shared_ = false;
+  bool k_rows_ = false;  // decode-sized queries: K' row-major (see KvBlock)
+  int64_t units_per_chunk_ = 1;  // chunk c holds units [c·n, (c+1)·n); unit u sits in slot u % n
+  float* cache_ = nullptr;        // [units of chunk][kv_blocks] slots of kt + v (caller thread's)
+  std::vector<float> inv_count_;  // [units][kv_blocks]; 0: the block has no valid key
+};
 
 // Checks the data before any work; returns an empty string when it can run, otherwise a message
 // naming the input and the position. Scans Q, and every K/V row that some query may attend to,
 // for non-finite values (masked keys may hold anything: they are never read).
-std::string ValidateProblem(const AttentionProblem& p, const PreparedProblem& pp);
+std::string ValidateProblem(const PreparedProblem& pp);
 
-// Independent work items: one per (batch, query head, query block).
-inline int64_t NumWorkItems(const PreparedProblem& pp) {
-  return pp.problem->batch * pp.problem->q_heads * pp.q_blocks;
-}
-
-// Computes the output rows of one work item. Thread-safe for distinct items.
-void RunWorkItem(const PreparedProblem& pp, int64_t item);
+// The instruction-set path the core runs ("avx512", "avx2", "portable") and the ones this CPU
+// supports; the error is non-empty when PASA_ONNX_ISA named a path that cannot run here.
+const char* ActiveIsaName();
+const char* SupportedIsaNames();
+const std::string& IsaError();
 
 }  // namespace pasa

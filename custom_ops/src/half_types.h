@@ -1,4 +1,5 @@
 // Conversions between float and the 16-bit floating types, round-to-nearest-even.
+// Static inline: the per-ISA files compile their own copies (no cross-ISA ODR merging).
 // Portable bit arithmetic; the results are bit-identical to numpy's float32 -> float16 cast and
 // ml_dtypes' float32 -> bfloat16 cast, which the numerics references rely on.
 #pragma once
@@ -8,20 +9,20 @@
 
 namespace pasa {
 
-inline uint32_t FloatBits(float f) {
+static inline uint32_t FloatBits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   return u;
 }
 
-inline float BitsFloat(uint32_t u) {
+static inline float BitsFloat(uint32_t u) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
 
 // IEEE binary16 -> float (exact).
-inline float HalfToFloat(uint16_t h) {
+static inline float HalfToFloat(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t mant = h & 0x3ffu;
@@ -38,7 +39,7 @@ inline float HalfToFloat(uint16_t h) {
 }
 
 // float -> IEEE binary16, round to nearest even; overflow gives +-inf, NaN stays NaN.
-inline uint16_t FloatToHalf(float f) {
+static inline uint16_t FloatToHalf(float f) {
   const uint32_t x = FloatBits(f);
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const uint32_t ax = x & 0x7fffffffu;
@@ -63,16 +64,16 @@ inline uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(sign | result);
 }
 
-inline float BFloat16ToFloat(uint16_t b) { return BitsFloat(static_cast<uint32_t>(b) << 16); }
+static inline float BFloat16ToFloat(uint16_t b) { return BitsFloat(static_cast<uint32_t>(b) << 16); }
 
-inline uint16_t FloatToBFloat16(float f) {
+static inline uint16_t FloatToBFloat16(float f) {
   const uint32_t x = FloatBits(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet NaN
   const uint32_t rounded = x + 0x7fffu + ((x >> 16) & 1u);
   return static_cast<uint16_t>(rounded >> 16);
 }
 
-inline float RoundToHalf(float f) { return HalfToFloat(FloatToHalf(f)); }
-inline float RoundToBFloat16(float f) { return BFloat16ToFloat(FloatToBFloat16(f)); }
+static inline float RoundToHalf(float f) { return HalfToFloat(FloatToHalf(f)); }
+static inline float RoundToBFloat16(float f) { return BFloat16ToFloat(FloatToBFloat16(f)); }
 
 }  // namespace pasa

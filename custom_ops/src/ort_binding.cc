@@ -372,20 +372,31 @@ class PasaAttentionKernel {
     p.block_q = attrs_.block_q;
     p.block_kv = attrs_.block_kv;
 
-    pasa::PreparedProblem pp = pasa::Prepare(p);
-    const std::string problem = pasa::ValidateProblem(p, pp);
+    pasa::PreparedProblem pp(p);
+    const std::string problem = pasa::ValidateProblem(pp);
     if (!problem.empty()) Fail(problem + "; expected finite values");
 
-    const size_t items = static_cast<size_t>(pasa::NumWorkItems(pp));
-    OrtStatus* st = Ort::GetApi().KernelContext_ParallelFor(context, &RunItem, items, 0, &pp);
-    if (st != nullptr) {  // no thread pool available: run inline
-      Ort::GetApi().ReleaseStatus(st);
-      for (size_t i = 0; i < items; ++i) RunItem(&pp, i);
+    // Stages run one after another; the tasks of a stage go to the intra-op pool, which hands
+    // them out one at a time (longest first: the core orders them), so causal tiles balance.
+    for (int64_t stage = 0; stage < pp.NumStages(); ++stage) {
+      StageRef ref{&pp, stage};
+      const size_t tasks = static_cast<size_t>(pp.NumTasks(stage));
+      OrtStatus* st = Ort::GetApi().KernelContext_ParallelFor(context, &RunTask, tasks, 0, &ref);
+      if (st != nullptr) {  // no thread pool available: run inline
+        Ort::GetApi().ReleaseStatus(st);
+        for (size_t i = 0; i < tasks; ++i) RunTask(&ref, i);
+      }
     }
   }
 
-  static void RunItem(void* data, size_t item) {
-    pasa::RunWorkItem(*static_cast<const pasa::PreparedProblem*>(data), static_cast<int64_t>(item));
+  struct StageRef {
+    pasa::PreparedProblem* pp;
+    int64_t stage;
+  };
+
+  static void RunTask(void* data, size_t task) {
+    const StageRef& ref = *static_cast<const StageRef*>(data);
+    ref.pp->RunTask(ref.stage, static_cast<int64_t>(task));
   }
 
   static void* OutputData(Ort::KernelContext& ctx, size_t index, const std::vector<int64_t>& shape) {
@@ -684,6 +695,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
                           " (C API version " + std::to_string(ORT_API_VERSION) + ")";
     return old->CreateStatus(ORT_FAIL, message.c_str());
   }
+  if (!pasa::IsaError().empty()) return api->CreateStatus(ORT_FAIL, ("pasa-onnx: " + pasa::IsaError()).c_str());
   Ort::InitApi(api);
   // Registered ops and domains must outlive every session: keep them for the process.
   static PasaAttentionOp op;
@@ -701,4 +713,11 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   }();
   if (domain == nullptr) return api->CreateStatus(ORT_FAIL, "pasa-onnx: could not create the ai.pasa domain");
   return api->AddCustomOpDomain(options, domain);
+}
+
+// Introspection for tests and benchmarks (through ctypes): the instruction-set path in use, and
+// the paths this CPU supports, comma-separated, best first.
+extern "C" __attribute__((visibility("default"))) const char* PasaOnnxIsa() { return pasa::ActiveIsaName(); }
+extern "C" __attribute__((visibility("default"))) const char* PasaOnnxSupportedIsas() {
+  return pasa::SupportedIsaNames();
 }

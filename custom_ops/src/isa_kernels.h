@@ -1,0 +1,92 @@
+// The instruction-set-specific inner loops of the attention core, behind a table of function
+// pointers. One implementation (isa_kernels_impl.h) is compiled once per instruction set, each in
+// its own file with that file's flags (isa_avx512.cc, isa_avx2.cc, isa_portable.cc); the table is
+// chosen once, when the library loads, from the CPU's features or from PASA_ONNX_ISA.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "attention_core.h"
+
+namespace pasa {
+
+// Keys of a block are padded to a multiple of this (zero keys, masked), so row passes and tile
+// products never need a tail loop. Also the padding of the value width.
+constexpr int64_t kKeyAlign = 16;
+
+inline int64_t AlignUp(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
+
+// How one query row meets one key block.
+enum RowKind : uint8_t {
+  kRowNone = 0,  // attends no key of the block: its state is left unchanged
+  kRowFull = 1,  // attends every key of the block (no padding), additive mask 0
+  kRowAdd = 2,   // attends where its additive row (0, a mask value, or -inf) is not -inf
+};
+
+// A prepared key/value block: K' = c·(K − α·mean) and V in float ([n_pad][dv_pad]); invalid and
+// padding keys are zero. K' is transposed ([D][n_pad], keys contiguous: the tile product
+// broadcasts query elements) or, for decode-sized problems (k_rows), row-major ([n_pad][D]: each
+// score is one vector dot product, no transposition needed).
+struct KvBlock {
+  const float* kt = nullptr;
+  bool k_rows = false;
+  const float* v = nullptr;
+  int64_t n_pad = 0;
+  float inv_count = 0.0f;  // 1 / number of valid keys (those that enter the block mean)
+};
+
+// Per-problem constants of the row pipeline.
+struct RowParams {
+  Precision precision = Precision::kHalf;
+  ElemType half_type = ElemType::kFloat16;
+  float beta = 0.0f;
+  float softcap = 0.0f;
+  int64_t head_dim = 0;
+  int64_t dv_pad = 0;
+};
+
+// The state of one query tile across key blocks (per-thread scratch, allocated once).
+struct TileState {
+  int64_t rows = 0;
+  float* q = nullptr;       // [rows][D] float queries
+  float* s = nullptr;       // [rows][n_pad] scores, then probabilities
+  float* add = nullptr;     // [rows][n_pad] additive rows for kRowAdd
+  const uint8_t* kind = nullptr;  // [rows] RowKind for the current block
+  float* pv = nullptr;      // [rows][dv_pad] P·V of the current block
+  float* o = nullptr;       // [rows][dv_pad] output accumulator
+  float* m = nullptr;       // [rows] running max
+  float* l = nullptr;       // [rows] running sum
+  float* abar = nullptr;    // [rows] running pseudo-average ā
+  float* nblocks = nullptr;  // [rows] blocks seen (float: the emulation divides by it)
+  float* corr = nullptr;    // [rows] scratch: rescale factor of the current block
+  float* psum = nullptr;    // [rows] scratch: probability sum of the current block
+  uint8_t* upd = nullptr;   // [rows] scratch: whether the row's state takes this block
+  uint32_t* pack_p = nullptr;  // [rows][n_pad/2] scratch of paths with bf16 pair products
+  uint32_t* pack_v = nullptr;  // [n_pad/2][dv_pad] likewise
+};
+
+struct KernelTable {
+  const char* name;
+  // out[0..n) = float(src[0..n)) for contiguous elements of `type`.
+  void (*convert_row)(const void* src, ElemType type, int64_t n, float* out);
+  // dst[0..n) = round_to(type, o[i] / l), or 0 where l == 0 (a row that attended nothing).
+  void (*store_row)(const float* o, float l, int64_t n, ElemType type, void* dst);
+  // One key block for a query tile: scores, PASA shift bookkeeping, online softmax, P·V.
+  void (*attend_block)(const RowParams& rp, const KvBlock& kv, TileState& t);
+};
+
+// The table in use (chosen at load time).
+const KernelTable& ActiveKernels();
+// Empty when the selection succeeded, else why PASA_ONNX_ISA could not be honoured.
+const std::string& IsaSelectionError();
+// Comma-separated instruction sets this CPU (and this build) can run, best first.
+const char* SupportedIsas();
+
+// Per-instruction-set tables; nullptr when the build does not carry that path.
+const KernelTable* Avx512Bf16Kernels();
+const KernelTable* Avx512Kernels();
+const KernelTable* Avx2Kernels();
+const KernelTable* PortableKernels();
+
+}  // namespace pasa

@@ -1,0 +1,464 @@
+// The attention core's inner loops, written once against a small vector interface `V` and compiled
+// once per instruction set (isa_avx512.cc, isa_avx2.cc, isa_portable.cc include this file after
+// defining their `V`). Every path runs the same algorithm; only the vector width and whether a
+// multiply-add is fused differ.
+//
+// `V` provides: W (lanes), T (vector), M (lane mask), kTileRows/kTileVecs (register block of the
+// tile products), zero/load/store/set1, add/sub/mul/div/fma(a,b,c)=a·b+c, max/min/abs,
+// lt/gt/ge/eq/unord -> M, mor/mand/mfalse, any, select(m, a, b) = m ? a : b, round_nearest, pow2i (2^n for
+// integral n in [-127, 127]), scale2(p, n) = p·2^n for integral n in [-127, 0], round_half/round_bf16 (round-to-nearest-even and back),
+// reduce_add/reduce_max, load_f16/load_bf16/store_f16/store_bf16 (W elements).
+//
+// Determinism: every score is one multiply-add chain over the head dimension, every P·V output one
+// chain over the keys, every row reduction a fixed tree — so a row's result does not depend on
+// the tile it sits in, on block_q, or on the thread that runs it.
+// No include guard: each instruction-set file includes it once, inside its own namespace.
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "half_types.h"
+#include "isa_kernels.h"
+
+namespace pasa {
+namespace PASA_ISA_NAMESPACE {
+namespace {  // internal linkage: no copy compiled for one ISA can be picked for another
+
+using T = V::T;
+using M = V::M;
+constexpr int64_t W = V::W;
+static_assert(kKeyAlign % W == 0, "key padding must be a whole number of vectors");
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Rounding applied to stored values: none, to fp16, to bf16.
+enum Rounding { kNoRound = 0, kRoundF16 = 1, kRoundBF16 = 2 };
+
+template <int R>
+inline T RoundV(T x) {
+  if constexpr (R == kRoundF16) return V::round_half(x);
+  else if constexpr (R == kRoundBF16) return V::round_bf16(x);
+  else return x;
+}
+
+inline float RoundScalar(float x, int r) {
+  if (r == kRoundF16) return RoundToHalf(x);
+  if (r == kRoundBF16) return RoundToBFloat16(x);
+  return x;
+}
+
+// exp(x) for float lanes x <= 0 (the only use: x − max): Cody-Waite reduction x = n·ln2 + r,
+// |r| <= ln2/2, and a degree-7 polynomial (Cephes' expf coefficients), scaled by 2^n. Within
+// 2 float32 ulps of the correctly rounded result over [-87.3, 0]; below -87.3 it returns 0 (the
+// exact value is under 2^-125); NaN stays NaN. (Positive x is not supported.)
+inline T ExpNonPositive(T x) {
+  const M keep = V::ge(x, V::set1(-87.33654f));  // false for NaN and tiny results
+  const T n = V::round_nearest(V::mul(x, V::set1(1.44269504088896341f)));
+  T r = V::fma(n, V::set1(-0.693359375f), x);
+  r = V::fma(n, V::set1(2.12194440e-4f), r);
+  T p = V::set1(1.9875691500e-4f);
+  p = V::fma(p, r, V::set1(1.3981999507e-3f));
+  p = V::fma(p, r, V::set1(8.3334519073e-3f));
+  p = V::fma(p, r, V::set1(4.1665795894e-2f));
+  p = V::fma(p, r, V::set1(1.6666665459e-1f));
+  p = V::fma(p, r, V::set1(5.0000001201e-1f));
+  p = V::fma(p, V::mul(r, r), V::add(r, V::set1(1.0f)));
+  const T y = V::select(keep, V::scale2(p, n), V::zero());
+  return V::select(V::unord(x), x, y);
+}
+
+// ---- Tile products -------------------------------------------------------------------------
+
+// s[r][c0 .. c0 + NV·W) = Σ_d q[r][d] · kt[d][c0 ..] for MR query rows.
+template <int MR, int NV>
+inline void ScoreMicro(const float* q, int64_t D, const float* kt, int64_t ld, float* s, int64_t lds) {
+  T acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
+  for (int64_t d = 0; d < D; ++d) {
+    T k[NV];
+    for (int v = 0; v < NV; ++v) k[v] = V::load(kt + d * ld + v * W);
+    for (int r = 0; r < MR; ++r) {
+      const T qb = V::set1(q[r * D + d]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(qb, k[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) V::store(s + r * lds + v * W, acc[r][v]);
+}
+
+// out[r][c0 .. c0 + NV·W) = Σ_k p[r][k] · v[k][c0 ..] for MR rows.
+template <int MR, int NV>
+inline void PvMicro(const float* p, int64_t n, const float* v, int64_t ldv, float* out) {
+  T acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
+  for (int64_t k = 0; k < n; ++k) {
+    T vv[NV];
+    for (int j = 0; j < NV; ++j) vv[j] = V::load(v + k * ldv + j * W);
+    for (int r = 0; r < MR; ++r) {
+      const T pb = V::set1(p[r * n + k]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = V::fma(pb, vv[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) V::store(out + r * ldv + j * W, acc[r][j]);
+}
+
+// Runs Micro<mr, nv> for a row remainder mr in [1, kTileRows] and vector count nv in [1, kTileVecs].
+template <int MR, int NV, class F>
+inline void DispatchNv(int nv, F&& f) {
+  if constexpr (NV >= 1) {
+    if (nv == NV) {
+      f(std::integral_constant<int, MR>{}, std::integral_constant<int, NV>{});
+      return;
+    }
+    DispatchNv<MR, NV - 1>(nv, f);
+  }
+}
+
+template <int MR, class F>
+inline void DispatchMrNv(int mr, int nv, F&& f) {
+  if constexpr (MR >= 1) {
+    if (mr == MR) {
+      DispatchNv<MR, V::kTileVecs>(nv, f);
+      return;
+    }
+    DispatchMrNv<MR - 1>(mr, nv, f);
+  }
+}
+
+// S[rows][n] = Q[rows][D] · K'ᵀ, K' given transposed as kt[D][n].
+inline void ScoreTile(const float* q, int64_t rows, int64_t D, const float* kt, int64_t n, float* s) {
+  constexpr int64_t kCols = V::kTileVecs * W;
+  for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
+    const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
+    for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+      const int nv = static_cast<int>(std::min<int64_t>(kCols, n - c0) / W);
+      DispatchMrNv<V::kTileRows>(mr, nv, [&](auto MR, auto NV) {
+        ScoreMicro<decltype(MR)::value, decltype(NV)::value>(q + i0 * D, D, kt + c0, n, s + i0 * n + c0, n);
+      });
+    }
+  }
+}
+
+// S[rows][n] = Q[rows][D] · K'ᵀ with K' row-major ([n][D]): one vector dot product per score
+// (partial sums over W lanes, a fixed reduction tree, then the D % W tail in order).
+inline void ScoreRows(const float* q, int64_t rows, int64_t D, const float* k, int64_t n, float* s) {
+  const int64_t dv = D / W * W;
+  for (int64_t r = 0; r < n; ++r) {
+    const float* kr = k + r * D;
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* qi = q + i * D;
+      T acc = V::zero();
+      for (int64_t d = 0; d < dv; d += W) acc = V::fma(V::load(qi + d), V::load(kr + d), acc);
+      float dot = V::reduce_add(acc);
+      for (int64_t d = dv; d < D; ++d) dot += qi[d] * kr[d];
+      s[i * n + r] = dot;
+    }
+  }
+}
+
+// PV[rows][dv] = P[rows][n] · V[n][dv].
+inline void PvTile(const float* p, int64_t rows, int64_t n, const float* v, int64_t dv, float* out) {
+  constexpr int64_t kCols = V::kTileVecs * W;
+  for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
+    const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
+    for (int64_t c0 = 0; c0 < dv; c0 += kCols) {
+      const int nv = static_cast<int>(std::min<int64_t>(kCols, dv - c0) / W);
+      DispatchMrNv<V::kTileRows>(mr, nv, [&](auto MR, auto NV) {
+        PvMicro<decltype(MR)::value, decltype(NV)::value>(p + i0 * n, n, v + c0, dv, out + i0 * dv + c0);
+      });
+    }
+  }
+}
+
+#if defined(PASA_PV_BF16)
+// PV[rows][dv] = P[rows][n] · V[n][dv] on bf16 pairs (vdpbf16ps), for P and V that are bf16
+// values held in floats: pp[rows][n/2] and vp[n/2][dv] are the packed operands (Bf16Pack).
+// Each output is one chain over the key pairs, each step adding the products of keys 2k+1 and
+// 2k exactly (the instruction's order) — independent of the tile, like PvTile.
+template <int MR, int NV>
+inline void PvMicroBf16(const uint32_t* pp, int64_t half_n, const uint32_t* vp, int64_t ldv, float* out) {
+  T acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
+  for (int64_t k = 0; k < half_n; ++k) {
+    __m512i vv[NV];
+    for (int j = 0; j < NV; ++j) vv[j] = _mm512_loadu_si512(vp + k * ldv + j * W);
+    for (int r = 0; r < MR; ++r) {
+      const __m512i pb = _mm512_set1_epi32(static_cast<int>(pp[r * half_n + k]));
+      for (int j = 0; j < NV; ++j) acc[r][j] = Bf16Pack::dot(acc[r][j], pb, vv[j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) V::store(out + r * ldv + j * W, acc[r][j]);
+}
+
+inline void PvTileBf16(const float* p, int64_t rows, int64_t n, const float* v, int64_t dv, float* out,
+                       uint32_t* pp, uint32_t* vp) {
+  const int64_t half_n = n / 2;
+  // 1) pack P rows into key pairs, 2) pack V rows pairwise (n is a multiple of 32? of 16: a
+  // 16-key block packs as two 16-value vectors per row pair chunk).
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t r = 0; r < n; r += 2 * W) {
+      const T a = V::load(p + i * n + r);
+      const T b = r + W < n ? V::load(p + i * n + r + W) : V::zero();
+      const __m512i packed = Bf16Pack::pairs(a, b);
+      const int64_t take = std::min<int64_t>(W, (n - r) / 2);
+      if (take == W) _mm512_storeu_si512(pp + i * half_n + r / 2, packed);
+      else _mm512_mask_storeu_epi32(pp + i * half_n + r / 2, static_cast<__mmask16>((1u << take) - 1u), packed);
+    }
+  for (int64_t k = 0; k < half_n; ++k)
+    for (int64_t c = 0; c < dv; c += W)
+      _mm512_storeu_si512(vp + k * dv + c, Bf16Pack::interleave(V::load(v + (2 * k) * dv + c), V::load(v + (2 * k + 1) * dv + c)));
+  constexpr int64_t kCols = V::kTileVecs * W;
+  for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
+    const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
+    for (int64_t c0 = 0; c0 < dv; c0 += kCols) {
+      const int nv = static_cast<int>(std::min<int64_t>(kCols, dv - c0) / W);
+      DispatchMrNv<V::kTileRows>(mr, nv, [&](auto MR, auto NV) {
+        PvMicroBf16<decltype(MR)::value, decltype(NV)::value>(pp + i0 * half_n, half_n, vp + c0, dv, out + i0 * dv + c0);
+      });
+    }
+  }
+}
+#endif
+
+// ---- Row passes (n is a multiple of kKeyAlign) ----------------------------------------------
+
+// 1) sum = Σ s  (invalid and padding keys hold 0)
+// 2) overflow = whether an attended score would round to ±inf in the half type (|s| >= threshold)
+inline float RowSum(const float* s, int64_t n, const float* add, float threshold, bool* overflow) {
+  T acc = V::zero();
+  const T thr = V::set1(threshold);
+  const T ninf = V::set1(-kInf);
+  M big = V::mfalse();
+  for (int64_t r = 0; r < n; r += W) {
+    const T x = V::load(s + r);
+    acc = V::add(acc, x);
+    if (overflow == nullptr) continue;
+    M b = V::ge(V::abs(x), thr);
+    if (add != nullptr) b = V::mand(b, V::gt(V::load(add + r), ninf));
+    big = V::mor(big, b);
+  }
+  if (overflow != nullptr) *overflow = V::any(big);
+  return V::reduce_add(acc);
+}
+
+// 1) s = round(s) in place
+template <int R>
+inline void RoundRow(float* s, int64_t n) {
+  for (int64_t r = 0; r < n; r += W) V::store(s + r, RoundV<R>(V::load(s + r)));
+}
+
+// 1) x = round_x((round_s(s) + add) + off) where attended, −inf elsewhere, stored over s,
+// 2) max = max(x), NaN when any x is NaN
+template <int RS, int RX>
+inline float ShiftMax(float* s, const float* add, int64_t n, float off) {
+  const T o = V::set1(off);
+  const T ninf = V::set1(-kInf);
+  T mx = ninf;
+  M nan = V::mfalse();
+  for (int64_t r = 0; r < n; r += W) {
+    T x = RoundV<RS>(V::load(s + r));
+    if (add != nullptr) {
+      const T a = V::load(add + r);
+      x = RoundV<RX>(V::add(V::add(x, a), o));
+      x = V::select(V::eq(a, ninf), ninf, x);
+    } else {
+      x = RoundV<RX>(V::add(x, o));
+    }
+    nan = V::mor(nan, V::unord(x));
+    mx = V::max(mx, x);
+    V::store(s + r, x);
+  }
+  return V::any(nan) ? kNaN : V::reduce_max(mx);
+}
+
+// 1) p = round(exp(x − m)), 0 where x = −inf (masked), stored over x,  2) sum = Σ p
+template <int R, bool kMasked>
+inline float ExpRow(float* s, int64_t n, float m) {
+  const T mv = V::set1(m);
+  const T ninf = V::set1(-kInf);
+  T acc = V::zero();
+  for (int64_t r = 0; r < n; r += W) {
+    const T x = V::load(s + r);
+    T p = RoundV<R>(ExpNonPositive(V::sub(x, mv)));
+    if constexpr (kMasked) p = V::select(V::eq(x, ninf), V::zero(), p);  // also when m is NaN
+    acc = V::add(acc, p);
+    V::store(s + r, p);
+  }
+  return V::reduce_add(acc);
+}
+
+// o = o·corr + pv   (paper: o = round(round(o·corr) + round(pv)))
+template <int R>
+inline void Rescale(float* o, const float* pv, float corr, int64_t n) {
+  const T c = V::set1(corr);
+  for (int64_t d = 0; d < n; d += W) {
+    const T a = RoundV<R>(V::mul(V::load(o + d), c));
+    V::store(o + d, RoundV<R>(V::add(a, RoundV<R>(V::load(pv + d)))));
+  }
+}
+
+// ---- One key block for one query tile ------------------------------------------------------
+
+template <int R>
+void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
+  const int64_t n = kv.n_pad;
+  const bool paper = rp.precision == Precision::kPaper;
+  const float overflow_at = R == kRoundBF16 ? BitsFloat(0x7f7f8000u) : 65520.0f;
+
+  if (kv.k_rows) ScoreRows(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
+  else ScoreTile(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
+
+  bool any = false;
+  for (int64_t i = 0; i < t.rows; ++i) {
+    t.upd[i] = 0;
+    if (t.kind[i] == kRowNone) continue;
+    float* s = t.s + i * n;
+    const float* add = t.kind[i] == kRowAdd ? t.add + i * n : nullptr;
+    if (rp.softcap > 0.0f)
+      for (int64_t r = 0; r < n; ++r) s[r] = rp.softcap * std::tanh(s[r] / rp.softcap);
+
+    // Block row mean μ over the valid keys; half mode rounds S unless it would overflow.
+    float mu;
+    bool round_s = false;
+    if (paper) {
+      RoundRow<R>(s, n);
+      mu = RoundScalar(RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count, R);
+    } else if (R != kNoRound) {
+      bool overflow = false;
+      mu = RowSum(s, n, add, overflow_at, &overflow) * kv.inv_count;
+      round_s = !overflow;
+    } else {
+      mu = RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count;
+    }
+
+    // Global recovery: offsets of this block and of the running state against the new ā.
+    const float abar_old = t.abar[i];
+    const float nb = t.nblocks[i] + 1.0f;
+    float abar_new = abar_old + (mu - abar_old) / nb;
+    if (paper) abar_new = RoundScalar(abar_new, R);
+    float off_cur = rp.beta * (mu - abar_new);
+    float off_old = rp.beta * (abar_old - abar_new);
+    if (paper) {
+      off_cur = RoundScalar(off_cur, R);
+      off_old = RoundScalar(off_old, R);
+    }
+
+    float mx;
+    if (paper) mx = ShiftMax<kNoRound, R>(s, add, n, off_cur);
+    else if (round_s) mx = ShiftMax<R, kNoRound>(s, add, n, off_cur);
+    else mx = ShiftMax<kNoRound, kNoRound>(s, add, n, off_cur);
+
+    float m_old = t.m[i];
+    if (m_old != -kInf) {
+      m_old = m_old + off_old;
+      if (paper) m_old = RoundScalar(m_old, R);
+    }
+    const float m_new = (std::isnan(m_old) || std::isnan(mx)) ? kNaN : std::max(m_old, mx);
+    t.abar[i] = abar_new;
+    t.nblocks[i] = nb;
+    if (m_new == -kInf) continue;  // nothing finite seen yet
+
+    float corr = m_old == -kInf ? 0.0f : std::exp(m_old - m_new);
+    if (paper) corr = RoundScalar(corr, R);
+    t.psum[i] = add != nullptr ? ExpRow<R, true>(s, n, m_new) : ExpRow<R, false>(s, n, m_new);
+    t.corr[i] = corr;
+    t.m[i] = m_new;
+    t.upd[i] = 1;
+    any = true;
+  }
+  if (!any) return;
+
+#if defined(PASA_PV_BF16)
+  if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
+    PvTileBf16(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv, t.pack_p, t.pack_v);
+  } else {
+    PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+  }
+#else
+  PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+#endif
+  for (int64_t i = 0; i < t.rows; ++i) {
+    if (!t.upd[i]) continue;
+    const float corr = t.corr[i];
+    if (paper) {
+      t.l[i] = RoundScalar(RoundScalar(t.l[i] * corr, R) + RoundScalar(t.psum[i], R), R);
+      Rescale<R>(t.o + i * rp.dv_pad, t.pv + i * rp.dv_pad, corr, rp.dv_pad);
+    } else {
+      t.l[i] = t.l[i] * corr + t.psum[i];
+      Rescale<kNoRound>(t.o + i * rp.dv_pad, t.pv + i * rp.dv_pad, corr, rp.dv_pad);
+    }
+  }
+}
+
+inline void AttendBlock(const RowParams& rp, const KvBlock& kv, TileState& t) {
+  if (rp.precision == Precision::kFloat) AttendBlockT<kNoRound>(rp, kv, t);
+  else if (rp.half_type == ElemType::kBFloat16) AttendBlockT<kRoundBF16>(rp, kv, t);
+  else AttendBlockT<kRoundF16>(rp, kv, t);
+}
+
+// ---- Conversions ---------------------------------------------------------------------------
+
+inline void ConvertRow(const void* src, ElemType type, int64_t n, float* out) {
+  int64_t i = 0;
+  switch (type) {
+    case ElemType::kFloat16: {
+      const uint16_t* h = static_cast<const uint16_t*>(src);
+      for (; i + W <= n; i += W) V::store(out + i, V::load_f16(h + i));
+      for (; i < n; ++i) out[i] = HalfToFloat(h[i]);
+      break;
+    }
+    case ElemType::kBFloat16: {
+      const uint16_t* h = static_cast<const uint16_t*>(src);
+      for (; i + W <= n; i += W) V::store(out + i, V::load_bf16(h + i));
+      for (; i < n; ++i) out[i] = BFloat16ToFloat(h[i]);
+      break;
+    }
+    case ElemType::kFloat32:
+    default:
+      std::memcpy(out, src, static_cast<size_t>(n) * sizeof(float));
+      break;
+  }
+}
+
+// dst = o / l rounded to the output type, or 0 when l == 0 (NaN/inf in l must show).
+inline void StoreRow(const float* o, float l, int64_t n, ElemType type, void* dst) {
+  const bool zero = l == 0.0f;
+  const T lv = V::set1(l);
+  int64_t i = 0;
+  auto value = [&](int64_t d) { return zero ? 0.0f : o[d] / l; };
+  auto vec = [&](int64_t d) { return zero ? V::zero() : V::div(V::load(o + d), lv); };
+  switch (type) {
+    case ElemType::kFloat16: {
+      uint16_t* h = static_cast<uint16_t*>(dst);
+      for (; i + W <= n; i += W) V::store_f16(h + i, vec(i));
+      for (; i < n; ++i) h[i] = FloatToHalf(value(i));
+      break;
+    }
+    case ElemType::kBFloat16: {
+      uint16_t* h = static_cast<uint16_t*>(dst);
+      for (; i + W <= n; i += W) V::store_bf16(h + i, vec(i));
+      for (; i < n; ++i) h[i] = FloatToBFloat16(value(i));
+      break;
+    }
+    case ElemType::kFloat32:
+    default: {
+      float* f = static_cast<float*>(dst);
+      for (; i + W <= n; i += W) V::store(f + i, vec(i));
+      for (; i < n; ++i) f[i] = value(i);
+      break;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace PASA_ISA_NAMESPACE
+}  // namespace pasa

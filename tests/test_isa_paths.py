@@ -1,0 +1,130 @@
+"""Every instruction-set path of the kernel runs the numerics tests.
+
+The library picks its path once per process, when it loads (the best the CPU supports, or the one
+``PASA_ONNX_ISA`` names). This process runs the suite on the default path; the test below reruns
+a numerics subset in a fresh process for every other path the CPU supports. CI that wants a
+whole run on one path sets ``PASA_ONNX_ISA`` for the entire pytest invocation. Child processes
+run from the tests folder so that they import the same installed package as this one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_pasa
+
+from pasa_onnx.numerics import BFLOAT16
+from pasa_onnx.runtime import isa_info
+
+TESTS = Path(__file__).resolve().parent
+# Kernel-vs-emulation and kernel-vs-float64 checks covering every precision mode, element type,
+# masks, causal/window geometry, GQA, fully masked rows, fp32 tile fallback and NaN propagation.
+SUBSET = [
+    "test_op_basics.py",
+    "test_conformance.py",
+    "test_numerics_stress.py::test_fully_masked_rows_and_blocks",
+    "test_numerics_stress.py::test_masked_key_rows_holding_garbage",
+    "test_numerics_stress.py::test_spread_keys_overflow_falls_back_to_fp32_tiles",
+    "test_numerics_paper.py::test_paper_grid[uniform-30-5]",
+    "test_numerics_paper.py::test_paper_grid[normal-20-20]",
+    "test_bad_input.py",
+]
+
+
+def test_active_path_is_supported_and_honours_the_request():
+    info = isa_info()
+    assert info["active"] in info["supported"]
+    assert info["supported"][-1] == "portable"
+    forced = os.environ.get("PASA_ONNX_ISA")
+    if forced:
+        assert info["active"] == forced
+
+
+def _other_paths() -> list[str]:
+    info = isa_info()
+    return [isa for isa in info["supported"] if isa != info["active"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
+def test_numerics_subset_on_each_path(isa):
+    if os.environ.get("PASA_ONNX_ISA_CHILD"):
+        pytest.skip("already inside a per-path run")
+    if isa not in isa_info()["supported"]:
+        pytest.skip(f"this CPU does not run the {isa} path")
+    if isa not in _other_paths():
+        pytest.skip(f"{isa} is this process's path: the main run covers it")
+    env = dict(os.environ, PASA_ONNX_ISA=isa, PASA_ONNX_ISA_CHILD="1")
+    args = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+    args += [str(TESTS / s) for s in SUBSET] + [str(TESTS / "test_isa_paths.py")]
+    out = subprocess.run(args, env=env, capture_output=True, text=True, cwd=TESTS)
+    assert out.returncode == 0, f"{isa} path:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16])
+def test_paths_agree_to_rounding(rng, tmp_path, dtype):
+    """The paths run one algorithm: their outputs differ by float rounding only (for bf16
+    inputs avx512bf16 runs P·V on exact bf16 products: it differs by summation order only)."""
+    q = (rng.standard_normal((1, 4, 200, 64)) + 3).astype(dtype)
+    k = (rng.standard_normal((1, 2, 260, 64)) + 3).astype(dtype)
+    v = rng.standard_normal((1, 2, 260, 64)).astype(dtype)
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, q=q.astype(np.float32), k=k.astype(np.float32), v=v.astype(np.float32))
+    dt = "BFLOAT16" if dtype == BFLOAT16 else "np.float16"
+    outputs = {}
+    for isa in isa_info()["supported"]:
+        code = (
+            "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+            "from conftest import run_pasa; from pasa_onnx.numerics import BFLOAT16;"
+            "d = np.load(sys.argv[2]);"
+            f"t = {{n: d[n.lower()].astype({dt}) for n in 'QKV'}};"
+            "y = run_pasa(t, is_causal=1);"
+            "np.save(sys.argv[3], y.astype(np.float32))"
+        )
+        dest = tmp_path / f"{isa}.npy"
+        env = dict(os.environ, PASA_ONNX_ISA=isa)
+        subprocess.run(
+            [sys.executable, "-c", code, str(TESTS), str(inputs), str(dest)],
+            env=env,
+            check=True,
+            cwd=TESTS,
+        )
+        outputs[isa] = np.load(dest).astype(np.float64)
+    ref = run_pasa({"Q": q, "K": k, "V": v}, is_causal=1).astype(np.float64)
+    tol = 2e-3 if dtype == np.float16 else 1.6e-2  # about one output ulp near 1
+    for isa, y in outputs.items():
+        assert np.abs(y - ref).max() <= tol, isa
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("sparc", "not a known path"),
+        ("avx512bf16", None),
+        ("avx512", None),
+        ("avx2", None),
+        ("portable", None),
+    ],
+)
+def test_forcing_a_path_the_cpu_lacks_fails_with_the_reason(value, message):
+    if message is None:
+        if value in isa_info()["supported"]:
+            pytest.skip(f"this CPU runs {value}")
+        message = "this CPU lacks"
+    code = (
+        "import numpy as np, sys; sys.path.insert(0, sys.argv[1]);"
+        "from conftest import run_pasa;"
+        "x = np.ones((1, 1, 4, 8), np.float16);"
+        "run_pasa({'Q': x, 'K': x, 'V': x})"
+    )
+    env = dict(os.environ, PASA_ONNX_ISA=value)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(TESTS)], env=env, capture_output=True, text=True, cwd=TESTS
+    )
+    assert out.returncode != 0
+    assert f"PASA_ONNX_ISA={value}" in out.stderr and message in out.stderr
