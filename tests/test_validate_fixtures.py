@@ -1,6 +1,5 @@
 """Criterion 1 and 4 on real exports: every ``tests/fixtures/*.onnx`` (the rewriter's fixtures)
-rewritten by ``pasa_onnx.rewrite`` and validated. Skipped until both exist on this branch (they
-land with the rewriter); then it runs on every fixture."""
+rewritten by ``pasa_onnx.rewriting.rewrite_file`` and validated."""
 
 from __future__ import annotations
 
@@ -12,33 +11,20 @@ import onnx
 import pytest
 from validation_models import run_with_outputs
 
-import pasa_onnx
 from pasa_onnx.inputs import embedding_rows, generate_inputs, graph_inputs
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("*.onnx"))
 
 
-def _has_rewriter() -> bool:
-    try:
-        return callable(pasa_onnx.rewrite)
-    except (AttributeError, ImportError):
-        return False
-
-
-pytestmark = [
-    pytest.mark.skipif(
-        not FIXTURES, reason="no tests/fixtures/*.onnx yet (they come with the rewriter)"
-    ),
-    pytest.mark.skipif(not _has_rewriter(), reason="pasa_onnx.rewrite is not on this branch yet"),
-]
+# The rewriter's fixtures must be there: an empty list would silently test nothing.
+assert FIXTURES, "tests/fixtures/*.onnx missing (scripts/make_fixtures.py writes them)"
 
 
 def _rewrite(src: Path, dst: Path) -> Path:
-    """Call the rewriter whether it writes ``dst`` itself or returns a ModelProto."""
-    out = pasa_onnx.rewrite(str(src), str(dst))
-    if not dst.is_file() and isinstance(out, onnx.ModelProto):
-        onnx.save(out, dst)
-    assert dst.is_file(), f"pasa_onnx.rewrite did not produce {dst}"
+    from pasa_onnx.rewriting import rewrite_file
+
+    rewrite_file(src, dst)
+    assert dst.is_file(), f"rewrite_file did not produce {dst}"
     return dst
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from pasa_onnx.commands.validate import add_validation_options, run_validation
 from pasa_onnx.errors import PasaError
 
 
@@ -21,16 +22,19 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="input ONNX model")
     parser.add_argument("-o", "--output", required=True, help="output ONNX model")
     parser.add_argument(
-        "--validate", action="store_true", help="run both models and compare (not available yet)"
+        "--validate",
+        action="store_true",
+        help="then run both models in onnxruntime and compare them (exit 1 outside tolerance); "
+        "the options below are those of `pasa-onnx validate`",
     )
-    parser.add_argument("--report", metavar="PATH", help="write a validation report (not yet)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_validation_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.validate or args.report:
-        raise PasaError("--validate and --report are not available yet (validation is pending)")
+    validation_only = args.report or args.inputs or args.dim
+    if validation_only and not args.validate:
+        raise PasaError("--report, --inputs and --dim need --validate")
     from pasa_onnx.rewriting import rewrite_file
 
     start = time.perf_counter()
@@ -42,4 +46,6 @@ def run(args: argparse.Namespace) -> int:
     summary = rewrite_file(args.model, args.output, progress=progress)
     print(f"{args.model} -> {args.output}")
     print(summary.format())
+    if args.validate:
+        return run_validation(args.model, args.output, args)
     return 0
