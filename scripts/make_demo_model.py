@@ -1,11 +1,12 @@
 """Regenerate the shipped demo model, examples/models/demo_fp16.onnx (bit-for-bit).
 
 A two-layer fp16 text encoder (vocabulary 1000, hidden 256, 4 heads of 64) with random weights
-from a fixed seed, whose key and query projections carry a large shared bias -- the pattern seen in
-real Qwen2 and Stable Video Diffusion layers. Its attention is written the way eager Hugging Face
-code writes it (MatMul -> Div(sqrt(d)) -> Add(padding mask) -> Softmax -> MatMul) and exported with
-torch's TorchScript exporter at opset 17. In fp16, Q.K^T exceeds 65504 and the original model
-outputs NaN; the PasaAttention rewrite stays finite.
+from a fixed seed. Its attention is written the way eager Hugging Face code writes it (MatMul ->
+Div(sqrt(d)) -> Add(padding mask) -> Softmax -> MatMul) and exported with torch's TorchScript
+exporter at opset 17. The value projection carries a large shared bias (100) and the queries are
+small, so attention is spread over many keys: at sequence 1024 a plain fp16 flash-attention
+kernel's running sum l * |V| passes 65504 and overflows, while PasaAttention keeps its
+accumulators in fp32. The key projection carries a shared bias too (removed by the PASA shift).
 
     pip install torch==2.13.0   # CPU build
     python scripts/make_demo_model.py [--output examples/models/demo_fp16.onnx]
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 VOCAB, HIDDEN, HEADS, LAYERS, FFN = 1000, 256, 4, 2, 512
-KEY_BIAS, QUERY_BIAS = 40.0, 30.0  # shared components: |q.k| ~ 64 * 1200 = 76800 > 65504
+VALUE_BIAS, KEY_BIAS = 100.0, 8.0  # shared components of V and K
+QUERY_WEIGHT_SCALE = 0.25  # small queries: attention spreads over many keys
 
 
 class SelfAttention(nn.Module):
@@ -83,8 +85,10 @@ def build() -> DemoEncoder:
     model = DemoEncoder()
     with torch.no_grad():
         for layer in model.layers:
+            layer.attn.v_proj.bias.fill_(VALUE_BIAS)
             layer.attn.k_proj.bias.fill_(KEY_BIAS)
-            layer.attn.q_proj.bias.fill_(QUERY_BIAS)
+            layer.attn.q_proj.weight.mul_(QUERY_WEIGHT_SCALE)
+            layer.attn.q_proj.bias.zero_()
     return model.half().eval()
 
 
