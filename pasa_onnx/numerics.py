@@ -24,10 +24,15 @@ PRECISIONS = ("half", "paper", "float")
 BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
-def default_alpha(half_type: np.dtype) -> float:
-    """Shift strength per element type: 0.9375 (alpha/n exact in fp16 for n = 128); the
-    authors' 0.9689939 for bfloat16."""
-    return 0.9689939 if np.dtype(half_type) == BFLOAT16 else 0.9375
+def default_alpha(half_type: np.dtype, precision: str = "half") -> float:
+    """The kernel's default shift strength (see attention_core.h): 1 - 2^-8 in ``half`` mode
+    (the block mean stays fp32, so a stronger shift leaves smaller scores to round); the
+    authors' 0.9375 (fp16) / 0.9689939 (bf16) in ``paper`` mode; 0.9375 in ``float`` mode."""
+    if precision == "half":
+        return 0.99609375
+    if precision == "paper" and np.dtype(half_type) == BFLOAT16:
+        return 0.9689939
+    return 0.9375
 
 
 def round_to(x: np.ndarray, half_type: np.dtype) -> np.ndarray:
@@ -298,7 +303,9 @@ def attention_emulated(
         np.float32,
     )
     f32 = np.float32
-    alpha = f32(0.0 if p.softcap > 0 else (default_alpha(half_type) if alpha is None else alpha))
+    alpha = f32(
+        0.0 if p.softcap > 0 else (default_alpha(half_type, precision) if alpha is None else alpha)
+    )
     beta = f32(alpha / (f32(1.0) - alpha))
     c = f32(p.scale)
     paper, rounds = precision == "paper", precision != "float"

@@ -63,9 +63,11 @@ struct AttentionProblem {
   int64_t block_kv = 128;
 };
 
-// Default shift strength for an element type (PASA.md): 0.9375 makes alpha/n exact in fp16 for
-// n = 128; the authors use 0.9689939 for bf16.
-float DefaultAlpha(ElemType type);
+// Default shift strength. `paper` keeps the authors' values (0.9375 makes alpha/n exact in fp16
+// for n = 128; 0.9689939 for bf16), which suit a pipeline that stores the block mean in the half
+// type. `half` keeps the mean in fp32, so a stronger shift (1 - 2^-8, beta = 255) leaves smaller
+// residual scores to round; `float` rounds no scores, and a weaker shift amplifies less fp32 error.
+float DefaultAlpha(ElemType half_type, Precision precision);
 
 // A prepared problem: per-(batch, head) key validity, which heads share their shifted key blocks,
 // and the plan of work. Work runs in stages; the tasks of one stage are independent (any order,

@@ -368,7 +368,7 @@ class PasaAttentionKernel {
                                     : pasa::Precision::kHalf;
     // fp32 models that ask for half/paper emulate an fp16 pipeline.
     p.half_type = et == pasa::ElemType::kBFloat16 ? pasa::ElemType::kBFloat16 : pasa::ElemType::kFloat16;
-    p.alpha = attrs_.has_alpha ? attrs_.alpha : pasa::DefaultAlpha(p.half_type);
+    p.alpha = attrs_.has_alpha ? attrs_.alpha : pasa::DefaultAlpha(p.half_type, p.precision);
     p.block_q = attrs_.block_q;
     p.block_kv = attrs_.block_kv;
 
