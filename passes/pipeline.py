@@ -23,6 +23,7 @@ FAMILIES: list[tuple[str, list]] = [
     (ort_contrib.FAMILY, ort_contrib.rules),
 ]
 REFINEMENTS: list = layout.rules
+MIN_OPSET = 13
 
 _OP_NODES = {("", "Attention"): onnx_attention.FAMILY}
 _OP_NODES.update({("com.microsoft", t): ort_contrib.FAMILY for t in ort_contrib.OP_TYPES})
@@ -151,6 +152,10 @@ def run(model: ir.Model) -> list[Instance]:
     ir_passes.ShapeInferencePass(strict_mode=False)(model)
     already = {n.name for n in _pasa_nodes(model.graph)}
     instances = find_instances(model.graph)
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+    if opset < MIN_OPSET:  # the emitted helpers (Unsqueeze/Split with axes inputs) need 13
+        reason = f"the model's opset {opset} is below {MIN_OPSET}; upgrade it first"
+        return [Instance(f, a.name or "", False, reason=reason) for f, a, _ in instances]
     for _, rules in FAMILIES:
         pattern.RewriteRuleSet(rules).apply_to_model(model)
     pattern.RewriteRuleSet(REFINEMENTS).apply_to_model(model)
