@@ -67,6 +67,8 @@ def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
             seen.add(id(user))
             if user.op_type == "MatMul" and index == 0 and found is None:
                 found = user
+            elif user.op_type == "CastLike" and index == 1:
+                continue  # reads only the element type
             elif user.op_type in _PROB_PATH:
                 frontier.extend(user.outputs)
             else:

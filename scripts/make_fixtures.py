@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
+import onnx.inliner
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,9 @@ VOCAB = 99
 SEQ = 8
 BATCH = 2
 EXPORTERS = {"dynamo18": (True, 18), "dynamo23": (True, 23), "ts17": (False, 17)}
+# dynamo23 exports whose ONNX Attention nodes are then expanded into their function body
+# (attention written from primitive ops by others); these get the exporter name "dynamo23x".
+EXPANDED = ("sdpa_floatmask", "sdpa_boolmask", "sdpa_causal", "sdpa_gqa", "bert_sdpa")
 
 
 @dataclass
@@ -414,8 +419,35 @@ def cases() -> list[Case]:
     return out
 
 
+def expand_attention(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every ONNX Attention node by its (context-dependent) function body."""
+    model = onnx.shape_inference.infer_shapes(model)
+    graph = model.graph
+    types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+    schema = onnx.defs.get_schema("Attention", 23)
+    for i, node in enumerate(graph.node):
+        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
+            continue
+        arg_types = [(types[n] if n else onnx.TypeProto()).SerializeToString() for n in node.input]
+        body = onnx.FunctionProto()
+        body.ParseFromString(
+            schema.get_context_dependent_function(node.SerializeToString(), arg_types)
+        )
+        body.name, body.domain = f"attention_body_{i}", "fixtures.expand"
+        body.opset_import.append(onnx.helper.make_opsetid("", 23))
+        node.op_type, node.domain = body.name, body.domain
+        del node.attribute[:]
+        model.functions.append(body)
+    model.opset_import.append(onnx.helper.make_opsetid("fixtures.expand", 1))
+    model = onnx.inliner.inline_local_functions(model)
+    for i, node in enumerate(model.graph.node):  # inlined nodes come unnamed
+        node.name = node.name or f"expanded_{i}"
+    return model
+
+
 def export(case: Case, exporter: str, out_dir: Path) -> dict | None:
-    dynamo, opset = EXPORTERS[exporter]
+    expand = exporter.endswith("x")
+    dynamo, opset = EXPORTERS[exporter.removesuffix("x")]
     torch.manual_seed(0)
     model, feeds = case.build()
     path = out_dir / f"{case.name}_{exporter}.onnx"
@@ -441,6 +473,10 @@ def export(case: Case, exporter: str, out_dir: Path) -> dict | None:
         print(f"  skip {path.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
         path.unlink(missing_ok=True)
         return None
+    if expand:
+        model = expand_attention(onnx.load(path))
+        model.opset_import.pop()  # the function domain is gone with the inlining
+        onnx.save(model, path)
     try:  # a model onnxruntime cannot run is no fixture (e.g. RotaryEmbedding-23, see survey)
         import onnxruntime as ort
 
@@ -472,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases():
         if args.only and case.name not in args.only:
             continue
-        for exporter in case.exporters:
+        for exporter in case.exporters + (("dynamo23x",) if case.name in EXPANDED else ()):
             t0 = time.perf_counter()
             entry = export(case, exporter, args.out)
             key = f"{case.name}_{exporter}"
