@@ -130,10 +130,16 @@ def load(path: str | os.PathLike) -> ir.Model:
     return model
 
 
+def _external_files(model: ir.Model) -> set[Path]:
+    return {
+        Path(t.const_value.path).resolve()
+        for t in model.graph.initializers.values()
+        if isinstance(t.const_value, ir.ExternalTensor)
+    }
+
+
 def _has_external(model: ir.Model) -> bool:
-    return any(
-        isinstance(t.const_value, ir.ExternalTensor) for t in model.graph.initializers.values()
-    )
+    return bool(_external_files(model))
 
 
 def _tensor_bytes(model: ir.Model) -> int:
@@ -179,6 +185,8 @@ def rewrite_file(
         raise PasaError(f"{dst}: the output path is the input; choose another file")
     model = load(src)
     external = _has_external(model)
+    if (dst.parent / f"{dst.name}.data").resolve() in _external_files(model):
+        raise PasaError(f"{dst}: its data file would overwrite the input's external data")
     model, summary = rewrite(model, progress)
     if progress:
         progress(f"writing {dst}")

@@ -78,6 +78,17 @@ def test_external_data_is_read_and_written(external_model: Path, tmp_path: Path)
     assert err <= 1e-4
 
 
+def test_output_never_overwrites_the_inputs_external_data(external_model: Path, capsys) -> None:
+    """in/renamed.onnx keeps its weights in in/model.onnx.data; writing in/model.onnx would
+    put the output's data file exactly there."""
+    renamed = external_model.with_name("renamed.onnx")
+    external_model.rename(renamed)
+    before = _digest(renamed.parent)
+    assert main(["rewrite", str(renamed), "-o", str(external_model)]) == 2
+    assert "would overwrite the input's external data" in capsys.readouterr().err
+    assert _digest(renamed.parent) == before
+
+
 def test_missing_external_data_is_a_one_line_error(external_model: Path, tmp_path, capsys):
     (external_model.parent / "model.onnx.data").unlink()
     assert main(["rewrite", str(external_model), "-o", str(tmp_path / "o.onnx")]) == 2
