@@ -355,6 +355,46 @@ def _kv(sdpa: bool):
     return build
 
 
+class _HFDecodeStep(nn.Module):
+    """One decode step of an HF decoder with a one-layer KV cache passed as tensors: past K/V
+    in, present K/V out (the cache's Concat feeds both attention and the outputs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, past_key, past_value):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        cache.update(past_key, past_value, 0)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        layer = out.past_key_values.layers[0]
+        return out.last_hidden_state, layer.keys, layer.values
+
+
+def _hf_decode(config_cls: str, model_cls: str, attn: str, kv_heads: int, **cfg):
+    def build():
+        model = _hf(config_cls, model_cls, attn, **cfg)
+        past = 5
+        mask = torch.ones(BATCH, past + 1, dtype=torch.int64)
+        mask[-1, :2] = 0  # left padding
+        feeds = {
+            "input_ids": _ids(BATCH, 1),
+            "attention_mask": mask,
+            "past_key": torch.randn(BATCH, kv_heads, past, 8),
+            "past_value": torch.randn(BATCH, kv_heads, past, 8),
+        }
+        return _HFDecodeStep(model).eval(), feeds
+
+    return build
+
+
 def _diffusers(processor: str):
     def build():
         from diffusers.models.attention import BasicTransformerBlock
@@ -397,6 +437,8 @@ def cases() -> list[Case]:
             Case(f"vit_{attn}", _vit(attn)),
             Case(f"whisper_enc_{attn}", _whisper(attn)),
             Case(f"kv_step_{attn}", _kv(attn == "sdpa")),
+            Case(f"gpt2_kv_{attn}", _hf_decode("GPT2Config", "GPT2Model", attn, 4, **GPT2)),
+            Case(f"llama_kv_{attn}", _hf_decode("LlamaConfig", "LlamaModel", attn, 2, **LLAMA)),
             Case(f"diffusers_block_{attn}", _diffusers(attn)),
         ]
     half_llama = _text("LlamaConfig", "LlamaModel", "eager", True, **LLAMA)
