@@ -95,20 +95,15 @@ def rewrite(
     """
     from pasa_onnx.passes import pipeline
 
-    original = model
     ir_model, kind = _to_ir(model)
     if progress:
         progress(f"matching attention patterns in {len(ir_model.graph)} nodes")
     already = sum(1 for n in ir_model.graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
-    work = ir_model  # for a proto or a path, a fresh IR copy
-    instances = pipeline.run(work)
-    summary = RewriteSummary(instances, already)
+    summary = RewriteSummary(pipeline.run(ir_model), already)
     if summary.replaced == 0:
-        return (original if kind == "proto" else ir_model), summary
-    work.opset_imports[DOMAIN] = OP_VERSION
-    if kind == "proto":
-        return ir.to_proto(work), summary
-    return work, summary
+        return (model if kind == "proto" else ir_model), summary
+    ir_model.opset_imports[DOMAIN] = OP_VERSION
+    return (ir.to_proto(ir_model) if kind == "proto" else ir_model), summary
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -120,13 +115,16 @@ def load(path: str | os.PathLike) -> ir.Model:
         model = ir.load(path)
     except Exception as exc:
         raise PasaError(f"{path}: not an ONNX model ({type(exc).__name__})") from exc
-    for tensor in model.graph.initializers.values():
-        if isinstance(tensor.const_value, ir.ExternalTensor):
-            data = Path(tensor.const_value.path)
-            if not data.is_file():
-                raise PasaError(
-                    f"{path}: external data file {data.name} of tensor {tensor.name} is missing"
-                )
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if not isinstance(tensor, ir.ExternalTensor):
+            continue
+        data = Path(tensor.path)
+        if not data.is_file():
+            raise PasaError(f"{path}: external data file {data.name} of {value.name} is missing")
+        # the data is read lazily: a short file would fail much later, mid-rewrite
+        if (tensor.offset or 0) + (tensor.length or tensor.nbytes) > data.stat().st_size:
+            raise PasaError(f"{path}: external data file {data.name} is too short for {value.name}")
     return model
 
 

@@ -98,6 +98,14 @@ def test_missing_external_data_is_a_one_line_error(external_model: Path, tmp_pat
     assert not (tmp_path / "o.onnx").exists()
 
 
+def test_truncated_external_data_is_a_one_line_error(external_model: Path, tmp_path, capsys):
+    data = external_model.parent / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[:1000])
+    assert main(["rewrite", str(external_model), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "model.onnx.data is too short" in err
+
+
 def test_not_onnx_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not a protobuf \xff\xfe")
