@@ -113,6 +113,8 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise PasaError(f"{path}: no such file")
     try:
         model = ir.load(path)
+    except OSError as exc:
+        raise PasaError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except Exception as exc:
         raise PasaError(f"{path}: not an ONNX model ({type(exc).__name__})") from exc
     for value in model.graph.initializers.values():
@@ -148,7 +150,10 @@ def _copy_atomically(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.") as tmp:
         shutil.copyfile(src, Path(tmp) / dst.name)
-        os.replace(Path(tmp) / dst.name, dst)
+        try:
+            os.replace(Path(tmp) / dst.name, dst)
+        except OSError as exc:
+            raise PasaError(f"{dst}: cannot write ({exc.strerror or exc})") from exc
 
 
 def save(model: ir.Model, dst: str | os.PathLike, external: bool | None = None) -> None:
@@ -167,9 +172,12 @@ def save(model: ir.Model, dst: str | os.PathLike, external: bool | None = None) 
             raise PasaError(f"{dst}: cannot write ({exc.strerror or exc})") from exc
         except Exception as exc:  # unreadable source tensors surface here (lazy loading)
             raise PasaError(f"{dst}: cannot write the model ({type(exc).__name__}: {exc})") from exc
-        if data_name:
-            os.replace(Path(tmp) / data_name, dst.parent / data_name)
-        os.replace(tmp_model, dst)
+        try:
+            if data_name:
+                os.replace(Path(tmp) / data_name, dst.parent / data_name)
+            os.replace(tmp_model, dst)
+        except OSError as exc:  # e.g. dst is a directory
+            raise PasaError(f"{dst}: cannot write ({exc.strerror or exc})") from exc
 
 
 def rewrite_file(

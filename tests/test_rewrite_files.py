@@ -123,6 +123,14 @@ def test_output_equal_to_input_is_refused(tmp_path: Path, capsys) -> None:
     assert src.read_bytes() == before
 
 
+def test_output_path_that_is_a_directory_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "out.onnx").mkdir()
+    assert main(["rewrite", str(SRC), "-o", str(tmp_path / "out.onnx"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "out.onnx: cannot write" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
+
+
 def test_validate_is_not_available_yet(tmp_path: Path, capsys) -> None:
     assert main(["rewrite", str(SRC), "-o", str(tmp_path / "o.onnx"), "--validate"]) == 2
     assert "not available yet" in capsys.readouterr().err
