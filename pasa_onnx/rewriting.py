@@ -99,7 +99,7 @@ def rewrite(
     if progress:
         progress(f"matching attention patterns in {len(ir_model.graph)} nodes")
     already = sum(1 for n in ir_model.graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
-    summary = RewriteSummary(pipeline.run(ir_model), already)
+    summary = RewriteSummary(pipeline.run(ir_model, progress), already)
     if summary.replaced == 0:
         return (model if kind == "proto" else ir_model), summary
     ir_model.opset_imports[DOMAIN] = OP_VERSION
