@@ -144,13 +144,8 @@ def _eval(value: ir.Value | None, depth: int):
     if op == "Cast":
         to = ir.DataType(node.attributes["to"].as_int())
         return np.asarray(args[0]).astype(to.numpy())
-
-    if op in ("Squeeze", "Unsqueeze", "Reshape", "Expand"):
-        return np.asarray(args[0]).reshape(-1)[:1].reshape(()) if np.size(args[0]) == 1 else _no()
-    raise _Unknown
-
-
-def _no():
+    if op in ("Squeeze", "Unsqueeze", "Reshape", "Expand") and np.size(args[0]) == 1:
+        return np.asarray(args[0]).reshape(())  # only the one value matters for a scale
     raise _Unknown
 
 
