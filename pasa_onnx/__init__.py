@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import PackageNotFoundError, version
 
 from pasa_onnx.errors import PasaError, ValidationFailed
@@ -16,9 +17,18 @@ from pasa_onnx.runtime import (
     OP_VERSION,
     inference_session,
     library_path,
+    run,
     session_options,
 )
 from pasa_onnx.schema import register_schema
+
+# In a source checkout the graph passes live in ../passes; the wheel ships them as
+# pasa_onnx/passes. Mirror that layout so `python -m pasa_onnx` works from the repository too.
+_source_passes = os.path.join(os.path.dirname(__file__), os.pardir, "passes")
+if not os.path.isdir(os.path.join(os.path.dirname(__file__), "passes")) and os.path.isfile(
+    os.path.join(_source_passes, "__init__.py")
+):
+    __path__.append(os.path.dirname(os.path.abspath(_source_passes)))  # type: ignore[name-defined]
 
 register_schema()
 
@@ -47,6 +57,7 @@ __all__ = [
     "inference_session",
     "library_path",
     "rewrite",
+    "run",
     "validate",
     "session_options",
 ]

@@ -3,8 +3,10 @@
 - :func:`attention_golden`: float64 attention with ONNX ``Attention`` semantics (the truth).
 - :func:`attention_emulated`: a numpy emulation of the PasaAttention kernel's pipeline in each
   precision mode (``half``, ``paper``, ``float``), rounding where the kernel rounds
-  (see ``shared/PASA.md``). ``precision="paper", alpha=0`` is a plain half-precision
-  flash-attention pipeline (no shift), the baseline that overflows.
+  (see ``shared/PASA.md``).
+- :func:`attention_plain_half`: a plain half-precision flash-attention pipeline (no shift,
+  ``Q·Kᵀ`` rounded to the half type before scaling, every stored value in the half type): the
+  baseline that overflows, and what "a plain fp16 kernel would do" means in reports.
 
 Both accept the op's inputs exactly as an ONNX ``Attention`` node receives them (3-D or 4-D,
 GQA, masks, past key/value, ``nonpad_kv_seqlen``) and process queries in chunks, so keys can be
@@ -257,8 +259,12 @@ def attention_emulated(
     left_window_size=-1,
     right_window_size=-1,
     query_chunk: int = 256,
+    scale_after_scores: bool = False,
 ) -> np.ndarray:
     """Numpy emulation of the PasaAttention kernel (same steps, same rounding points).
+
+    ``scale_after_scores`` (emulation only) multiplies the rounded ``Q·Kᵀ`` by the scale instead
+    of folding the scale into the shifted keys, as plain flash-attention kernels do.
 
     ``precision`` defaults as the kernel does: ``half`` for fp16/bf16 inputs, ``float`` for
     fp32. The result has the input's element type and layout.
@@ -321,10 +327,16 @@ def attention_emulated(
                 inv_count = np.where(count > 0, f32(1.0) / np.maximum(count, 1), 0).astype(f32)
                 kb = np.where(valid[..., None], kx[:, :, r0:r1], f32(0))
                 kbar = alpha * (kb.sum(axis=2, dtype=f32) * inv_count[..., None])
-                kshift = c * (kb - kbar[:, :, None, :])
+                kshift = (
+                    (kb - kbar[:, :, None, :])
+                    if scale_after_scores
+                    else c * (kb - kbar[:, :, None, :])
+                )
                 if paper:
                     kshift = rnd(kshift)
                 s = np.matmul(qc, np.swapaxes(kshift, 2, 3))  # [B,H,R,n] fp32 accumulation
+                if scale_after_scores:
+                    s = rnd(s) * c if rounds else s * c
                 if p.softcap > 0:
                     s = f32(p.softcap) * np.tanh(s / f32(p.softcap))
                 add = np.where(valid[:, :, None, :], bias[..., r0:r1], -np.inf).astype(f32)
@@ -378,10 +390,65 @@ def attention_emulated(
                 m = np.where(upd, m_new, m)
                 abar = np.where(part, abar_new, abar)
                 nblk = nb
-            out[:, :, i0:i1] = np.where(
-                l_[..., None] > 0, o / np.where(l_ > 0, l_, 1)[..., None], 0
-            )
+            # l == 0: nothing attended, so 0; a NaN or inf l (overflow) must show, not become 0
+            safe_l = np.where(l_ != 0, l_, 1)[..., None]
+            out[:, :, i0:i1] = np.where(l_[..., None] != 0, o / safe_l, 0)
     return _finish(p, out, in_dtype)
+
+
+def attention_plain_half(
+    q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv_seqlen=None, **attrs
+) -> np.ndarray:
+    """A plain half-precision flash-attention pipeline (FlashAttention-style, no PASA shift):
+    ``S = round(Q·Kᵀ)·scale`` with every stored value (scores, m, l, O) rounded to the input's
+    half type (fp16 for fp32 inputs). Overflows where ``Q·Kᵀ`` exceeds the half type's range."""
+    q = np.asarray(q)
+    if q.dtype == np.float32:
+        q, k, v = (np.asarray(t).astype(np.float16) for t in (q, k, v))
+    return attention_emulated(
+        q,
+        k,
+        v,
+        attn_mask,
+        past_key,
+        past_value,
+        nonpad_kv_seqlen,
+        precision="paper",
+        alpha=0.0,
+        scale_after_scores=True,
+        **attrs,
+    )
+
+
+def paper_random_inputs(
+    dist: str,
+    mean: float,
+    amplitude: float,
+    *,
+    q_heads: int = 14,
+    kv_heads: int = 2,
+    seq: int = 1407,
+    dim: int = 128,
+    seed: int = 0,
+    dtype=np.float16,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Q, K, V [1,H,S,D] of the PASA paper's random benchmark: ``uniform`` draws
+    ``(rand - 0.5) * 2 * amplitude + mean``; ``normal`` draws ``normal(mean, 1) +
+    normal(0, amplitude) * Bernoulli(0.001)``."""
+    if dist not in ("uniform", "normal"):
+        raise ValueError(f"dist must be 'uniform' or 'normal', got {dist!r}")
+    rng = np.random.default_rng(seed)
+
+    def one(heads: int) -> np.ndarray:
+        shape = (1, heads, seq, dim)
+        if dist == "uniform":
+            x = (rng.random(shape) - 0.5) * 2 * amplitude + mean
+        else:
+            spikes = rng.normal(0, amplitude, shape) * (rng.random(shape) < 0.001)
+            x = rng.normal(mean, 1, shape) + spikes
+        return x.astype(dtype)
+
+    return one(q_heads), one(kv_heads), one(kv_heads)
 
 
 @dataclass(frozen=True)

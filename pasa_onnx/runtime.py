@@ -18,16 +18,38 @@ def library_path() -> str:
     """Absolute path of the installed custom-op library (to pass to
     ``SessionOptions.register_custom_ops_library``).
 
-    The environment variable ``PASA_ONNX_LIBRARY`` overrides it (e.g. a sanitizer build).
+    Search order: the environment variable ``PASA_ONNX_LIBRARY`` (e.g. a sanitizer build), the
+    library next to this module (an installed package), then the installed distribution's copy
+    (when ``pasa_onnx`` is imported from a source checkout, e.g. ``python -m`` in the repository).
     """
     override = os.environ.get("PASA_ONNX_LIBRARY")
-    path = Path(override) if override else Path(__file__).resolve().parent / "lib" / _LIBRARY_NAME
-    if not path.is_file():
-        raise PasaError(
-            f"custom-op library not found at {path}; install the package with `pip install .` "
-            "(which compiles it) or set PASA_ONNX_LIBRARY to a built libpasa_onnx_ops.so"
-        )
-    return str(path.resolve())
+    if override:
+        candidates = [Path(override)]
+    else:
+        candidates = [Path(__file__).resolve().parent / "lib" / _LIBRARY_NAME]
+        candidates += _installed_library()
+    for path in candidates:
+        if path.is_file():
+            return str(path.resolve())
+    raise PasaError(
+        f"custom-op library not found at {candidates[0]}; install the package with "
+        "`pip install .` (which compiles it) or set PASA_ONNX_LIBRARY to a built "
+        f"{_LIBRARY_NAME}"
+    )
+
+
+def _installed_library() -> list[Path]:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("pasa-onnx")
+    except PackageNotFoundError:
+        return []
+    return [
+        Path(dist.locate_file(f))
+        for f in dist.files or []
+        if f.name == _LIBRARY_NAME and f.parts[0] == "pasa_onnx"
+    ]
 
 
 def session_options(options: Any = None) -> Any:
@@ -62,3 +84,48 @@ def inference_session(
         sess_options=session_options(options),
         providers=providers or ["CPUExecutionProvider"],
     )
+
+
+def run(session: Any, feeds: dict[str, Any], output_names: list[str] | None = None) -> list[Any]:
+    """``session.run`` that also takes and returns bfloat16 numpy arrays (``ml_dtypes``).
+
+    onnxruntime's Python binding has no numpy bfloat16: such tensors cross as raw uint16 buffers.
+    """
+    import ctypes
+
+    import ml_dtypes
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    names = output_names or [o.name for o in session.get_outputs()]
+    if not any(np.asarray(v).dtype == bf16 for v in feeds.values()) and not any(
+        o.type == "tensor(bfloat16)" for o in session.get_outputs() if o.name in names
+    ):
+        return session.run(names, feeds)
+    binding = session.io_binding()
+    keep = []
+    for name, value in feeds.items():
+        arr = np.ascontiguousarray(value)
+        if arr.dtype == bf16:
+            ov = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                arr.view(np.uint16), TensorProto.BFLOAT16
+            )
+        else:
+            ov = ort.OrtValue.ortvalue_from_numpy(arr)
+        keep.append((arr, ov))
+        binding.bind_ortvalue_input(name, ov)
+    for name in names:
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    results = []
+    for ov in binding.get_outputs():
+        if ov.data_type() == "tensor(bfloat16)":
+            shape = tuple(ov.shape())
+            count = int(np.prod(shape, dtype=np.int64))
+            buf = (ctypes.c_uint16 * count).from_address(ov.data_ptr()) if count else []
+            results.append(np.array(buf, dtype=np.uint16).reshape(shape).view(bf16))
+        else:
+            results.append(ov.numpy())
+    return results

@@ -14,6 +14,7 @@ NP_TO_ONNX = {
     np.dtype(np.float16): TensorProto.FLOAT16,
     np.dtype(np.bool_): TensorProto.BOOL,
     np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.float64): TensorProto.DOUBLE,
 }
 
 
@@ -62,7 +63,7 @@ def run_pasa(inputs: dict[str, np.ndarray | None], n_outputs: int = 1, threads: 
         opts.intra_op_num_threads = threads
     sess = pasa_onnx.inference_session(model, opts)
     feeds = {k: v for k, v in inputs.items() if v is not None}
-    out = sess.run(None, feeds)
+    out = pasa_onnx.run(sess, feeds)
     return out[0] if n_outputs == 1 else out
 
 

@@ -50,17 +50,55 @@ def test_shape_inference_3d():
     assert _dims(y) == ["b", "s", 512]
 
 
-def test_onnxruntime_infers_symbolic_output_shape():
+def test_onnxruntime_infers_symbolic_output_shapes():
     import onnxruntime as ort
 
-    m = _model(["batch", 4, "seq", 16], ["batch", 4, "kv", 16], ["batch", 4, "kv", 8])
-    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("Y", TensorProto.FLOAT16, None))
+    m = _model(["batch", 4, "seq", 16], ["batch", 2, "kv", 16], ["batch", 2, "kv", 8])
+    del m.graph.output[0].type.tensor_type.shape.dim[:]
+    m.graph.output[0].type.tensor_type.ClearField("shape")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = pasa_onnx.inference_session(m, opts)
-    # ORT reports the inferred shape of the graph output when the model leaves it open.
+    out = sess.get_outputs()[0]
+    assert out.shape == ["batch", 4, "seq", 8] and out.type == "tensor(float16)"
     q = np.zeros((2, 4, 5, 16), np.float16)
-    k = np.zeros((2, 4, 7, 16), np.float16)
-    v = np.zeros((2, 4, 7, 8), np.float16)
+    k = np.zeros((2, 2, 7, 16), np.float16)
+    v = np.zeros((2, 2, 7, 8), np.float16)
     (y,) = sess.run(None, {"Q": q, "K": k, "V": v})
     assert y.shape == (2, 4, 5, 8)
+
+
+def test_onnxruntime_infers_3d_and_present_shapes():
+    node = helper.make_node(
+        "PasaAttention",
+        ["Q", "K", "V", "", "past_key", "past_value"],
+        ["Y", "present_key", "present_value"],
+        domain="ai.pasa",
+        q_num_heads=8,
+        kv_num_heads=2,
+    )
+    f16 = TensorProto.FLOAT16
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("Q", f16, ["b", "s", 512]),
+            helper.make_tensor_value_info("K", f16, ["b", "t", 128]),
+            helper.make_tensor_value_info("V", f16, ["b", "t", 96]),
+            helper.make_tensor_value_info("past_key", f16, ["b", 2, 5, 64]),
+            helper.make_tensor_value_info("past_value", f16, ["b", 2, 5, 48]),
+        ],
+        [
+            helper.make_tensor_value_info(n, f16, None)
+            for n in ("Y", "present_key", "present_value")
+        ],
+    )
+    m = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("ai.pasa", 1)]
+    )
+    shapes = {o.name: o.shape for o in pasa_onnx.inference_session(m).get_outputs()}
+    # Y: [b, s, Hq * Dv]; presents: [b, Hkv, past + t (unknown: t is symbolic), D or Dv].
+    assert shapes["Y"] == ["b", "s", 8 * 48]
+    assert shapes["present_key"][0] == "b" and shapes["present_key"][1:] != []
+    assert shapes["present_key"][1] == 2 and shapes["present_key"][3] == 64
+    assert shapes["present_value"][3] == 48

@@ -14,6 +14,7 @@ namespace pasa {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 float LoadElem(const void* base, ElemType type, int64_t index) {
   switch (type) {
@@ -317,20 +318,21 @@ void RunWorkItem(const PreparedProblem& pp, int64_t item) {
         off_old = round(off_old);
       }
 
+      // NaN (inf - inf in the paper pipeline) must propagate to the output, never vanish.
       float mx = kNegInf;
       for (int64_t r = 0; r < n; ++r) {
         if (add[r] == kNegInf) continue;
         float x = (si[r] + add[r]) + off_cur;
         if (paper) x = round(x);
         si[r] = x;
-        mx = std::max(mx, x);
+        mx = (std::isnan(x) || std::isnan(mx)) ? kNaN : std::max(mx, x);
       }
       float m_old = t.m[i];
       if (m_old != kNegInf) {
         m_old = m_old + off_old;
         if (paper) m_old = round(m_old);
       }
-      const float m_new = std::max(m_old, mx);
+      const float m_new = (std::isnan(m_old) || std::isnan(mx)) ? kNaN : std::max(m_old, mx);
       t.abar[i] = abar_new;
       if (m_new == kNegInf) continue;  // nothing finite seen yet
 
@@ -364,7 +366,7 @@ void RunWorkItem(const PreparedProblem& pp, int64_t item) {
     const int64_t base = b * p.y_stride[0] + h * p.y_stride[1] + (i0 + i) * p.y_stride[2];
     const float* oi = t.o.data() + i * Dv;
     for (int64_t d = 0; d < Dv; ++d) {
-      const float y = l > 0.0f ? oi[d] / l : 0.0f;
+      const float y = l != 0.0f ? oi[d] / l : 0.0f;  // NaN/inf must show, never become 0
       StoreElem(p.y, p.q.type, base + d * p.y_stride[3], y);
     }
   }
