@@ -95,20 +95,15 @@ def rewrite(
     """
     from pasa_onnx.passes import pipeline
 
-    original = model
     ir_model, kind = _to_ir(model)
     if progress:
         progress(f"matching attention patterns in {len(ir_model.graph)} nodes")
     already = sum(1 for n in ir_model.graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
-    work = ir_model  # for a proto or a path, a fresh IR copy
-    instances = pipeline.run(work)
-    summary = RewriteSummary(instances, already)
+    summary = RewriteSummary(pipeline.run(ir_model, progress), already)
     if summary.replaced == 0:
-        return (original if kind == "proto" else ir_model), summary
-    work.opset_imports[DOMAIN] = OP_VERSION
-    if kind == "proto":
-        return ir.to_proto(work), summary
-    return work, summary
+        return (model if kind == "proto" else ir_model), summary
+    ir_model.opset_imports[DOMAIN] = OP_VERSION
+    return (ir.to_proto(ir_model) if kind == "proto" else ir_model), summary
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -118,22 +113,33 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise PasaError(f"{path}: no such file")
     try:
         model = ir.load(path)
+    except OSError as exc:
+        raise PasaError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except Exception as exc:
         raise PasaError(f"{path}: not an ONNX model ({type(exc).__name__})") from exc
-    for tensor in model.graph.initializers.values():
-        if isinstance(tensor.const_value, ir.ExternalTensor):
-            data = Path(tensor.const_value.path)
-            if not data.is_file():
-                raise PasaError(
-                    f"{path}: external data file {data.name} of tensor {tensor.name} is missing"
-                )
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if not isinstance(tensor, ir.ExternalTensor):
+            continue
+        data = Path(tensor.path)
+        if not data.is_file():
+            raise PasaError(f"{path}: external data file {data.name} of {value.name} is missing")
+        # the data is read lazily: a short file would fail much later, mid-rewrite
+        if (tensor.offset or 0) + (tensor.length or tensor.nbytes) > data.stat().st_size:
+            raise PasaError(f"{path}: external data file {data.name} is too short for {value.name}")
     return model
 
 
+def _external_files(model: ir.Model) -> set[Path]:
+    return {
+        Path(t.const_value.path).resolve()
+        for t in model.graph.initializers.values()
+        if isinstance(t.const_value, ir.ExternalTensor)
+    }
+
+
 def _has_external(model: ir.Model) -> bool:
-    return any(
-        isinstance(t.const_value, ir.ExternalTensor) for t in model.graph.initializers.values()
-    )
+    return bool(_external_files(model))
 
 
 def _tensor_bytes(model: ir.Model) -> int:
@@ -144,7 +150,10 @@ def _copy_atomically(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=f".{dst.name}.") as tmp:
         shutil.copyfile(src, Path(tmp) / dst.name)
-        os.replace(Path(tmp) / dst.name, dst)
+        try:
+            os.replace(Path(tmp) / dst.name, dst)
+        except OSError as exc:
+            raise PasaError(f"{dst}: cannot write ({exc.strerror or exc})") from exc
 
 
 def save(model: ir.Model, dst: str | os.PathLike, external: bool | None = None) -> None:
@@ -163,9 +172,12 @@ def save(model: ir.Model, dst: str | os.PathLike, external: bool | None = None) 
             raise PasaError(f"{dst}: cannot write ({exc.strerror or exc})") from exc
         except Exception as exc:  # unreadable source tensors surface here (lazy loading)
             raise PasaError(f"{dst}: cannot write the model ({type(exc).__name__}: {exc})") from exc
-        if data_name:
-            os.replace(Path(tmp) / data_name, dst.parent / data_name)
-        os.replace(tmp_model, dst)
+        try:
+            if data_name:
+                os.replace(Path(tmp) / data_name, dst.parent / data_name)
+            os.replace(tmp_model, dst)
+        except OSError as exc:  # e.g. dst is a directory
+            raise PasaError(f"{dst}: cannot write ({exc.strerror or exc})") from exc
 
 
 def rewrite_file(
@@ -179,6 +191,8 @@ def rewrite_file(
         raise PasaError(f"{dst}: the output path is the input; choose another file")
     model = load(src)
     external = _has_external(model)
+    if (dst.parent / f"{dst.name}.data").resolve() in _external_files(model):
+        raise PasaError(f"{dst}: its data file would overwrite the input's external data")
     model, summary = rewrite(model, progress)
     if progress:
         progress(f"writing {dst}")

@@ -110,6 +110,11 @@ def _eval(value: ir.Value | None, depth: int):
         s = start.as_int() if start is not None else 0
         e = end.as_int() if end is not None else len(dims)
         return _ShapeVec(dims[s:e])
+    if op == "CastLike":
+        like = node.inputs[1].type
+        if like is None:
+            raise _Unknown
+        return np.asarray(_eval(node.inputs[0], depth + 1)).astype(like.dtype.numpy())
     args = [_eval(v, depth + 1) if v is not None else None for v in node.inputs]
 
     def arr_of(a):
@@ -139,12 +144,8 @@ def _eval(value: ir.Value | None, depth: int):
     if op == "Cast":
         to = ir.DataType(node.attributes["to"].as_int())
         return np.asarray(args[0]).astype(to.numpy())
-    if op in ("Squeeze", "Unsqueeze", "Reshape", "Expand"):
-        return np.asarray(args[0]).reshape(-1)[:1].reshape(()) if np.size(args[0]) == 1 else _no()
-    raise _Unknown
-
-
-def _no():
+    if op in ("Squeeze", "Unsqueeze", "Reshape", "Expand") and np.size(args[0]) == 1:
+        return np.asarray(args[0]).reshape(())  # only the one value matters for a scale
     raise _Unknown
 
 

@@ -3,7 +3,7 @@ instance: replaced (by which pattern) or left alone (and why)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -23,6 +23,7 @@ FAMILIES: list[tuple[str, list]] = [
     (ort_contrib.FAMILY, ort_contrib.rules),
 ]
 REFINEMENTS: list = layout.rules
+MIN_OPSET = 13
 
 _OP_NODES = {("", "Attention"): onnx_attention.FAMILY}
 _OP_NODES.update({("com.microsoft", t): ort_contrib.FAMILY for t in ort_contrib.OP_TYPES})
@@ -66,6 +67,8 @@ def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
             seen.add(id(user))
             if user.op_type == "MatMul" and index == 0 and found is None:
                 found = user
+            elif user.op_type == "CastLike" and index == 1:
+                continue  # reads only the element type
             elif user.op_type in _PROB_PATH:
                 frontier.extend(user.outputs)
             else:
@@ -144,16 +147,27 @@ def _pasa_nodes(graph: ir.Graph) -> Iterable[ir.Node]:
     return (n for n in graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
 
 
-def run(model: ir.Model) -> list[Instance]:
-    """Rewrite ``model`` in place; return every attention instance found and its fate."""
+def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[Instance]:
+    """Rewrite ``model`` in place; return every attention instance found and its fate.
+    ``progress`` gets a line per stage (the CLI prints them to stderr)."""
     declared = [(v, v.shape, v.type) for v in [*model.graph.inputs, *model.graph.outputs]]
     ir_passes.NameFixPass()(model)  # every node named: the summary refers to them by name
     ir_passes.ShapeInferencePass(strict_mode=False)(model)
     already = {n.name for n in _pasa_nodes(model.graph)}
     instances = find_instances(model.graph)
-    for _, rules in FAMILIES:
-        pattern.RewriteRuleSet(rules).apply_to_model(model)
-    pattern.RewriteRuleSet(REFINEMENTS).apply_to_model(model)
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
+    if opset < MIN_OPSET:  # the emitted helpers (Unsqueeze/Split with axes inputs) need 13
+        reason = f"the model's opset {opset} is below {MIN_OPSET}; upgrade it first"
+        return [Instance(f, a.name or "", False, reason=reason) for f, a, _ in instances]
+    if progress:
+        progress(f"{len(instances)} attention subgraphs found")
+    for name, rules in FAMILIES:
+        count = pattern.RewriteRuleSet(rules).apply_to_model(model)
+        if progress:
+            progress(f"family {name}: {count} replaced")
+    count = pattern.RewriteRuleSet(REFINEMENTS).apply_to_model(model)
+    if progress:
+        progress(f"3-D layout: {count} head splits absorbed")
     onnxscript.optimizer.remove_unused_nodes(model)
     _name_upcast_outputs(model.graph)
     for value, shape, type_ in declared:  # the interface stays as declared (dynamic dims too)

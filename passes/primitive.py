@@ -15,7 +15,6 @@ import math
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 from pasa_onnx.passes._values import (
-    const_scalar,
     dim,
     elem_type,
     eval_scalar,
@@ -58,7 +57,9 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         super().__init__(FAMILY)
         self._match: AttentionMatch | None = None
 
-    def pattern(self, op, q, k, v, q_scale, k_scale, s_scale, mask, bias, nan_fill):
+    def pattern(
+        self, op, q, k, v, q_scale, k_scale, s_scale, mask, bias, nan_fill, row_axes, neg_inf
+    ):
         any_shape = pattern.ANY_VALUE
         kt = pattern.OrValue(
             [
@@ -102,12 +103,22 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
             tag_var="n_masks",
             tag_values=[2, 1, 0],
         )
+        # ONNX Attention's function body casts the scores once more before Softmax.
+        scores = pattern.OrValue([op.Cast(scores, _outputs=["cast_e"]), scores])
         probs = op.Softmax(scores, _outputs=["probs"])
-        # SDPA's lowering zeroes the NaN rows that a fully masked row produces.
+        # ...and the probabilities right after it, before its guard.
+        probs = pattern.OrValue([op.Cast(probs, _outputs=["cast_f"]), probs])
+        # Guards that zero a fully masked row (the op's own rule): SDPA's lowering tests the
+        # probabilities for NaN; ONNX Attention's function body tests the mask's row maximum.
+        row_all_masked = op.Equal(op.ReduceMax(mask, row_axes), neg_inf)
         probs = pattern.OrValue(
-            [op.Where(op.IsNaN(probs), nan_fill, probs), probs],
-            tag_var="nan_guard",
-            tag_values=[True, False],
+            [
+                op.Where(op.IsNaN(probs), nan_fill, probs),
+                op.Where(row_all_masked, op.CastLike(nan_fill, probs), probs),
+                probs,
+            ],
+            tag_var="guard",
+            tag_values=["isnan", "all-masked", None],
         )
         # eager softmax(dtype=float32).to(dtype) leaves one or two Casts here.
         probs = pattern.OrValue(
@@ -121,7 +132,7 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         v_in = pattern.OrValue([op.Cast(v, _outputs=["cast_v"]), v])
         return op.MatMul(probs, v_in)
 
-    def check(self, context, q, k, v, key_format, n_masks, nan_guard, probs, **b):
+    def check(self, context, q, k, v, key_format, n_masks, guard, probs, **b):
         result = pattern.MatchResult()
         self._match = None
         softmax = probs.producer()
@@ -164,7 +175,7 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         if q_type not in _FLOATS or elem_type(k) != q_type or elem_type(v) != q_type:
             return result.fail("Q, K and V must share one float element type", q)
         # The casts may only move the score path to float32 and back to Q's type.
-        for cast_name in ("cast_a", "cast_b", "cast_c", "cast_d"):
+        for cast_name in ("cast_a", "cast_b", "cast_c", "cast_d", "cast_e", "cast_f"):
             cast = b.get(cast_name)
             if cast is not None and elem_type(cast) not in (q_type, ir.DataType.FLOAT):
                 return result.fail(f"a Cast to {elem_type(cast)} on the score path", cast)
@@ -193,10 +204,14 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
                 return result.fail(f"the {var.replace('_', ' ')} is not a constant scalar", b[var])
             scale *= factor if op_kind == "Mul" else 1.0 / factor
 
-        if nan_guard:
-            fill = const_scalar(b.get("nan_fill"))
-            if fill != 0.0:
-                return result.fail("the NaN guard after Softmax does not write 0", probs)
+        if guard and eval_scalar(b.get("nan_fill")) != 0.0:
+            return result.fail("the guard after Softmax does not write 0", probs)
+        if guard == "all-masked":
+            axes = int_list(b.get("row_axes"))
+            if n_masks != 1 or axes not in ([-1], [scores_rank - 1]):
+                return result.fail("the all-masked-row guard does not test the added mask", probs)
+            if eval_scalar(b.get("neg_inf")) != -math.inf:
+                return result.fail("the all-masked-row guard does not test for -inf", probs)
 
         masks = [b["bias"], b["mask"]][2 - n_masks :]
         unsqueeze = None

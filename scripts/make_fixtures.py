@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
+import onnx.inliner
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +33,9 @@ VOCAB = 99
 SEQ = 8
 BATCH = 2
 EXPORTERS = {"dynamo18": (True, 18), "dynamo23": (True, 23), "ts17": (False, 17)}
+# dynamo23 exports whose ONNX Attention nodes are then expanded into their function body
+# (attention written from primitive ops by others); these get the exporter name "dynamo23x".
+EXPANDED = ("sdpa_floatmask", "sdpa_boolmask", "sdpa_causal", "sdpa_gqa", "bert_sdpa")
 
 
 @dataclass
@@ -350,6 +355,46 @@ def _kv(sdpa: bool):
     return build
 
 
+class _HFDecodeStep(nn.Module):
+    """One decode step of an HF decoder with a one-layer KV cache passed as tensors: past K/V
+    in, present K/V out (the cache's Concat feeds both attention and the outputs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, past_key, past_value):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        cache.update(past_key, past_value, 0)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        layer = out.past_key_values.layers[0]
+        return out.last_hidden_state, layer.keys, layer.values
+
+
+def _hf_decode(config_cls: str, model_cls: str, attn: str, kv_heads: int, **cfg):
+    def build():
+        model = _hf(config_cls, model_cls, attn, **cfg)
+        past = 5
+        mask = torch.ones(BATCH, past + 1, dtype=torch.int64)
+        mask[-1, :2] = 0  # left padding
+        feeds = {
+            "input_ids": _ids(BATCH, 1),
+            "attention_mask": mask,
+            "past_key": torch.randn(BATCH, kv_heads, past, 8),
+            "past_value": torch.randn(BATCH, kv_heads, past, 8),
+        }
+        return _HFDecodeStep(model).eval(), feeds
+
+    return build
+
+
 def _diffusers(processor: str):
     def build():
         from diffusers.models.attention import BasicTransformerBlock
@@ -392,6 +437,8 @@ def cases() -> list[Case]:
             Case(f"vit_{attn}", _vit(attn)),
             Case(f"whisper_enc_{attn}", _whisper(attn)),
             Case(f"kv_step_{attn}", _kv(attn == "sdpa")),
+            Case(f"gpt2_kv_{attn}", _hf_decode("GPT2Config", "GPT2Model", attn, 4, **GPT2)),
+            Case(f"llama_kv_{attn}", _hf_decode("LlamaConfig", "LlamaModel", attn, 2, **LLAMA)),
             Case(f"diffusers_block_{attn}", _diffusers(attn)),
         ]
     half_llama = _text("LlamaConfig", "LlamaModel", "eager", True, **LLAMA)
@@ -414,8 +461,35 @@ def cases() -> list[Case]:
     return out
 
 
+def expand_attention(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every ONNX Attention node by its (context-dependent) function body."""
+    model = onnx.shape_inference.infer_shapes(model)
+    graph = model.graph
+    types = {v.name: v.type for v in [*graph.input, *graph.value_info, *graph.output]}
+    schema = onnx.defs.get_schema("Attention", 23)
+    for i, node in enumerate(graph.node):
+        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
+            continue
+        arg_types = [(types[n] if n else onnx.TypeProto()).SerializeToString() for n in node.input]
+        body = onnx.FunctionProto()
+        body.ParseFromString(
+            schema.get_context_dependent_function(node.SerializeToString(), arg_types)
+        )
+        body.name, body.domain = f"attention_body_{i}", "fixtures.expand"
+        body.opset_import.append(onnx.helper.make_opsetid("", 23))
+        node.op_type, node.domain = body.name, body.domain
+        del node.attribute[:]
+        model.functions.append(body)
+    model.opset_import.append(onnx.helper.make_opsetid("fixtures.expand", 1))
+    model = onnx.inliner.inline_local_functions(model)
+    for i, node in enumerate(model.graph.node):  # inlined nodes come unnamed
+        node.name = node.name or f"expanded_{i}"
+    return model
+
+
 def export(case: Case, exporter: str, out_dir: Path) -> dict | None:
-    dynamo, opset = EXPORTERS[exporter]
+    expand = exporter.endswith("x")
+    dynamo, opset = EXPORTERS[exporter.removesuffix("x")]
     torch.manual_seed(0)
     model, feeds = case.build()
     path = out_dir / f"{case.name}_{exporter}.onnx"
@@ -441,6 +515,10 @@ def export(case: Case, exporter: str, out_dir: Path) -> dict | None:
         print(f"  skip {path.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
         path.unlink(missing_ok=True)
         return None
+    if expand:
+        model = expand_attention(onnx.load(path))
+        model.opset_import.pop()  # the function domain is gone with the inlining
+        onnx.save(model, path)
     try:  # a model onnxruntime cannot run is no fixture (e.g. RotaryEmbedding-23, see survey)
         import onnxruntime as ort
 
@@ -472,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases():
         if args.only and case.name not in args.only:
             continue
-        for exporter in case.exporters:
+        for exporter in case.exporters + (("dynamo23x",) if case.name in EXPANDED else ()):
             t0 = time.perf_counter()
             entry = export(case, exporter, args.out)
             key = f"{case.name}_{exporter}"

@@ -78,6 +78,17 @@ def test_external_data_is_read_and_written(external_model: Path, tmp_path: Path)
     assert err <= 1e-4
 
 
+def test_output_never_overwrites_the_inputs_external_data(external_model: Path, capsys) -> None:
+    """in/renamed.onnx keeps its weights in in/model.onnx.data; writing in/model.onnx would
+    put the output's data file exactly there."""
+    renamed = external_model.with_name("renamed.onnx")
+    external_model.rename(renamed)
+    before = _digest(renamed.parent)
+    assert main(["rewrite", str(renamed), "-o", str(external_model)]) == 2
+    assert "would overwrite the input's external data" in capsys.readouterr().err
+    assert _digest(renamed.parent) == before
+
+
 def test_missing_external_data_is_a_one_line_error(external_model: Path, tmp_path, capsys):
     (external_model.parent / "model.onnx.data").unlink()
     assert main(["rewrite", str(external_model), "-o", str(tmp_path / "o.onnx")]) == 2
@@ -85,6 +96,14 @@ def test_missing_external_data_is_a_one_line_error(external_model: Path, tmp_pat
     assert len(err.splitlines()) == 1
     assert "model.onnx.data" in err and "missing" in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_truncated_external_data_is_a_one_line_error(external_model: Path, tmp_path, capsys):
+    data = external_model.parent / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[:1000])
+    assert main(["rewrite", str(external_model), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "model.onnx.data is too short" in err
 
 
 def test_not_onnx_is_a_one_line_error(tmp_path: Path, capsys) -> None:
@@ -102,6 +121,14 @@ def test_output_equal_to_input_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["rewrite", str(src), "-o", str(tmp_path / "." / "m.onnx")]) == 2
     assert "output path is the input" in capsys.readouterr().err
     assert src.read_bytes() == before
+
+
+def test_output_path_that_is_a_directory_is_a_one_line_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "out.onnx").mkdir()
+    assert main(["rewrite", str(SRC), "-o", str(tmp_path / "out.onnx"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "out.onnx: cannot write" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
 
 
 def test_validate_is_not_available_yet(tmp_path: Path, capsys) -> None:

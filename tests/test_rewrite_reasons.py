@@ -14,6 +14,7 @@ SHAPE = [1, 2, 4, 8]  # [B,H,S,D]
 
 def _attention_model(
     *,
+    opset: int = 18,
     axis: int = -1,
     scale_input: bool = False,
     mask_shape=None,
@@ -52,7 +53,7 @@ def _attention_model(
     if probs_out:
         outputs.append(helper.make_tensor_value_info("probs", f, None))
     graph = helper.make_graph(nodes, "attn", inputs, outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def test_the_plain_model_is_replaced() -> None:
@@ -69,6 +70,7 @@ def test_the_plain_model_is_replaced() -> None:
         ({"scale_input": True}, "scale is not a constant scalar"),
         ({"mask_shape": [2, 1, 2, 4, 4]}, "does not broadcast to the scores"),
         ({"score_cast": TensorProto.DOUBLE}, "a Cast to"),
+        ({"opset": 12}, "opset 12 is below 13"),
     ],
 )
 def test_left_alone_with_reason(kwargs: dict, reason: str) -> None:
