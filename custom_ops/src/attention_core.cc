@@ -147,7 +147,7 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 // Per-thread scratch, grown on demand and kept for the thread's lifetime.
 struct Scratch {
   std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, krows, ksum;
-  std::vector<uint8_t> kind, upd;
+  std::vector<uint8_t> kind, upd, valid;
   std::vector<uint32_t> pack_p, pack_v;
 };
 
@@ -310,7 +310,7 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   const bool paper = p.precision == Precision::kPaper;
 
   thread_local Scratch t;
-  float* krows = Grow(t.krows, n * D);
+  float* krows = Grow(t.krows, AlignUp(n, kKeyAlign) * D);
   float* sum = Grow(t.ksum, D);
   std::fill(sum, sum + D, 0.0f);
   int64_t count = 0;
@@ -326,27 +326,26 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   for (int64_t d = 0; d < D; ++d) sum[d] = alpha * (sum[d] * inv_count);  // α·mean
   // Every row and column is written: K' and V of valid keys, zeros for the rest and the padding.
   const bool whole_v = Dv == dv_pad_ && count == n;
-  for (int64_t r = 0; r < n_pad; ++r) {
-    const bool valid = r < n && KeyValid(u.b, u.rep_head, r0 + r);
-    const float* kr = krows + r * D;
-    if (k_rows_) {
+  uint8_t* valid = Grow(t.valid, n_pad);
+  for (int64_t r = 0; r < n_pad; ++r) valid[r] = r < n && KeyValid(u.b, u.rep_head, r0 + r);
+  if (k_rows_) {
+    for (int64_t r = 0; r < n_pad; ++r) {
       float* out = kt + r * D;
-      if (!valid) {
-        std::fill(out, out + D, 0.0f);
-      } else {
-        for (int64_t d = 0; d < D; ++d) out[d] = p.scale * (kr[d] - sum[d]);
-        if (paper)
-          for (int64_t d = 0; d < D; ++d) out[d] = RoundTo(p.half_type, out[d]);
-      }
-    } else {
-      for (int64_t d = 0; d < D; ++d) {
-        float x = valid ? p.scale * (kr[d] - sum[d]) : 0.0f;
-        if (paper) x = RoundTo(p.half_type, x);
-        kt[d * n_pad + r] = x;
-      }
+      const float* kr = krows + r * D;
+      for (int64_t d = 0; d < D; ++d) out[d] = valid[r] ? p.scale * (kr[d] - sum[d]) : 0.0f;
     }
+  } else {  // transposed: contiguous stores along the keys
+    for (int64_t d = 0; d < D; ++d) {
+      float* out = kt + d * n_pad;
+      const float kb = sum[d];
+      for (int64_t r = 0; r < n_pad; ++r) out[r] = valid[r] ? p.scale * (krows[r * D + d] - kb) : 0.0f;
+    }
+  }
+  if (paper)
+    for (int64_t i = 0; i < D * n_pad; ++i) kt[i] = RoundTo(p.half_type, kt[i]);
+  for (int64_t r = 0; r < n_pad; ++r) {
     float* vr = v + r * dv_pad_;
-    if (!valid) {
+    if (!valid[r]) {
       std::fill(vr, vr + dv_pad_, 0.0f);
     } else if (!whole_v) {
       LoadRows(p.v, u.b, u.kvh, r0 + r, 1, Dv, vr);
