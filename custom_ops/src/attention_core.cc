@@ -319,7 +319,9 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   for (int64_t r = 0; r < n; ++r) {
     if (!KeyValid(u.b, u.rep_head, r0 + r)) continue;
     if (count != n) LoadRows(p.k, u.b, u.kvh, r0 + r, 1, D, krows + r * D);
-    for (int64_t d = 0; d < D; ++d) sum[d] += krows[r * D + d];
+    float* __restrict acc = sum;
+    const float* __restrict kr = krows + r * D;
+    for (int64_t d = 0; d < D; ++d) acc[d] += kr[d];
   }
   if (count == 0) return 0.0f;  // no key here can be attended: the block contributes nothing
   const float inv_count = 1.0f / static_cast<float>(count);
@@ -328,17 +330,24 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   const bool whole_v = Dv == dv_pad_ && count == n;
   uint8_t* valid = Grow(t.valid, n_pad);
   for (int64_t r = 0; r < n_pad; ++r) valid[r] = r < n && KeyValid(u.b, u.rep_head, r0 + r);
+  const float c = p.scale;  // locals and restrict pointers: these loops vectorise
+  const float* __restrict mean = sum;
   if (k_rows_) {
     for (int64_t r = 0; r < n_pad; ++r) {
-      float* out = kt + r * D;
-      const float* kr = krows + r * D;
-      for (int64_t d = 0; d < D; ++d) out[d] = valid[r] ? p.scale * (kr[d] - sum[d]) : 0.0f;
+      float* __restrict out = kt + r * D;
+      const float* __restrict kr = krows + r * D;
+      if (!valid[r]) {
+        std::fill(out, out + D, 0.0f);
+        continue;
+      }
+      for (int64_t d = 0; d < D; ++d) out[d] = c * (kr[d] - mean[d]);
     }
   } else {  // transposed: contiguous stores along the keys
     for (int64_t d = 0; d < D; ++d) {
-      float* out = kt + d * n_pad;
-      const float kb = sum[d];
-      for (int64_t r = 0; r < n_pad; ++r) out[r] = valid[r] ? p.scale * (krows[r * D + d] - kb) : 0.0f;
+      float* __restrict out = kt + d * n_pad;
+      const float* __restrict kd = krows + d;
+      const float kb = mean[d];
+      for (int64_t r = 0; r < n_pad; ++r) out[r] = valid[r] ? c * (kd[r * D] - kb) : 0.0f;
     }
   }
   if (paper)
