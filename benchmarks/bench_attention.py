@@ -10,6 +10,7 @@ CPU time the work itself. Multi-thread ratios and scaling are wall-clock only.
 
 Variants (fp16 in/out unless named fp32/bf16):
   pasa          ai.pasa::PasaAttention, default precision (``half``)
+  pasa_bf16     the same with bfloat16 inputs/outputs (P·V on vdpbf16ps where the CPU has it)
   mha_fp32      com.microsoft.MultiHeadAttention, fp32 (3-D inputs, ``unidirectional`` if causal)
   unfused_fp32  MatMul(Q, Transpose(K)) -> Mul(scale) [-> Add(causal mask)] -> Softmax -> MatMul(V)
   unfused_fp16  the same graph in fp16; onnxruntime's CPU provider runs it with inserted Casts
@@ -49,6 +50,7 @@ from onnx import TensorProto, helper
 
 VARIANTS = (
     "pasa",
+    "pasa_bf16",
     "mha_fp32",
     "unfused_fp32",
     "unfused_fp16",
@@ -217,9 +219,20 @@ def make_runner(variant: str, c: Case, threads: int, qkv):
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     h16 = {"Q": q.astype(np.float16), "K": k.astype(np.float16), "V": v.astype(np.float16)}
-    if variant == "pasa":
-        model, feeds = pasa_model(c), h16
+    if variant in ("pasa", "pasa_bf16"):
+        if variant == "pasa_bf16":
+            from pasa_onnx.numerics import BFLOAT16
+
+            model = pasa_model(c, TensorProto.BFLOAT16)
+            feeds = {"Q": q.astype(BFLOAT16), "K": k.astype(BFLOAT16), "V": v.astype(BFLOAT16)}
+        else:
+            model, feeds = pasa_model(c), h16
         sess = pasa_onnx.inference_session(model, opts)
+
+        def run_pasa():
+            pasa_onnx.run(sess, feeds)
+
+        return run_pasa
     else:
         if variant == "mha_fp32":
             hidden = c.heads * c.head_dim

@@ -69,3 +69,22 @@ def test_block_q_does_not_change_results(rng, sq):
     ref = run_pasa(feeds, is_causal=1)
     for block_q in (1, 7, 64, 128):
         assert np.array_equal(run_pasa(feeds, is_causal=1, block_q=block_q), ref), block_q
+
+
+@pytest.mark.parametrize("precision", ["half", "paper", "float"])
+@pytest.mark.parametrize("sq", [1, 4, 70])
+def test_gqa_per_head_mask_with_past(rng, precision, sq):
+    # Decode-sized queries (row-major K'), per-head masks (heads of a GQA group that do not share
+    # shifted key blocks), a past cache and partial key blocks, against the emulation.
+    b, hq, hkv, past, d = 2, 4, 2, 150, 24
+    q = (rng.standard_normal((b, hq, sq, d)) + 1).astype(np.float16)
+    k = (rng.standard_normal((b, hkv, sq, d)) + 1).astype(np.float16)
+    v = rng.standard_normal((b, hkv, sq, d)).astype(np.float16)
+    pk = (rng.standard_normal((b, hkv, past, d)) + 1).astype(np.float16)
+    pv = rng.standard_normal((b, hkv, past, d)).astype(np.float16)
+    mask = rng.random((b, hq, sq, past + sq)) < 0.8
+    mask[:, 1, :, :40] = False  # head 1 differs from head 0 of its group
+    feeds = {"Q": q, "K": k, "V": v, "attn_mask": mask, "past_key": pk, "past_value": pv}
+    y = run_pasa(feeds, precision=precision, is_causal=1)
+    emu = attention_emulated(q, k, v, mask, pk, pv, precision=precision, is_causal=1)
+    assert np.abs(y.astype(np.float64) - emu.astype(np.float64)).max() < 4e-3

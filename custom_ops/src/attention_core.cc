@@ -147,7 +147,7 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 // Per-thread scratch, grown on demand and kept for the thread's lifetime.
 struct Scratch {
   std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, krows, ksum;
-  std::vector<uint8_t> kind, upd;
+  std::vector<uint8_t> kind, upd, valid;
   std::vector<uint32_t> pack_p, pack_v;
 };
 
@@ -320,7 +320,7 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   const bool paper = p.precision == Precision::kPaper;
 
   thread_local Scratch t;
-  float* krows = Grow(t.krows, n * D);
+  float* krows = Grow(t.krows, AlignUp(n, kKeyAlign) * D);
   float* sum = Grow(t.ksum, D);
   std::fill(sum, sum + D, 0.0f);
   int64_t count = 0;
@@ -329,34 +329,42 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   for (int64_t r = 0; r < n; ++r) {
     if (!KeyValid(u.b, u.rep_head, r0 + r)) continue;
     if (count != n) LoadRows(p.k, u.b, u.kvh, r0 + r, 1, D, krows + r * D);
-    for (int64_t d = 0; d < D; ++d) sum[d] += krows[r * D + d];
+    float* __restrict acc = sum;
+    const float* __restrict kr = krows + r * D;
+    for (int64_t d = 0; d < D; ++d) acc[d] += kr[d];
   }
   if (count == 0) return 0.0f;  // no key here can be attended: the block contributes nothing
   const float inv_count = 1.0f / static_cast<float>(count);
   for (int64_t d = 0; d < D; ++d) sum[d] = alpha * (sum[d] * inv_count);  // α·mean
   // Every row and column is written: K' and V of valid keys, zeros for the rest and the padding.
   const bool whole_v = Dv == dv_pad_ && count == n;
-  for (int64_t r = 0; r < n_pad; ++r) {
-    const bool valid = r < n && KeyValid(u.b, u.rep_head, r0 + r);
-    const float* kr = krows + r * D;
-    if (k_rows_) {
-      float* out = kt + r * D;
-      if (!valid) {
+  uint8_t* valid = Grow(t.valid, n_pad);
+  for (int64_t r = 0; r < n_pad; ++r) valid[r] = r < n && KeyValid(u.b, u.rep_head, r0 + r);
+  const float c = p.scale;  // locals and restrict pointers: these loops vectorise
+  const float* __restrict mean = sum;
+  if (k_rows_) {
+    for (int64_t r = 0; r < n_pad; ++r) {
+      float* __restrict out = kt + r * D;
+      const float* __restrict kr = krows + r * D;
+      if (!valid[r]) {
         std::fill(out, out + D, 0.0f);
-      } else {
-        for (int64_t d = 0; d < D; ++d) out[d] = p.scale * (kr[d] - sum[d]);
-        if (paper)
-          for (int64_t d = 0; d < D; ++d) out[d] = RoundTo(p.half_type, out[d]);
+        continue;
       }
-    } else {
-      for (int64_t d = 0; d < D; ++d) {
-        float x = valid ? p.scale * (kr[d] - sum[d]) : 0.0f;
-        if (paper) x = RoundTo(p.half_type, x);
-        kt[d * n_pad + r] = x;
-      }
+      for (int64_t d = 0; d < D; ++d) out[d] = c * (kr[d] - mean[d]);
     }
+  } else {  // transposed: contiguous stores along the keys
+    for (int64_t d = 0; d < D; ++d) {
+      float* __restrict out = kt + d * n_pad;
+      const float* __restrict kd = krows + d;
+      const float kb = mean[d];
+      for (int64_t r = 0; r < n_pad; ++r) out[r] = valid[r] ? c * (kd[r * D] - kb) : 0.0f;
+    }
+  }
+  if (paper)
+    for (int64_t i = 0; i < D * n_pad; ++i) kt[i] = RoundTo(p.half_type, kt[i]);
+  for (int64_t r = 0; r < n_pad; ++r) {
     float* vr = v + r * dv_pad_;
-    if (!valid) {
+    if (!valid[r]) {
       std::fill(vr, vr + dv_pad_, 0.0f);
     } else if (!whole_v) {
       LoadRows(p.v, u.b, u.kvh, r0 + r, 1, Dv, vr);
