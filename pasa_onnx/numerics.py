@@ -25,12 +25,9 @@ BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def default_alpha(half_type: np.dtype, precision: str = "half") -> float:
-    """The kernel's default shift strength (see attention_core.h): 1 - 2^-8 in ``half`` mode
-    (the block mean stays fp32, so a stronger shift leaves smaller scores to round); the
-    authors' 0.9375 (fp16) / 0.9689939 (bf16) in ``paper`` mode; 0.9375 in ``float`` mode."""
-    if precision == "half":
-        return 0.99609375
-    if precision == "paper" and np.dtype(half_type) == BFLOAT16:
+    """The kernel's default shift strength: the authors' 0.9375 (fp16; alpha/n exact for
+    n = 128) or 0.9689939 (bf16) in ``half`` and ``paper`` mode, 0.9375 in ``float`` mode."""
+    if precision != "float" and np.dtype(half_type) == BFLOAT16:
         return 0.9689939
     return 0.9375
 

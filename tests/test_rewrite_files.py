@@ -131,9 +131,19 @@ def test_output_path_that_is_a_directory_is_a_one_line_error(tmp_path: Path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]
 
 
-def test_validate_is_not_available_yet(tmp_path: Path, capsys) -> None:
-    assert main(["rewrite", str(SRC), "-o", str(tmp_path / "o.onnx"), "--validate"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_rewrite_validate_runs_validation(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "r.json"
+    argv = ["rewrite", str(SRC), "-o", str(tmp_path / "o.onnx"), "--validate", "-q"]
+    assert main([*argv, "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "replaced" in out and "validation passed" in out
+    assert report.is_file()
+
+
+def test_report_without_validate_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    argv = ["rewrite", str(SRC), "-o", str(tmp_path / "o.onnx"), "--report", "r.json"]
+    assert main(argv) == 2
+    assert "need --validate" in capsys.readouterr().err
 
 
 def test_failed_write_keeps_the_previous_output(tmp_path: Path, monkeypatch) -> None:

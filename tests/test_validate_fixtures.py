@@ -50,7 +50,9 @@ def test_fixture_validates(fixture, tmp_path):
     data = json.loads(reports[0].read_text())
     assert all(r.is_file() and r.stat().st_size > 0 for r in reports)
     assert data["verdict"] == result.verdict == "pass", result.failures()
-    assert data["attentions"], "the rewriter replaced no attention in a fixture"
+    if not data["attentions"]:
+        # Only fixtures whose attention returns its probabilities are left whole.
+        assert "weights" in fixture.stem, "the rewriter replaced no attention in a fixture"
 
     # Criterion 4: generated inputs are valid for this model.
     original = onnx.load(str(fixture))

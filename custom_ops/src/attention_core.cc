@@ -160,15 +160,8 @@ T* Grow(std::vector<T>& v, int64_t n) {
 }  // namespace
 
 float DefaultAlpha(ElemType half_type, Precision precision) {
-  switch (precision) {
-    case Precision::kHalf:
-      return 0.99609375f;
-    case Precision::kPaper:
-      return half_type == ElemType::kBFloat16 ? 0.9689939f : 0.9375f;
-    case Precision::kFloat:
-    default:
-      return 0.9375f;
-  }
+  if (precision == Precision::kFloat) return 0.9375f;
+  return half_type == ElemType::kBFloat16 ? 0.9689939f : 0.9375f;
 }
 
 const char* ActiveIsaName() { return ActiveKernels().name; }
