@@ -38,6 +38,7 @@ def _kernel(q, k, v, precision: str) -> np.ndarray:
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("ai.pasa", 1)]
     )
+    model.ir_version = 10  # onnxruntime 1.30 reads IR <= 13; onnx 1.23 writes 14 by default
     return pasa_onnx.inference_session(model).run(None, {"Q": q, "K": k, "V": v})[0]
 
 
