@@ -455,12 +455,31 @@ void PreparedProblem::RunTile(int64_t item) {
           std::fill(add + (lo - r0), add + (hi - r0), 0.0f);
         }
       } else {
+        // Keys the geometry allows ([lo, hi), which also ends at the valid length), then the
+        // mask row read directly; keys past the mask's length are masked (ONNX padding).
+        std::fill(add, add + kv.n_pad, kNegInf);
+        int64_t lo, hi;
+        geom.Range(pos, p.kv_len, &lo, &hi);
+        lo = std::max(lo, r0);
+        hi = std::min({hi, r0 + n, p.mask.mask_len});
+        const uint8_t* valid = key_valid_.data() + (b * p.q_heads + h) * p.kv_len;
+        const int64_t row = b * p.mask.stride[0] + h * p.mask.stride[1] + (i0 + i) * p.mask.stride[2];
+        const int64_t ms = p.mask.stride[3];
         int64_t unmasked = 0;
-        for (int64_t r = 0; r < kv.n_pad; ++r) {
-          float a = kNegInf;
-          if (r < n && KeyValid(b, h, r0 + r) && geom.Allows(pos, r0 + r)) a = MaskValue(p.mask, b, h, i0 + i, r0 + r);
-          add[r] = a;
-          unmasked += a != kNegInf;
+        if (p.mask.kind == MaskKind::kBool) {
+          const uint8_t* m = static_cast<const uint8_t*>(p.mask.data) + row;
+          for (int64_t r = lo; r < hi; ++r) {
+            const bool on = valid[r] && m[r * ms];
+            add[r - r0] = on ? 0.0f : kNegInf;
+            unmasked += on;
+          }
+        } else {
+          for (int64_t r = lo; r < hi; ++r) {
+            if (!valid[r]) continue;
+            const float a = LoadElem(p.mask.data, p.mask.type, row + r * ms);
+            add[r - r0] = a;
+            unmasked += a != kNegInf;
+          }
         }
         kind[i] = unmasked > 0 ? kRowAdd : kRowNone;
       }
