@@ -1,7 +1,7 @@
-"""The shipped demo (examples/models/demo_fp16.onnx: fp16, QKᵀ beyond fp16's range): both
-attentions are replaced, and each replaced tensor - found by its kept name - matches the
-original when the op runs in float precision (the rewrite itself is exact; the half-precision
-numerics are the kernel's business and are validated elsewhere)."""
+"""The shipped demo (examples/models/demo_fp16.onnx: fp16, attention that overflows a plain
+fp16 kernel): both attentions are replaced, and each replaced tensor - found by its kept name -
+matches the original when the op runs in float precision (the rewrite itself is exact; the
+half-precision numerics are the kernel's business and are validated elsewhere)."""
 
 from __future__ import annotations
 
