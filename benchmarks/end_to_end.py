@@ -1,0 +1,161 @@
+"""End to end: a random-initialised fp16 BERT-base-sized or Llama-sized (GQA) model, exported by
+torch, rewritten by pasa-onnx, both run in onnxruntime on the same inputs, interleaved.
+
+    pip install '.[fixtures]'   # torch + transformers
+    python benchmarks/end_to_end.py --model bert --seq 2048 --threads 2
+    python benchmarks/end_to_end.py --model llama --layers 4 --seq 2048 --threads 16
+
+Prints the median time of each model (min-max), the speed-up (original / rewritten, per
+repetition: median, min-max) and the max abs difference of the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build(kind: str, layers: int, seq: int):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    if kind == "bert":  # BERT-base: hidden 768, 12 heads, 3072 FFN
+        cfg = transformers.BertConfig(
+            vocab_size=1000,
+            hidden_size=768,
+            num_hidden_layers=layers,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=max(512, seq),
+            attn_implementation="eager",
+        )
+        model = transformers.BertModel(cfg)
+    else:  # TinyLlama-1.1B layers: hidden 2048, 32 query / 4 kv heads, 5632 FFN
+        cfg = transformers.LlamaConfig(
+            vocab_size=1000,
+            hidden_size=2048,
+            num_hidden_layers=layers,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+            intermediate_size=5632,
+            max_position_embeddings=max(2048, seq),
+            attn_implementation="eager",
+        )
+        model = transformers.LlamaModel(cfg)
+    return model.half().eval()
+
+
+def export(model, seq: int, path: Path) -> None:
+    import torch
+
+    class HiddenStates(torch.nn.Module):  # the hidden states only, no KV cache object
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, ids, mask):
+            return self.inner(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    ids = torch.randint(0, 1000, (1, seq))
+    mask = torch.ones(1, seq, dtype=torch.int64)
+    with torch.no_grad():  # as scripts/make_fixtures.py exports
+        torch.onnx.export(
+            HiddenStates(model),
+            (ids, mask),
+            str(path),
+            dynamo=True,
+            opset_version=18,
+            external_data=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state"],
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=["bert", "llama"], default="bert")
+    ap.add_argument("--layers", type=int, default=None, help="default: 12 (bert), 4 (llama)")
+    ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--json", help="write the result here")
+    args = ap.parse_args(argv)
+    layers = args.layers or (12 if args.model == "bert" else 4)
+
+    import onnxruntime as ort
+
+    import pasa_onnx
+    from pasa_onnx.rewriting import rewrite_file
+
+    tmp = Path(tempfile.mkdtemp())
+    original, rewritten = tmp / "model.onnx", tmp / "model.pasa.onnx"
+    t0 = time.perf_counter()
+    export(build(args.model, layers, args.seq), args.seq, original)
+    print(f"exported in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    summary = rewrite_file(original, rewritten)
+    print(summary.format())
+
+    sessions = {
+        "original": ort.InferenceSession(
+            str(original), _threads(args.threads), providers=["CPUExecutionProvider"]
+        ),
+        "rewritten": pasa_onnx.inference_session(str(rewritten), _threads(args.threads)),
+    }
+    rng = np.random.default_rng(0)
+    feeds = {
+        "input_ids": rng.integers(0, 1000, (1, args.seq)),
+        "attention_mask": np.ones((1, args.seq), np.int64),
+    }
+    outs = {k: s.run(None, feeds)[0] for k, s in sessions.items()}  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(args.reps):
+        for name, sess in sessions.items():
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            times[name].append(time.perf_counter() - t)
+    ratios = [o / r for o, r in zip(times["original"], times["rewritten"], strict=True)]
+    diff = float(np.abs(outs["original"].astype(np.float64) - outs["rewritten"]).max())
+    result = {
+        "model": args.model,
+        "layers": layers,
+        "seq": args.seq,
+        "threads": args.threads,
+        "replaced": summary.replaced,
+        "found": summary.found,
+        "original_ms": [1e3 * t for t in times["original"]],
+        "rewritten_ms": [1e3 * t for t in times["rewritten"]],
+        "speedup_median": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "max_abs_diff": diff,
+    }
+    for name in sessions:
+        ms = result[f"{name}_ms"]
+        print(f"{name:10} {statistics.median(ms):9.1f} ms  ({min(ms):.1f}-{max(ms):.1f})")
+    print(
+        f"speed-up (original / rewritten): {result['speedup_median']:.2f} "
+        f"({result['speedup_min']:.2f}-{result['speedup_max']:.2f}); max |diff| {diff:.3g}"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def _threads(n: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = n
+    return opts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
