@@ -52,21 +52,38 @@ def _installed_library() -> list[Path]:
     ]
 
 
-def isa_info() -> dict[str, Any]:
-    """The instruction-set path the library runs (``active``: ``avx512``, ``avx2`` or
-    ``portable``) and the paths this CPU supports (``supported``, best first).
+# The CPU features each instruction-set path of the library needs, best path first; the same
+# tests as the library's load-time dispatch (custom_ops/src/isa_dispatch.cc), which exports
+# nothing but RegisterCustomOps and so cannot be asked.
+_ISA_FEATURES = {
+    "avx512bf16": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "f16c", "fma", "avx512_bf16"},
+    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "f16c", "fma"},
+    "avx2": {"avx2", "f16c", "fma"},
+}
 
-    The path is chosen once per process when the library loads: the best one the CPU supports,
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def isa_info() -> dict[str, Any]:
+    """The instruction-set path the library runs (``active``: ``avx512bf16``, ``avx512``,
+    ``avx2`` or ``portable``) and the paths this CPU supports (``supported``, best first).
+
+    The library picks the path once per process when it loads: the best one the CPU supports,
     or the one named by the environment variable ``PASA_ONNX_ISA`` (set it before the first
     session; naming a path the CPU lacks makes session creation fail with the reason).
     """
-    import ctypes
-
-    lib = ctypes.CDLL(library_path())
-    for name in ("PasaOnnxIsa", "PasaOnnxSupportedIsas"):
-        getattr(lib, name).restype = ctypes.c_char_p
-    supported = lib.PasaOnnxSupportedIsas().decode()
-    return {"active": lib.PasaOnnxIsa().decode(), "supported": supported.split(",")}
+    flags = _cpu_flags()
+    supported = [isa for isa, need in _ISA_FEATURES.items() if need <= flags] + ["portable"]
+    return {"active": os.environ.get("PASA_ONNX_ISA") or supported[0], "supported": supported}
 
 
 def session_options(options: Any = None) -> Any:

@@ -164,8 +164,6 @@ float DefaultAlpha(ElemType half_type, Precision precision) {
   return half_type == ElemType::kBFloat16 ? 0.9689939f : 0.9375f;
 }
 
-const char* ActiveIsaName() { return ActiveKernels().name; }
-const char* SupportedIsaNames() { return SupportedIsas(); }
 const std::string& IsaError() { return IsaSelectionError(); }
 
 PreparedProblem::PreparedProblem(const AttentionProblem& p) : problem_(&p) {

@@ -125,10 +125,7 @@ class PreparedProblem {
 // for non-finite values (masked keys may hold anything: they are never read).
 std::string ValidateProblem(const PreparedProblem& pp);
 
-// The instruction-set path the core runs ("avx512", "avx2", "portable") and the ones this CPU
-// supports; the error is non-empty when PASA_ONNX_ISA named a path that cannot run here.
-const char* ActiveIsaName();
-const char* SupportedIsaNames();
+// Non-empty when PASA_ONNX_ISA named an instruction-set path that cannot run here.
 const std::string& IsaError();
 
 }  // namespace pasa

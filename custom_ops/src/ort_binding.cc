@@ -714,10 +714,3 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   if (domain == nullptr) return api->CreateStatus(ORT_FAIL, "pasa-onnx: could not create the ai.pasa domain");
   return api->AddCustomOpDomain(options, domain);
 }
-
-// Introspection for tests and benchmarks (through ctypes): the instruction-set path in use, and
-// the paths this CPU supports, comma-separated, best first.
-extern "C" __attribute__((visibility("default"))) const char* PasaOnnxIsa() { return pasa::ActiveIsaName(); }
-extern "C" __attribute__((visibility("default"))) const char* PasaOnnxSupportedIsas() {
-  return pasa::SupportedIsaNames();
-}
