@@ -101,6 +101,25 @@ def test_non_finite_inputs(name, bad):
     _fails(x, rf"input '{name}'.* holds a non-finite value at \[batch=0, head=1, seq=3, dim=2\]")
 
 
+# (heads, queries): one tile per head, which builds only the key blocks it reads; or several
+# tiles and GQA heads sharing key blocks built in a prepare stage.
+@pytest.mark.parametrize(("hq", "sq"), [(2, 8), (4, 200)])
+@pytest.mark.parametrize("name", ["K", "V"])
+def test_non_finite_key_outside_every_window_is_still_rejected(name, hq, sq):
+    # Key 250 is outside every query's window (|i - r| <= 2, i < sq <= 200). Inputs are checked
+    # as they are converted; blocks a tile never reads are checked too, so whether an input is
+    # accepted does not depend on how the work is split.
+    x = _qkv(hq=hq, sq=sq, skv=300)
+    x[name][0, 1, 250, 2] = np.inf
+    _fails(
+        x,
+        rf"input '{name}'.* holds a non-finite value at \[batch=0, head=1, seq=250, dim=2\]",
+        left_window_size=2,
+        right_window_size=2,
+        block_kv=16,
+    )
+
+
 def test_non_finite_additive_mask():
     x = _qkv()
     mask = np.zeros((8, 10), dtype=F16)

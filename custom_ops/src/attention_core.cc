@@ -52,26 +52,31 @@ void StoreElem(void* base, ElemType type, int64_t index, float value) {
 
 size_t ElemBytes(ElemType t) { return t == ElemType::kFloat32 ? 4 : 2; }
 
-// Loads `rows` rows of `cols` elements of a [B,H,S,D] view into a dense float buffer.
-void LoadRows(const TensorView& view, int64_t b, int64_t h, int64_t s0, int64_t rows, int64_t cols,
+// Loads `rows` rows of `cols` elements of a [B,H,S,D] view into a dense float buffer; false when
+// any of them is inf or NaN.
+bool LoadRows(const TensorView& view, int64_t b, int64_t h, int64_t s0, int64_t rows, int64_t cols,
               float* out) {
   const int64_t base = b * view.stride[0] + h * view.stride[1] + s0 * view.stride[2];
   if (view.stride[3] == 1) {
     const KernelTable& k = ActiveKernels();
     const auto* bytes = static_cast<const unsigned char*>(view.data);
-    if (view.stride[2] == cols) {  // contiguous rows: one conversion
-      k.convert_row(bytes + static_cast<size_t>(base) * ElemBytes(view.type), view.type, rows * cols, out);
-      return;
-    }
+    if (view.stride[2] == cols)  // contiguous rows: one conversion
+      return k.convert_row(bytes + static_cast<size_t>(base) * ElemBytes(view.type), view.type, rows * cols, out);
+    bool finite = true;
     for (int64_t r = 0; r < rows; ++r) {
       const size_t at = static_cast<size_t>(base + r * view.stride[2]) * ElemBytes(view.type);
-      k.convert_row(bytes + at, view.type, cols, out + r * cols);
+      finite = k.convert_row(bytes + at, view.type, cols, out + r * cols) && finite;
     }
-    return;
+    return finite;
   }
+  bool finite = true;
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t d = 0; d < cols; ++d)
-      out[r * cols + d] = LoadElem(view.data, view.type, base + r * view.stride[2] + d * view.stride[3]);
+    for (int64_t d = 0; d < cols; ++d) {
+      const float x = LoadElem(view.data, view.type, base + r * view.stride[2] + d * view.stride[3]);
+      finite = finite && std::isfinite(x);
+      out[r * cols + d] = x;
+    }
+  return finite;
 }
 
 // Index of the first non-finite element of a row (n elements, element stride), or -1.
@@ -147,7 +152,7 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 // Per-thread scratch, grown on demand and kept for the thread's lifetime.
 struct Scratch {
   std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, krows, ksum;
-  std::vector<uint8_t> kind, upd, valid;
+  std::vector<uint8_t> kind, upd, valid, read;
   std::vector<uint32_t> pack_p, pack_v;
 };
 
@@ -300,7 +305,7 @@ void PreparedProblem::RunTask(int64_t stage, int64_t task) {
 // 1) block mean over the valid keys, 2) K' = c·(K − α·mean), to kt[D][n_pad] (or kt[n_pad][D])
 // (paper mode rounds K'), 3) V in float to v[n_pad][dv_pad]. Invalid and padding keys are zero.
 // Returns 1 / (number of valid keys), or 0 when the block has none.
-float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v) const {
+float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v) {
   const AttentionProblem& p = *problem_;
   const Unit& u = units_[static_cast<size_t>(unit)];
   const int64_t D = p.head_dim, Dv = p.v_head_dim;
@@ -316,10 +321,11 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   std::fill(sum, sum + D, 0.0f);
   int64_t count = 0;
   for (int64_t r = 0; r < n; ++r) count += KeyValid(u.b, u.rep_head, r0 + r);
-  if (count == n) LoadRows(p.k, u.b, u.kvh, r0, n, D, krows);  // every row is read: one pass
+  bool finite = true;  // of the keys and values read
+  if (count == n) finite = LoadRows(p.k, u.b, u.kvh, r0, n, D, krows);  // every row is read: one pass
   for (int64_t r = 0; r < n; ++r) {
     if (!KeyValid(u.b, u.rep_head, r0 + r)) continue;
-    if (count != n) LoadRows(p.k, u.b, u.kvh, r0 + r, 1, D, krows + r * D);
+    if (count != n) finite = LoadRows(p.k, u.b, u.kvh, r0 + r, 1, D, krows + r * D) && finite;
     float* __restrict acc = sum;
     const float* __restrict kr = krows + r * D;
     for (int64_t d = 0; d < D; ++d) acc[d] += kr[d];
@@ -344,12 +350,7 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
       for (int64_t d = 0; d < D; ++d) out[d] = c * (kr[d] - mean[d]);
     }
   } else {  // transposed: contiguous stores along the keys
-    for (int64_t d = 0; d < D; ++d) {
-      float* __restrict out = kt + d * n_pad;
-      const float* __restrict kd = krows + d;
-      const float kb = mean[d];
-      for (int64_t r = 0; r < n_pad; ++r) out[r] = valid[r] ? c * (kd[r * D] - kb) : 0.0f;
-    }
+    ActiveKernels().shift_transpose(krows, valid, n_pad, D, mean, c, kt);
   }
   if (paper)
     for (int64_t i = 0; i < D * n_pad; ++i) kt[i] = RoundTo(p.half_type, kt[i]);
@@ -358,12 +359,28 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
     if (!valid[r]) {
       std::fill(vr, vr + dv_pad_, 0.0f);
     } else if (!whole_v) {
-      LoadRows(p.v, u.b, u.kvh, r0 + r, 1, Dv, vr);
+      finite = LoadRows(p.v, u.b, u.kvh, r0 + r, 1, Dv, vr) && finite;
       std::fill(vr + Dv, vr + dv_pad_, 0.0f);
     }
   }
-  if (whole_v) LoadRows(p.v, u.b, u.kvh, r0, n, Dv, v);
+  if (whole_v) finite = LoadRows(p.v, u.b, u.kvh, r0, n, Dv, v) && finite;
+  if (!finite) nonfinite_input_.store(true, std::memory_order_relaxed);
   return inv_count;
+}
+
+// Whether the keys and values of a block that the unit may attend are all finite.
+bool PreparedProblem::BlockInputsFinite(int64_t unit, int64_t block) const {
+  const AttentionProblem& p = *problem_;
+  const Unit& u = units_[static_cast<size_t>(unit)];
+  const int64_t r0 = block * p.block_kv, r1 = std::min(p.kv_len, r0 + p.block_kv);
+  const auto finite = [&](const TensorView& view, int64_t r, int64_t cols) {
+    const int64_t base = u.b * view.stride[0] + u.kvh * view.stride[1] + r * view.stride[2];
+    return FirstNonFinite(view.data, view.type, base, cols, view.stride[3]) < 0;
+  };
+  for (int64_t r = r0; r < r1; ++r)
+    if (KeyValid(u.b, u.rep_head, r) && (!finite(p.k, r, p.head_dim) || !finite(p.v, r, p.v_head_dim)))
+      return false;
+  return true;
 }
 
 void PreparedProblem::RunTile(int64_t item) {
@@ -405,7 +422,7 @@ void PreparedProblem::RunTile(int64_t item) {
   std::fill(st.l, st.l + rows, 0.0f);
   std::fill(st.abar, st.abar + rows, 0.0f);
   std::fill(st.nblocks, st.nblocks + rows, 0.0f);
-  LoadRows(p.q, b, h, i0, rows, D, st.q);
+  if (!LoadRows(p.q, b, h, i0, rows, D, st.q)) nonfinite_input_.store(true, std::memory_order_relaxed);
 
   RowParams rp;
   rp.precision = p.precision;
@@ -424,6 +441,9 @@ void PreparedProblem::RunTile(int64_t item) {
   const int64_t first_block = key_hi > key_lo ? key_lo / p.block_kv : 0;
   const int64_t end_block = key_hi > key_lo ? (key_hi - 1) / p.block_kv + 1 : 0;
 
+  // Blocks read by this tile (unshared problems build their own).
+  uint8_t* read = shared_ ? nullptr : Grow(t.read, kv_blocks_);
+  if (read != nullptr) std::fill(read, read + kv_blocks_, uint8_t{0});
   float* own_kt = shared_ ? nullptr : Grow(t.kt, slot_n * D);
   float* own_v = shared_ ? nullptr : Grow(t.v, slot_n * dvp);
   for (int64_t j = first_block; j < end_block; ++j) {
@@ -492,12 +512,20 @@ void PreparedProblem::RunTile(int64_t item) {
       kv.v = kv.kt + slot_n * D;
     } else {
       kv.inv_count = BuildBlock(unit, j, own_kt, own_v);
+      read[j] = 1;
       kv.kt = own_kt;
       kv.v = own_v;
     }
     if (kv.inv_count == 0.0f) continue;  // no valid key in the block
     kernels.attend_block(rp, kv, st);
   }
+
+  // An unshared problem's tile reads only the blocks it attends. The others are checked all the
+  // same, as the prepare stage of a shared problem does, so that whether an input is accepted
+  // does not depend on how the work is split.
+  if (read != nullptr)
+    for (int64_t j = 0; j < kv_blocks_; ++j)
+      if (!read[j] && !BlockInputsFinite(unit, j)) nonfinite_input_.store(true, std::memory_order_relaxed);
 
   // Normalise; a row that attended nothing is 0 (ONNX Attention semantics).
   for (int64_t i = 0; i < rows; ++i) {

@@ -4,6 +4,7 @@
 // by pasa_onnx/numerics.py.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -94,6 +95,9 @@ class PreparedProblem {
   int64_t NumTasks(int64_t stage) const;
   // Thread-safe for distinct tasks of one stage.
   void RunTask(int64_t stage, int64_t task);
+  // After the stages: whether any row that was read (queries, attended keys and values) held an
+  // inf or NaN. The result is then meaningless; ValidateProblem names the position.
+  bool SawNonFiniteInput() const { return nonfinite_input_.load(); }
 
  private:
   struct Unit {  // one (batch, kv head, key-validity pattern): one set of shifted key blocks
@@ -104,8 +108,9 @@ class PreparedProblem {
     int64_t first_unit, num_units;   // prepare: the chunk of units
     std::vector<int64_t> items;      // attend: tiles, longest first
   };
-  float BuildBlock(int64_t unit, int64_t block, float* kt, float* v) const;
+  float BuildBlock(int64_t unit, int64_t block, float* kt, float* v);
   void RunTile(int64_t item);
+  bool BlockInputsFinite(int64_t unit, int64_t block) const;
 
   const AttentionProblem* problem_;
   std::vector<uint8_t> key_valid_;  // [B * Hq * kv_len]
@@ -118,11 +123,13 @@ class PreparedProblem {
   int64_t units_per_chunk_ = 1;  // chunk c holds units [c·n, (c+1)·n); unit u sits in slot u % n
   float* cache_ = nullptr;        // [units of chunk][kv_blocks] slots of kt + v (caller thread's)
   std::vector<float> inv_count_;  // [units][kv_blocks]; 0: the block has no valid key
+  std::atomic<bool> nonfinite_input_{false};
 };
 
-// Checks the data before any work; returns an empty string when it can run, otherwise a message
-// naming the input and the position. Scans Q, and every K/V row that some query may attend to,
-// for non-finite values (masked keys may hold anything: they are never read).
+// Names the first non-finite input element: empty when there is none, otherwise a message naming
+// the input and the position. Scans Q, and every K/V row that some query may attend to (masked
+// keys may hold anything: they are never read). The kernel checks the rows it reads while it
+// converts them and calls this, a pass of its own, only when that check failed.
 std::string ValidateProblem(const PreparedProblem& pp);
 
 // Non-empty when PASA_ONNX_ISA named an instruction-set path that cannot run here.

@@ -17,6 +17,12 @@ struct V {
 
   static T zero() { return _mm256_setzero_ps(); }
   static T load(const float* p) { return _mm256_loadu_ps(p); }
+  // p[0], p[stride], ..., p[(W-1)·stride]
+  static T gather(const float* p, int64_t stride) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32(static_cast<int>(stride)));
+    return _mm256_i32gather_ps(p, idx, 4);
+  }
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
   static T set1(float x) { return _mm256_set1_ps(x); }
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
@@ -93,7 +99,7 @@ struct V {
 
 namespace pasa {
 const KernelTable* Avx2Kernels() {
-  static const KernelTable table{"avx2", isa_avx2::ConvertRow, isa_avx2::StoreRow, isa_avx2::AttendBlock};
+  static const KernelTable table{"avx2", isa_avx2::ConvertRow, isa_avx2::ShiftTranspose, isa_avx2::StoreRow, isa_avx2::AttendBlock};
   return &table;
 }
 }  // namespace pasa

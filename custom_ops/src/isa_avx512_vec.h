@@ -11,6 +11,12 @@ struct V {
 
   static T zero() { return _mm512_setzero_ps(); }
   static T load(const float* p) { return _mm512_loadu_ps(p); }
+  // p[0], p[stride], ..., p[(W-1)·stride]
+  static T gather(const float* p, int64_t stride) {
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(static_cast<int>(stride)));
+    return _mm512_i32gather_ps(idx, p, 4);
+  }
   static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
   static T set1(float x) { return _mm512_set1_ps(x); }
   static T add(T a, T b) { return _mm512_add_ps(a, b); }

@@ -68,8 +68,12 @@ struct TileState {
 
 struct KernelTable {
   const char* name;
-  // out[0..n) = float(src[0..n)) for contiguous elements of `type`.
-  void (*convert_row)(const void* src, ElemType type, int64_t n, float* out);
+  // out[0..n) = float(src[0..n)) for contiguous elements of `type`; false when any is inf or NaN.
+  bool (*convert_row)(const void* src, ElemType type, int64_t n, float* out);
+  // kt[d][r] = c·(krows[r][d] − mean[d]) for keys r < n_pad whose valid[r] is set, 0 for the
+  // others (krows: [n_pad][D], rows of invalid keys may hold anything).
+  void (*shift_transpose)(const float* krows, const uint8_t* valid, int64_t n_pad, int64_t D,
+                          const float* mean, float c, float* kt);
   // dst[0..n) = round_to(type, o[i] / l), or 0 where l == 0 (a row that attended nothing).
   void (*store_row)(const float* o, float l, int64_t n, ElemType type, void* dst);
   // One key block for a query tile: scores, PASA shift bookkeeping, online softmax, P·V.

@@ -407,25 +407,74 @@ inline void AttendBlock(const RowParams& rp, const KvBlock& kv, TileState& t) {
 
 // ---- Conversions ---------------------------------------------------------------------------
 
-inline void ConvertRow(const void* src, ElemType type, int64_t n, float* out) {
+// Also reports whether every element is finite (x − x is 0 exactly for finite x), so inputs are
+// checked in the pass that converts them rather than in a pass of their own.
+inline bool ConvertRow(const void* src, ElemType type, int64_t n, float* out) {
   int64_t i = 0;
+  M bad = V::mfalse();
+  bool bad_tail = false;
+  const auto check = [&](T x) { bad = V::mor(bad, V::unord(V::sub(x, x))); };
   switch (type) {
     case ElemType::kFloat16: {
       const uint16_t* h = static_cast<const uint16_t*>(src);
-      for (; i + W <= n; i += W) V::store(out + i, V::load_f16(h + i));
-      for (; i < n; ++i) out[i] = HalfToFloat(h[i]);
+      for (; i + W <= n; i += W) {
+        const T x = V::load_f16(h + i);
+        check(x);
+        V::store(out + i, x);
+      }
+      for (; i < n; ++i) {
+        out[i] = HalfToFloat(h[i]);
+        bad_tail = bad_tail || !std::isfinite(out[i]);
+      }
       break;
     }
     case ElemType::kBFloat16: {
       const uint16_t* h = static_cast<const uint16_t*>(src);
-      for (; i + W <= n; i += W) V::store(out + i, V::load_bf16(h + i));
-      for (; i < n; ++i) out[i] = BFloat16ToFloat(h[i]);
+      for (; i + W <= n; i += W) {
+        const T x = V::load_bf16(h + i);
+        check(x);
+        V::store(out + i, x);
+      }
+      for (; i < n; ++i) {
+        out[i] = BFloat16ToFloat(h[i]);
+        bad_tail = bad_tail || !std::isfinite(out[i]);
+      }
       break;
     }
     case ElemType::kFloat32:
-    default:
-      std::memcpy(out, src, static_cast<size_t>(n) * sizeof(float));
+    default: {
+      const float* f = static_cast<const float*>(src);
+      for (; i + W <= n; i += W) {
+        const T x = V::load(f + i);
+        check(x);
+        V::store(out + i, x);
+      }
+      for (; i < n; ++i) {
+        out[i] = f[i];
+        bad_tail = bad_tail || !std::isfinite(out[i]);
+      }
       break;
+    }
+  }
+  return !V::any(bad) && !bad_tail;
+}
+
+// kt[d][r] = c·(krows[r][d] − mean[d]) where valid[r], else 0; n_pad is a multiple of W.
+inline void ShiftTranspose(const float* krows, const uint8_t* valid, int64_t n_pad, int64_t D,
+                           const float* mean, float c, float* kt) {
+  const T cv = V::set1(c);
+  for (int64_t r0 = 0; r0 < n_pad; r0 += W) {
+    bool all = true;
+    for (int64_t r = r0; r < r0 + W; ++r) all = all && valid[r];
+    float keep_bits[W];
+    for (int64_t r = 0; r < W; ++r) keep_bits[r] = valid[r0 + r] ? 1.0f : 0.0f;
+    const M drop = V::eq(V::load(keep_bits), V::zero());
+    for (int64_t d = 0; d < D; ++d) {
+      const T k = V::gather(krows + r0 * D + d, D);
+      T x = V::mul(cv, V::sub(k, V::set1(mean[d])));
+      if (!all) x = V::select(drop, V::zero(), x);
+      V::store(kt + d * n_pad + r0, x);
+    }
   }
 }
 

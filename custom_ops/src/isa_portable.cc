@@ -36,6 +36,7 @@ struct V {
 
   static T zero() { return map([](int) { return 0.0f; }); }
   static T load(const float* p) { return map([&](int i) { return p[i]; }); }
+  static T gather(const float* p, int64_t stride) { return map([&](int i) { return p[i * stride]; }); }
   static void store(float* p, const T& a) { std::memcpy(p, a.v, sizeof a.v); }
   static T set1(float x) { return map([&](int) { return x; }); }
   static T add(const T& a, const T& b) { return map([&](int i) { return a.v[i] + b.v[i]; }); }
@@ -105,7 +106,7 @@ struct V {
 
 namespace pasa {
 const KernelTable* PortableKernels() {
-  static const KernelTable table{"portable", isa_portable::ConvertRow, isa_portable::StoreRow,
+  static const KernelTable table{"portable", isa_portable::ConvertRow, isa_portable::ShiftTranspose, isa_portable::StoreRow,
                                  isa_portable::AttendBlock};
   return &table;
 }

@@ -373,8 +373,6 @@ class PasaAttentionKernel {
     p.block_kv = attrs_.block_kv;
 
     pasa::PreparedProblem pp(p);
-    const std::string problem = pasa::ValidateProblem(pp);
-    if (!problem.empty()) Fail(problem + "; expected finite values");
 
     // Stages run one after another; the tasks of a stage go to the intra-op pool, which hands
     // them out one at a time (longest first: the core orders them), so causal tiles balance.
@@ -386,6 +384,13 @@ class PasaAttentionKernel {
         Ort::GetApi().ReleaseStatus(st);
         for (size_t i = 0; i < tasks; ++i) RunTask(&ref, i);
       }
+    }
+    // Inputs are checked while they are converted (no pass of their own); a non-finite value in
+    // a row that was read makes the output meaningless, so the node fails and names it.
+    if (pp.SawNonFiniteInput()) {
+      const std::string problem = pasa::ValidateProblem(pp);
+      Fail((problem.empty() ? std::string("an input holds a non-finite value") : problem) +
+           "; expected finite values");
     }
   }
 
