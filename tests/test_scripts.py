@@ -58,3 +58,13 @@ def test_attention_benchmark_runs(tmp_path):
     ]
     _run(str(ROOT / "benchmarks" / "bench_attention.py"), *args)
     assert json.loads(out.read_text())
+
+
+def test_fma_ceiling_benchmark_runs(tmp_path):
+    out = tmp_path / "fma.json"
+    args = ["--threads", "1,2", "--reps", "1", "--iters", "2000000", "--json", str(out)]
+    table = _run(str(ROOT / "benchmarks" / "fma_ceiling.py"), *args)
+    rows = json.loads(out.read_text())["results"]
+    assert [r["threads"] for r in rows] == [1, 2] and "vs 1 thread" in table
+    assert all(r["per_thread_median"] > 0 for r in rows)
+    assert rows[0]["scaling_bound"] == 1.0
