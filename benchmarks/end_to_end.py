@@ -6,13 +6,15 @@ torch, rewritten by pasa-onnx, both run in onnxruntime on the same inputs, inter
     python benchmarks/end_to_end.py --model llama --layers 4 --seq 2048 --threads 16
 
 Prints the median time of each model (min-max), the speed-up (original / rewritten, per
-repetition: median, min-max) and the max abs difference of the outputs.
+repetition: median, min-max) and the max abs difference of the outputs. The two models run in a
+shuffled order in each repetition, with thread pools that do not spin between runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -116,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     outs = {k: s.run(None, feeds)[0] for k, s in sessions.items()}  # warm-up
     times: dict[str, list[float]] = {k: [] for k in sessions}
+    order = list(sessions)
+    shuffle = random.Random(0).shuffle
     for _ in range(args.reps):
-        for name, sess in sessions.items():
+        shuffle(order)  # neither model always runs right after the other
+        for name in order:
             t = time.perf_counter()
-            sess.run(None, feeds)
+            sessions[name].run(None, feeds)
             times[name].append(time.perf_counter() - t)
     ratios = [o / r for o, r in zip(times["original"], times["rewritten"], strict=True)]
     diff = float(np.abs(outs["original"].astype(np.float64) - outs["rewritten"]).max())
@@ -154,6 +159,9 @@ def _threads(n: int):
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = n
+    # The two sessions run alternately; a pool left spinning after its run would take cores from
+    # the other's (see bench_attention.py).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
