@@ -458,7 +458,7 @@ def machine_info() -> dict:
 
 def build_cases(args) -> list[Case]:
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
-    seqs = [int(s) for s in args.seq.split(",")]
+    seqs = [int(s) for s in args.seq.split(",") if s]  # "" for decode cases only
     causals = [bool(int(x)) for x in args.causal.split(",")]
     cases = [Case(h, d, s, s, cz) for h, d in shapes for s in seqs for cz in causals]
     if args.decode:

@@ -101,6 +101,14 @@ def test_non_finite_inputs(name, bad):
     _fails(x, rf"input '{name}'.* holds a non-finite value at \[batch=0, head=1, seq=3, dim=2\]")
 
 
+@pytest.mark.parametrize("name", ["K", "V"])
+def test_non_finite_key_in_decode(name):
+    # Decode-sized problems read K and V in place; the check is the same.
+    x = _qkv(hq=2, sq=1, skv=300)
+    x[name][0, 1, 250, 2] = np.nan
+    _fails(x, rf"input '{name}'.* holds a non-finite value at \[batch=0, head=1, seq=250, dim=2\]")
+
+
 # (heads, queries): one tile per head, which builds only the key blocks it reads; or several
 # tiles and GQA heads sharing key blocks built in a prepare stage.
 @pytest.mark.parametrize(("hq", "sq"), [(2, 8), (4, 200)])

@@ -368,6 +368,40 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   return inv_count;
 }
 
+// A direct block (see KvBlock) when every key of the block is valid: the block mean, from K in
+// place, into `mean`; false (nothing set) otherwise. Flags non-finite keys and values.
+bool PreparedProblem::DirectBlock(int64_t unit, int64_t block, float* mean, KvBlock* kv) {
+  const AttentionProblem& p = *problem_;
+  const Unit& u = units_[static_cast<size_t>(unit)];
+  const int64_t r0 = block * p.block_kv;
+  const int64_t n = std::min(p.block_kv, p.kv_len - r0);
+  for (int64_t r = 0; r < n; ++r)
+    if (!KeyValid(u.b, u.rep_head, r0 + r)) return false;
+  const int64_t D = p.head_dim;
+  const auto at = [&](const TensorView& view) {
+    const int64_t base = u.b * view.stride[0] + u.kvh * view.stride[1] + r0 * view.stride[2];
+    return static_cast<const unsigned char*>(view.data) + static_cast<size_t>(base) * ElemBytes(view.type);
+  };
+  std::fill(mean, mean + D, 0.0f);
+  if (!ActiveKernels().direct_key_sum(at(p.k), at(p.v), p.k.type, n, D, p.v_head_dim, p.k.stride[2],
+                                      p.v.stride[2], mean))
+    nonfinite_input_.store(true, std::memory_order_relaxed);
+  // The same operations as BuildBlock: α·(sum · (1/count)).
+  const float inv_count = 1.0f / static_cast<float>(n);
+  const float alpha = p.softcap > 0.0f ? 0.0f : p.alpha;
+  for (int64_t d = 0; d < D; ++d) mean[d] = alpha * (mean[d] * inv_count);
+  kv->k_src = at(p.k);
+  kv->v_src = at(p.v);
+  kv->src_type = p.k.type;
+  kv->k_stride = p.k.stride[2];
+  kv->v_stride = p.v.stride[2];
+  kv->n = n;
+  kv->mean = mean;
+  kv->scale = p.scale;
+  kv->inv_count = inv_count;
+  return true;
+}
+
 // Whether the keys and values of a block that the unit may attend are all finite.
 bool PreparedProblem::BlockInputsFinite(int64_t unit, int64_t block) const {
   const AttentionProblem& p = *problem_;
@@ -441,6 +475,10 @@ void PreparedProblem::RunTile(int64_t item) {
   const int64_t first_block = key_hi > key_lo ? key_lo / p.block_kv : 0;
   const int64_t end_block = key_hi > key_lo ? (key_hi - 1) / p.block_kv + 1 : 0;
 
+  // Decode-sized, unshared problems read fp16/fp32 keys and values in place (see KvBlock).
+  const bool direct_ok = !shared_ && k_rows_ && p.precision != Precision::kPaper &&
+                         p.k.type != ElemType::kBFloat16 && p.k.stride[3] == 1 && p.v.stride[3] == 1 &&
+                         Dv == dvp;
   // Blocks read by this tile (unshared problems build their own).
   uint8_t* read = shared_ ? nullptr : Grow(t.read, kv_blocks_);
   if (read != nullptr) std::fill(read, read + kv_blocks_, uint8_t{0});
@@ -510,6 +548,8 @@ void PreparedProblem::RunTile(int64_t item) {
       const int64_t slot = ((unit % units_per_chunk_) * kv_blocks_ + j) * slot_n * (D + dvp);
       kv.kt = cache_ + slot;
       kv.v = kv.kt + slot_n * D;
+    } else if (direct_ok && DirectBlock(unit, j, Grow(t.ksum, D), &kv)) {
+      read[j] = 1;
     } else {
       kv.inv_count = BuildBlock(unit, j, own_kt, own_v);
       read[j] = 1;

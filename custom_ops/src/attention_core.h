@@ -12,6 +12,8 @@
 
 namespace pasa {
 
+struct KvBlock;  // isa_kernels.h
+
 enum class ElemType { kFloat32, kFloat16, kBFloat16 };
 enum class Precision { kHalf, kPaper, kFloat };
 enum class MaskKind { kNone, kBool, kAdditive };
@@ -111,6 +113,7 @@ class PreparedProblem {
   float BuildBlock(int64_t unit, int64_t block, float* kt, float* v);
   void RunTile(int64_t item);
   bool BlockInputsFinite(int64_t unit, int64_t block) const;
+  bool DirectBlock(int64_t unit, int64_t block, float* mean, KvBlock* kv);
 
   const AttentionProblem* problem_;
   std::vector<uint8_t> key_valid_;  // [B * Hq * kv_len]

@@ -99,7 +99,7 @@ struct V {
 
 namespace pasa {
 const KernelTable* Avx2Kernels() {
-  static const KernelTable table{"avx2", isa_avx2::ConvertRow, isa_avx2::ShiftTranspose, isa_avx2::StoreRow, isa_avx2::AttendBlock};
+  static const KernelTable table{"avx2", isa_avx2::ConvertRow, isa_avx2::ShiftTranspose, isa_avx2::DirectKeySum, isa_avx2::StoreRow, isa_avx2::AttendBlock};
   return &table;
 }
 }  // namespace pasa

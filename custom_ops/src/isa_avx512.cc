@@ -17,7 +17,7 @@ namespace isa_avx512 {
 
 namespace pasa {
 const KernelTable* Avx512Kernels() {
-  static const KernelTable table{"avx512", isa_avx512::ConvertRow, isa_avx512::ShiftTranspose, isa_avx512::StoreRow, isa_avx512::AttendBlock};
+  static const KernelTable table{"avx512", isa_avx512::ConvertRow, isa_avx512::ShiftTranspose, isa_avx512::DirectKeySum, isa_avx512::StoreRow, isa_avx512::AttendBlock};
   return &table;
 }
 }  // namespace pasa

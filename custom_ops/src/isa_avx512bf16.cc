@@ -42,7 +42,7 @@ struct Bf16Pack {
 
 namespace pasa {
 const KernelTable* Avx512Bf16Kernels() {
-  static const KernelTable table{"avx512bf16", isa_avx512bf16::ConvertRow, isa_avx512bf16::ShiftTranspose, isa_avx512bf16::StoreRow,
+  static const KernelTable table{"avx512bf16", isa_avx512bf16::ConvertRow, isa_avx512bf16::ShiftTranspose, isa_avx512bf16::DirectKeySum, isa_avx512bf16::StoreRow,
                                  isa_avx512bf16::AttendBlock};
   return &table;
 }

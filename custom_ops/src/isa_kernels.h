@@ -34,6 +34,17 @@ struct KvBlock {
   const float* v = nullptr;
   int64_t n_pad = 0;
   float inv_count = 0.0f;  // 1 / number of valid keys (those that enter the block mean)
+
+  // Direct blocks (decode-sized problems whose block keys are all valid, fp16 or fp32): no
+  // prepared copy; K and V are read where they lie and K' = scale·(K − mean) is formed in
+  // registers by the same operations as the prepared copy, so the results are the same bits.
+  const void* k_src = nullptr;  // row 0 of the block; set: a direct block (kt, v unused)
+  const void* v_src = nullptr;
+  ElemType src_type = ElemType::kFloat16;
+  int64_t k_stride = 0, v_stride = 0;  // elements between consecutive keys
+  int64_t n = 0;                        // keys in the block (n_pad − n padding keys score 0)
+  const float* mean = nullptr;          // [D] α·mean of the block's keys
+  float scale = 0.0f;
 };
 
 // Per-problem constants of the row pipeline.
@@ -74,6 +85,10 @@ struct KernelTable {
   // others (krows: [n_pad][D], rows of invalid keys may hold anything).
   void (*shift_transpose)(const float* krows, const uint8_t* valid, int64_t n_pad, int64_t D,
                           const float* mean, float c, float* kt);
+  // sum[d] += Σ_r float(k[r·k_stride + d]) over n rows, row by row (the prepared path's order);
+  // false when any of those keys, or of the n value rows of Dv elements, is inf or NaN.
+  bool (*direct_key_sum)(const void* k, const void* v, ElemType type, int64_t n, int64_t D,
+                         int64_t Dv, int64_t k_stride, int64_t v_stride, float* sum);
   // dst[0..n) = round_to(type, o[i] / l), or 0 where l == 0 (a row that attended nothing).
   void (*store_row)(const float* o, float l, int64_t n, ElemType type, void* dst);
   // One key block for a query tile: scores, PASA shift bookkeeping, online softmax, P·V.

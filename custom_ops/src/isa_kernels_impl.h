@@ -177,6 +177,115 @@ inline void PvTile(const float* p, int64_t rows, int64_t n, const float* v, int6
   }
 }
 
+// ---- Direct blocks (decode): K and V read where they lie --------------------------------
+
+template <ElemType E>
+inline T LoadSrc(const void* base, int64_t i) {
+  if constexpr (E == ElemType::kFloat16) return V::load_f16(static_cast<const uint16_t*>(base) + i);
+  else return V::load(static_cast<const float*>(base) + i);
+}
+
+template <ElemType E>
+inline float LoadSrcScalar(const void* base, int64_t i) {
+  if constexpr (E == ElemType::kFloat16) return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
+  else return static_cast<const float*>(base)[i];
+}
+
+// ScoreRows for a direct block: K'[r][d] = scale·(K[r][d] − mean[d]) in registers, the same
+// chain per score; padding keys (r ≥ n) score 0 like the prepared block's zero rows.
+template <ElemType E>
+inline void ScoreRowsDirect(const float* q, int64_t rows, int64_t D, const KvBlock& kv, float* s) {
+  constexpr int kMaxRows = 4;  // decode-sized problems (kRowMajorMaxQueries)
+  const int64_t dv = D / W * W;
+  const T c = V::set1(kv.scale);
+  const int64_t n = kv.n_pad;
+  for (int64_t r = 0; r < n; ++r) {
+    if (r >= kv.n) {
+      for (int64_t i = 0; i < rows; ++i) s[i * n + r] = 0.0f;
+      continue;
+    }
+    const int64_t row = r * kv.k_stride;
+    T acc[kMaxRows];
+    for (int i = 0; i < kMaxRows; ++i) acc[i] = V::zero();
+    for (int64_t d = 0; d < dv; d += W) {
+      const T k = V::mul(c, V::sub(LoadSrc<E>(kv.k_src, row + d), V::load(kv.mean + d)));
+      for (int64_t i = 0; i < rows; ++i) acc[i] = V::fma(V::load(q + i * D + d), k, acc[i]);
+    }
+    for (int64_t i = 0; i < rows; ++i) {
+      float dot = V::reduce_add(acc[i]);
+      for (int64_t d = dv; d < D; ++d)
+        dot += q[i * D + d] * (kv.scale * (LoadSrcScalar<E>(kv.k_src, row + d) - kv.mean[d]));
+      s[i * n + r] = dot;
+    }
+  }
+}
+
+// PvMicro over the n keys of a direct block (padding keys have p = 0 and are skipped).
+template <ElemType E, int MR, int NV>
+inline void PvMicroDirect(const float* p, int64_t ldp, int64_t n, const void* v, int64_t v_stride,
+                          int64_t c0, float* out, int64_t ldo) {
+  T acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
+  for (int64_t k = 0; k < n; ++k) {
+    T vv[NV];
+    for (int j = 0; j < NV; ++j) vv[j] = LoadSrc<E>(v, k * v_stride + c0 + j * W);
+    for (int r = 0; r < MR; ++r) {
+      const T pb = V::set1(p[r * ldp + k]);
+      for (int j = 0; j < NV; ++j) acc[r][j] = V::fma(pb, vv[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NV; ++j) V::store(out + r * ldo + c0 + j * W, acc[r][j]);
+}
+
+// PvTile for a direct block; dv (the value width) is a multiple of W here.
+template <ElemType E>
+inline void PvTileDirect(const float* p, int64_t rows, const KvBlock& kv, int64_t dv, float* out) {
+  constexpr int64_t kCols = V::kTileVecs * W;
+  for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
+    const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
+    for (int64_t c0 = 0; c0 < dv; c0 += kCols) {
+      const int nv = static_cast<int>(std::min<int64_t>(kCols, dv - c0) / W);
+      DispatchMrNv<V::kTileRows>(mr, nv, [&](auto MR, auto NV) {
+        PvMicroDirect<E, decltype(MR)::value, decltype(NV)::value>(p + i0 * kv.n_pad, kv.n_pad, kv.n, kv.v_src,
+                                                                   kv.v_stride, c0, out + i0 * dv, dv);
+      });
+    }
+  }
+}
+
+template <ElemType E>
+inline bool DirectKeySumT(const void* k, const void* v, int64_t n, int64_t D, int64_t Dv, int64_t k_stride,
+                          int64_t v_stride, float* sum) {
+  const int64_t dv = D / W * W;
+  M bad = V::mfalse();
+  bool bad_tail = false;
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t d = 0; d < dv; d += W) {
+      const T x = LoadSrc<E>(k, r * k_stride + d);
+      bad = V::mor(bad, V::unord(V::sub(x, x)));
+      V::store(sum + d, V::add(V::load(sum + d), x));
+    }
+    for (int64_t d = dv; d < D; ++d) {
+      const float x = LoadSrcScalar<E>(k, r * k_stride + d);
+      bad_tail = bad_tail || !std::isfinite(x);
+      sum[d] += x;
+    }
+    for (int64_t d = 0; d < Dv; d += W) {  // Dv is a multiple of W for direct blocks
+      const T x = LoadSrc<E>(v, r * v_stride + d);
+      bad = V::mor(bad, V::unord(V::sub(x, x)));
+    }
+  }
+  return !V::any(bad) && !bad_tail;
+}
+
+inline bool DirectKeySum(const void* k, const void* v, ElemType type, int64_t n, int64_t D, int64_t Dv,
+                         int64_t k_stride, int64_t v_stride, float* sum) {
+  if (type == ElemType::kFloat16) return DirectKeySumT<ElemType::kFloat16>(k, v, n, D, Dv, k_stride, v_stride, sum);
+  return DirectKeySumT<ElemType::kFloat32>(k, v, n, D, Dv, k_stride, v_stride, sum);
+}
+
 #if defined(PASA_PV_BF16)
 // PV[rows][dv] = P[rows][n] · V[n][dv] on bf16 pairs (vdpbf16ps), for P and V that are bf16
 // values held in floats: pp[rows][n/2] and vp[n/2][dv] are the packed operands (Bf16Pack).
@@ -314,7 +423,11 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   const bool paper = rp.precision == Precision::kPaper;
   const float overflow_at = R == kRoundBF16 ? BitsFloat(0x7f7f8000u) : 65520.0f;
 
-  if (kv.k_rows) ScoreRows(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
+  const bool direct = kv.k_src != nullptr;
+  const bool direct_f16 = direct && kv.src_type == ElemType::kFloat16;
+  if (direct_f16) ScoreRowsDirect<ElemType::kFloat16>(t.q, t.rows, rp.head_dim, kv, t.s);
+  else if (direct) ScoreRowsDirect<ElemType::kFloat32>(t.q, t.rows, rp.head_dim, kv, t.s);
+  else if (kv.k_rows) ScoreRows(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
   else ScoreTile(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
 
   bool any = false;
@@ -377,14 +490,16 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   }
   if (!any) return;
 
+  if (direct_f16) PvTileDirect<ElemType::kFloat16>(t.s, t.rows, kv, rp.dv_pad, t.pv);
+  else if (direct) PvTileDirect<ElemType::kFloat32>(t.s, t.rows, kv, rp.dv_pad, t.pv);
 #if defined(PASA_PV_BF16)
-  if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
+  else if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
     PvTileBf16(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv, t.pack_p, t.pack_v);
   } else {
     PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
   }
 #else
-  PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+  else PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
 #endif
   for (int64_t i = 0; i < t.rows; ++i) {
     if (!t.upd[i]) continue;

@@ -106,7 +106,7 @@ struct V {
 
 namespace pasa {
 const KernelTable* PortableKernels() {
-  static const KernelTable table{"portable", isa_portable::ConvertRow, isa_portable::ShiftTranspose, isa_portable::StoreRow,
+  static const KernelTable table{"portable", isa_portable::ConvertRow, isa_portable::ShiftTranspose, isa_portable::DirectKeySum, isa_portable::StoreRow,
                                  isa_portable::AttendBlock};
   return &table;
 }
