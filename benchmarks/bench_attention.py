@@ -27,6 +27,10 @@ Usage:
   python benchmarks/bench_attention.py --threads 1,2,16 --json out.json
   python benchmarks/bench_attention.py --shapes 12x64 --seq 1024,4096 --causal 0,1
   python benchmarks/bench_attention.py --memory             # peak memory, one process per case
+  python benchmarks/bench_attention.py --shapes 32:8x128 --seq '' --decode 4096   # GQA decode
+
+GQA shapes (H:KV): pasa, pasa_bf16 and attn23_fp16 take the KV key/value heads natively; the
+other variants get K and V repeated per query head (outside the timing).
 """
 
 from __future__ import annotations
@@ -72,11 +76,17 @@ class Case:
     kv_len: int
     causal: bool
     batch: int = 1
+    kv_heads: int = 0  # 0: as many as query heads; fewer: GQA (pasa and attn23 natively)
+
+    @property
+    def kv(self) -> int:
+        return self.kv_heads or self.heads
 
     @property
     def name(self) -> str:
         kind = "decode" if self.q_len == 1 else ("causal" if self.causal else "full")
-        return f"H{self.heads}/D{self.head_dim} Sq{self.q_len} Skv{self.kv_len} {kind}"
+        heads = f"H{self.heads}" + (f"/KV{self.kv}" if self.kv != self.heads else "")
+        return f"{heads}/D{self.head_dim} Sq{self.q_len} Skv{self.kv_len} {kind}"
 
     @property
     def flops(self) -> float:
@@ -109,11 +119,15 @@ def _model(nodes, inputs, outputs, opsets, initializers=()):
     return model
 
 
-def pasa_model(c: Case, dtype=TensorProto.FLOAT16):
-    io = [
-        helper.make_tensor_value_info(n, dtype, [c.batch, c.heads, s, c.head_dim])
-        for n, s in (("Q", c.q_len), ("K", c.kv_len), ("V", c.kv_len))
+def _qkv_info(c: Case, dtype):
+    return [
+        helper.make_tensor_value_info(n, dtype, [c.batch, h, s, c.head_dim])
+        for n, h, s in (("Q", c.heads, c.q_len), ("K", c.kv, c.kv_len), ("V", c.kv, c.kv_len))
     ]
+
+
+def pasa_model(c: Case, dtype=TensorProto.FLOAT16):
+    io = _qkv_info(c, dtype)
     node = helper.make_node(
         "PasaAttention", ["Q", "K", "V"], ["Y"], domain="ai.pasa", is_causal=int(c.causal)
     )
@@ -123,10 +137,7 @@ def pasa_model(c: Case, dtype=TensorProto.FLOAT16):
 
 def attn23_model(c: Case):
     dtype = TensorProto.FLOAT16
-    io = [
-        helper.make_tensor_value_info(n, dtype, [c.batch, c.heads, s, c.head_dim])
-        for n, s in (("Q", c.q_len), ("K", c.kv_len), ("V", c.kv_len))
-    ]
+    io = _qkv_info(c, dtype)
     node = helper.make_node("Attention", ["Q", "K", "V"], ["Y"], is_causal=int(c.causal))
     y = helper.make_tensor_value_info("Y", dtype, None)
     return _model([node], io, [y], [("", 23)])
@@ -186,14 +197,18 @@ def unfused_model(c: Case, fp: str):
 def make_inputs(c: Case, seed: int = 0):
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((c.batch, c.heads, c.q_len, c.head_dim), dtype=np.float32)
-    k = rng.standard_normal((c.batch, c.heads, c.kv_len, c.head_dim), dtype=np.float32)
-    v = rng.standard_normal((c.batch, c.heads, c.kv_len, c.head_dim), dtype=np.float32)
+    k = rng.standard_normal((c.batch, c.kv, c.kv_len, c.head_dim), dtype=np.float32)
+    v = rng.standard_normal((c.batch, c.kv, c.kv_len, c.head_dim), dtype=np.float32)
     return q, k, v
 
 
 def make_runner(variant: str, c: Case, threads: int, qkv):
     """A zero-argument callable running one inference, or None when the variant is unavailable."""
     q, k, v = qkv
+    if c.kv != c.heads and variant not in ("pasa", "pasa_bf16", "attn23_fp16"):
+        # No native GQA: the baseline gets K/V repeated per query head, outside the timing.
+        k, v = (np.repeat(t, c.heads // c.kv, axis=1) for t in (k, v))
+        c = Case(c.heads, c.head_dim, c.q_len, c.kv_len, c.causal, c.batch)
     if variant.startswith("sdpa"):
         try:
             import torch
@@ -375,8 +390,8 @@ def _rss_mb() -> float:
 
 
 def memory_child(spec: str) -> None:
-    variant, heads, dim, seq, causal = spec.split(",")
-    c = Case(int(heads), int(dim), int(seq), int(seq), bool(int(causal)))
+    variant, heads, kv, dim, seq, causal = spec.split(",")
+    c = Case(int(heads), int(dim), int(seq), int(seq), bool(int(causal)), kv_heads=int(kv))
     qkv = make_inputs(c)
     runner = make_runner(variant, c, 1, qkv)
     if runner is None:
@@ -402,7 +417,7 @@ def measure_memory(cases, variants, max_matrix_gb: float) -> list[dict]:
                 and c.matrix_gb() * MATRIX_VARIANTS[variant] > max_matrix_gb
             ):
                 continue
-            spec = f"{variant},{c.heads},{c.head_dim},{c.q_len},{int(c.causal)}"
+            spec = f"{variant},{c.heads},{c.kv},{c.head_dim},{c.q_len},{int(c.causal)}"
             out = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "--memory-child", spec],
                 capture_output=True,
@@ -456,15 +471,24 @@ def machine_info() -> dict:
     return info
 
 
+def _shape(spec: str) -> tuple[int, int, int]:
+    """'HxD' or 'H:KVxD' (GQA: KV key/value heads) -> (H, KV, D)"""
+    heads, dim = spec.split("x")
+    q_heads, _, kv_heads = heads.partition(":")
+    return int(q_heads), int(kv_heads or q_heads), int(dim)
+
+
 def build_cases(args) -> list[Case]:
-    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    shapes = [_shape(s) for s in args.shapes.split(",")]
     seqs = [int(s) for s in args.seq.split(",") if s]  # "" for decode cases only
     causals = [bool(int(x)) for x in args.causal.split(",")]
-    cases = [Case(h, d, s, s, cz) for h, d in shapes for s in seqs for cz in causals]
+    cases = [
+        Case(h, d, s, s, cz, kv_heads=kv) for h, kv, d in shapes for s in seqs for cz in causals
+    ]
     if args.decode:
-        for h, d in shapes:
+        for h, kv, d in shapes:
             for past in [int(s) for s in args.decode.split(",")]:
-                cases.append(Case(h, d, 1, past, False))
+                cases.append(Case(h, d, 1, past, False, kv_heads=kv))
     return cases
 
 
@@ -495,7 +519,11 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts")
-    ap.add_argument("--shapes", default="12x64,32x128", help="HxD pairs, comma-separated")
+    ap.add_argument(
+        "--shapes",
+        default="12x64,32x128",
+        help="HxD pairs, comma-separated; H:KVxD for GQA (e.g. 32:8x128)",
+    )
     ap.add_argument("--seq", default="128,512,1024,2048,4096,8192", help="sequence lengths")
     ap.add_argument("--causal", default="0,1", help="0, 1 or 0,1")
     ap.add_argument(

@@ -101,17 +101,18 @@ def test_non_finite_inputs(name, bad):
     _fails(x, rf"input '{name}'.* holds a non-finite value at \[batch=0, head=1, seq=3, dim=2\]")
 
 
+@pytest.mark.parametrize("hq", [2, 4])  # one head per key head, or GQA group tiles
 @pytest.mark.parametrize("name", ["K", "V"])
-def test_non_finite_key_in_decode(name):
+def test_non_finite_key_in_decode(name, hq):
     # Decode-sized problems read K and V in place; the check is the same.
-    x = _qkv(hq=2, sq=1, skv=300)
+    x = _qkv(hq=hq, sq=1, skv=300)
     x[name][0, 1, 250, 2] = np.nan
     _fails(x, rf"input '{name}'.* holds a non-finite value at \[batch=0, head=1, seq=250, dim=2\]")
 
 
-# (heads, queries): one tile per head, which builds only the key blocks it reads; or several
-# tiles and GQA heads sharing key blocks built in a prepare stage.
-@pytest.mark.parametrize(("hq", "sq"), [(2, 8), (4, 200)])
+# (heads, queries): one tile per head, which builds only the key blocks it reads; several tiles
+# and GQA heads sharing key blocks built in a prepare stage; a decode-sized GQA group tile.
+@pytest.mark.parametrize(("hq", "sq"), [(2, 8), (4, 200), (4, 1)])
 @pytest.mark.parametrize("name", ["K", "V"])
 def test_non_finite_key_outside_every_window_is_still_rejected(name, hq, sq):
     # Key 250 is outside every query's window (|i - r| <= 2, i < sq <= 200). Inputs are checked

@@ -72,26 +72,30 @@ def test_block_q_does_not_change_results(rng, sq):
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("sq", [2, 4])
-def test_decode_reads_keys_in_place_with_the_same_bits(rng, dtype, masked, sq):
-    # Decode-sized problems without GQA read K and V in place (no prepared fp32 copy); with
-    # block_q=1 the same problem takes the prepared path. Head size 24 has a tail past the vector
-    # width, 330 keys a partial block; the mask invalidates keys 140-149, so that block is
-    # prepared while the others are read in place.
-    q = (rng.standard_normal((2, 3, sq, 24)) + 2).astype(dtype)
-    k = (rng.standard_normal((2, 3, 330, 24)) + 2).astype(dtype)
-    v = rng.standard_normal((2, 3, 330, 32)).astype(dtype)
+@pytest.mark.parametrize("sq", [1, 2, 4])
+@pytest.mark.parametrize(("hq", "hkv"), [(3, 3), (6, 3), (8, 1)])
+def test_decode_reads_keys_in_place_with_the_same_bits(rng, dtype, masked, sq, hq, hkv):
+    # Decode-sized problems read K and V in place (no prepared fp32 copy); with GQA one tile
+    # holds all heads of a group. With block_q=1 (and sq >= 2) the same problem takes the
+    # prepared, per-head path. Head size 24 has a tail past the vector width, 330 keys a partial
+    # block; the mask invalidates keys 140-149, so that block is prepared while the others are
+    # read in place.
+    q = (rng.standard_normal((2, hq, sq, 24)) + 2).astype(dtype)
+    k = (rng.standard_normal((2, hkv, 330, 24)) + 2).astype(dtype)
+    v = rng.standard_normal((2, hkv, 330, 32)).astype(dtype)
     feeds = {"Q": q, "K": k, "V": v}
     if masked:
         mask = np.ones((1, 1, sq, 330), dtype=bool)
         mask[..., 140:150] = False
         feeds["attn_mask"] = mask
     direct = run_pasa(feeds, is_causal=1)
-    prepared = run_pasa(feeds, is_causal=1, block_q=1)
-    assert np.array_equal(direct.view(np.uint8), prepared.view(np.uint8))
+    if sq > 1:
+        prepared = run_pasa(feeds, is_causal=1, block_q=1)
+        assert np.array_equal(direct.view(np.uint8), prepared.view(np.uint8))
     emu = attention_emulated(q, k, v, attn_mask=feeds.get("attn_mask"), is_causal=True)
     tol = {np.float16: 2e-3, np.float32: 1e-5}[dtype]
     assert np.abs(direct.astype(np.float64) - emu).max() < tol
+    assert np.array_equal(run_pasa(feeds, is_causal=1, threads=3), direct)
 
 
 @pytest.mark.parametrize("precision", ["half", "paper", "float"])

@@ -230,6 +230,18 @@ PreparedProblem::PreparedProblem(const AttentionProblem& p) : problem_(&p) {
     }
   }
   shared_ = *std::max_element(uses.begin(), uses.end()) > 1;
+  // Decode-sized blocks can be read in place (see KvBlock) for these inputs.
+  const bool direct_inputs = k_rows_ && p.precision != Precision::kPaper && p.k.type != ElemType::kBFloat16 &&
+                             p.k.stride[3] == 1 && p.v.stride[3] == 1 && p.v_head_dim == dv_pad_;
+  // Decode-sized GQA problems whose heads agree on every key (no per-head mask): one tile per
+  // group holds the query rows of all its heads and reads the group's keys and values once, in
+  // place, instead of every head reading a shared prepared copy.
+  const bool same_keys_per_group = p.mask.kind == MaskKind::kNone || p.mask.stride[1] == 0;
+  if (direct_inputs && group > 1 && q_blocks_ == 1 && same_keys_per_group) {
+    heads_per_tile_ = group;
+    shared_ = false;  // each unit is read by one tile
+  }
+  direct_ok_ = direct_inputs && !shared_;
   inv_count_.assign(units_.size() * static_cast<size_t>(kv_blocks_), 0.0f);
 
   // Cost of a tile: the key blocks it visits (causal tiles near the top visit few).
@@ -258,6 +270,7 @@ PreparedProblem::PreparedProblem(const AttentionProblem& p) : problem_(&p) {
     std::vector<int64_t> cost;
     for (int64_t item = 0; item < num_items; ++item) {
       const int64_t bh = item / q_blocks_;
+      if (bh % p.q_heads % heads_per_tile_ != 0) continue;  // a group tile's other heads
       const int64_t u = unit_of_[static_cast<size_t>(bh)];
       if (u < u0 || u >= u0 + nu) continue;
       attend.items.push_back(item);
@@ -426,7 +439,12 @@ void PreparedProblem::RunTile(int64_t item) {
   const int64_t b = bh / p.q_heads;
   const int64_t unit = unit_of_[static_cast<size_t>(bh)];
   const int64_t i0 = qb * p.block_q;
-  const int64_t rows = std::min(p.block_q, p.q_len - i0);
+  // Rows: q_rows query positions of each of the tile's heads (h, h+1, ...), head-major.
+  const int64_t q_rows = std::min(p.block_q, p.q_len - i0);
+  const int64_t heads = heads_per_tile_;
+  const int64_t rows = q_rows * heads;
+  const auto head_of = [&](int64_t i) { return h + i / q_rows; };
+  const auto query_of = [&](int64_t i) { return i0 + i % q_rows; };
   const int64_t D = p.head_dim, Dv = p.v_head_dim, dvp = dv_pad_, slot_n = slot_keys_;
   const int64_t offset = p.query_offset[b];
   const Geometry geom{p.causal, p.left_window, p.right_window, p.valid_kv_len[b]};
@@ -456,7 +474,9 @@ void PreparedProblem::RunTile(int64_t item) {
   std::fill(st.l, st.l + rows, 0.0f);
   std::fill(st.abar, st.abar + rows, 0.0f);
   std::fill(st.nblocks, st.nblocks + rows, 0.0f);
-  if (!LoadRows(p.q, b, h, i0, rows, D, st.q)) nonfinite_input_.store(true, std::memory_order_relaxed);
+  for (int64_t j = 0; j < heads; ++j)
+    if (!LoadRows(p.q, b, h + j, i0, q_rows, D, st.q + j * q_rows * D))
+      nonfinite_input_.store(true, std::memory_order_relaxed);
 
   RowParams rp;
   rp.precision = p.precision;
@@ -470,15 +490,12 @@ void PreparedProblem::RunTile(int64_t item) {
   // Key blocks any row of the tile may attend.
   int64_t lo_first, hi_first, lo_last, hi_last;
   geom.Range(i0 + offset, p.kv_len, &lo_first, &hi_first);
-  geom.Range(i0 + rows - 1 + offset, p.kv_len, &lo_last, &hi_last);
+  geom.Range(i0 + q_rows - 1 + offset, p.kv_len, &lo_last, &hi_last);
   const int64_t key_lo = std::min(lo_first, lo_last), key_hi = std::max(hi_first, hi_last);
   const int64_t first_block = key_hi > key_lo ? key_lo / p.block_kv : 0;
   const int64_t end_block = key_hi > key_lo ? (key_hi - 1) / p.block_kv + 1 : 0;
 
   // Decode-sized, unshared problems read fp16/fp32 keys and values in place (see KvBlock).
-  const bool direct_ok = !shared_ && k_rows_ && p.precision != Precision::kPaper &&
-                         p.k.type != ElemType::kBFloat16 && p.k.stride[3] == 1 && p.v.stride[3] == 1 &&
-                         Dv == dvp;
   // Blocks read by this tile (unshared problems build their own).
   uint8_t* read = shared_ ? nullptr : Grow(t.read, kv_blocks_);
   if (read != nullptr) std::fill(read, read + kv_blocks_, uint8_t{0});
@@ -494,7 +511,7 @@ void PreparedProblem::RunTile(int64_t item) {
     // How each row meets this block: not at all, every key, or through an additive row.
     bool any_row = false;
     for (int64_t i = 0; i < rows; ++i) {
-      const int64_t pos = i0 + i + offset;
+      const int64_t pos = query_of(i) + offset;
       float* add = st.add + i * kv.n_pad;
       if (!masked) {
         int64_t lo, hi;
@@ -518,8 +535,8 @@ void PreparedProblem::RunTile(int64_t item) {
         geom.Range(pos, p.kv_len, &lo, &hi);
         lo = std::max(lo, r0);
         hi = std::min({hi, r0 + n, p.mask.mask_len});
-        const uint8_t* valid = key_valid_.data() + (b * p.q_heads + h) * p.kv_len;
-        const int64_t row = b * p.mask.stride[0] + h * p.mask.stride[1] + (i0 + i) * p.mask.stride[2];
+        const uint8_t* valid = key_valid_.data() + (b * p.q_heads + head_of(i)) * p.kv_len;
+        const int64_t row = b * p.mask.stride[0] + head_of(i) * p.mask.stride[1] + query_of(i) * p.mask.stride[2];
         const int64_t ms = p.mask.stride[3];
         int64_t unmasked = 0;
         if (p.mask.kind == MaskKind::kBool) {
@@ -548,7 +565,7 @@ void PreparedProblem::RunTile(int64_t item) {
       const int64_t slot = ((unit % units_per_chunk_) * kv_blocks_ + j) * slot_n * (D + dvp);
       kv.kt = cache_ + slot;
       kv.v = kv.kt + slot_n * D;
-    } else if (direct_ok && DirectBlock(unit, j, Grow(t.ksum, D), &kv)) {
+    } else if (direct_ok_ && DirectBlock(unit, j, Grow(t.ksum, D), &kv)) {
       read[j] = 1;
     } else {
       kv.inv_count = BuildBlock(unit, j, own_kt, own_v);
@@ -569,7 +586,7 @@ void PreparedProblem::RunTile(int64_t item) {
 
   // Normalise; a row that attended nothing is 0 (ONNX Attention semantics).
   for (int64_t i = 0; i < rows; ++i) {
-    const int64_t base = b * p.y_stride[0] + h * p.y_stride[1] + (i0 + i) * p.y_stride[2];
+    const int64_t base = b * p.y_stride[0] + head_of(i) * p.y_stride[1] + query_of(i) * p.y_stride[2];
     const float* oi = st.o + i * dvp;
     const float l = st.l[i];
     if (p.y_stride[3] == 1) {

@@ -123,6 +123,8 @@ class PreparedProblem {
   int64_t q_blocks_ = 0, kv_blocks_ = 0, slot_keys_ = 0, dv_pad_ = 0;
   bool shared_ = false;
   bool k_rows_ = false;  // decode-sized queries: K' row-major (see KvBlock)
+  bool direct_ok_ = false;  // unshared decode-sized blocks may be read in place (see KvBlock)
+  int64_t heads_per_tile_ = 1;  // > 1: a tile holds all query heads of a GQA group
   int64_t units_per_chunk_ = 1;  // chunk c holds units [c·n, (c+1)·n); unit u sits in slot u % n
   float* cache_ = nullptr;        // [units of chunk][kv_blocks] slots of kt + v (caller thread's)
   std::vector<float> inv_count_;  // [units][kv_blocks]; 0: the block has no valid key

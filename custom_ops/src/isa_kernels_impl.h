@@ -195,7 +195,7 @@ inline float LoadSrcScalar(const void* base, int64_t i) {
 // chain per score; padding keys (r ≥ n) score 0 like the prepared block's zero rows.
 template <ElemType E>
 inline void ScoreRowsDirect(const float* q, int64_t rows, int64_t D, const KvBlock& kv, float* s) {
-  constexpr int kMaxRows = 4;  // decode-sized problems (kRowMajorMaxQueries)
+  constexpr int64_t kChunk = 4;  // query rows sharing one K' vector in registers
   const int64_t dv = D / W * W;
   const T c = V::set1(kv.scale);
   const int64_t n = kv.n_pad;
@@ -205,17 +205,21 @@ inline void ScoreRowsDirect(const float* q, int64_t rows, int64_t D, const KvBlo
       continue;
     }
     const int64_t row = r * kv.k_stride;
-    T acc[kMaxRows];
-    for (int i = 0; i < kMaxRows; ++i) acc[i] = V::zero();
-    for (int64_t d = 0; d < dv; d += W) {
-      const T k = V::mul(c, V::sub(LoadSrc<E>(kv.k_src, row + d), V::load(kv.mean + d)));
-      for (int64_t i = 0; i < rows; ++i) acc[i] = V::fma(V::load(q + i * D + d), k, acc[i]);
-    }
-    for (int64_t i = 0; i < rows; ++i) {
-      float dot = V::reduce_add(acc[i]);
-      for (int64_t d = dv; d < D; ++d)
-        dot += q[i * D + d] * (kv.scale * (LoadSrcScalar<E>(kv.k_src, row + d) - kv.mean[d]));
-      s[i * n + r] = dot;
+    for (int64_t i0 = 0; i0 < rows; i0 += kChunk) {  // group tiles hold more rows than a chunk
+      const int64_t m = std::min(kChunk, rows - i0);
+      const float* qc = q + i0 * D;
+      T acc[kChunk];
+      for (int64_t i = 0; i < kChunk; ++i) acc[i] = V::zero();
+      for (int64_t d = 0; d < dv; d += W) {
+        const T k = V::mul(c, V::sub(LoadSrc<E>(kv.k_src, row + d), V::load(kv.mean + d)));
+        for (int64_t i = 0; i < m; ++i) acc[i] = V::fma(V::load(qc + i * D + d), k, acc[i]);
+      }
+      for (int64_t i = 0; i < m; ++i) {
+        float dot = V::reduce_add(acc[i]);
+        for (int64_t d = dv; d < D; ++d)
+          dot += qc[i * D + d] * (kv.scale * (LoadSrcScalar<E>(kv.k_src, row + d) - kv.mean[d]));
+        s[(i0 + i) * n + r] = dot;
+      }
     }
   }
 }
