@@ -231,8 +231,8 @@ PreparedProblem::PreparedProblem(const AttentionProblem& p) : problem_(&p) {
   }
   shared_ = *std::max_element(uses.begin(), uses.end()) > 1;
   // Decode-sized blocks can be read in place (see KvBlock) for these inputs.
-  const bool direct_inputs = k_rows_ && p.precision != Precision::kPaper && p.k.type != ElemType::kBFloat16 &&
-                             p.k.stride[3] == 1 && p.v.stride[3] == 1 && p.v_head_dim == dv_pad_;
+  const bool direct_inputs = k_rows_ && p.precision != Precision::kPaper && p.k.stride[3] == 1 &&
+                             p.v.stride[3] == 1 && p.v_head_dim == dv_pad_;
   // Decode-sized GQA problems whose heads agree on every key (no per-head mask): one tile per
   // group holds the query rows of all its heads and reads the group's keys and values once, in
   // place, instead of every head reading a shared prepared copy.

@@ -35,7 +35,7 @@ struct KvBlock {
   int64_t n_pad = 0;
   float inv_count = 0.0f;  // 1 / number of valid keys (those that enter the block mean)
 
-  // Direct blocks (decode-sized problems whose block keys are all valid, fp16 or fp32): no
+  // Direct blocks (decode-sized problems whose block keys are all valid): no
   // prepared copy; K and V are read where they lie and K' = scale·(K − mean) is formed in
   // registers by the same operations as the prepared copy, so the results are the same bits.
   const void* k_src = nullptr;  // row 0 of the block; set: a direct block (kt, v unused)

@@ -182,13 +182,23 @@ inline void PvTile(const float* p, int64_t rows, int64_t n, const float* v, int6
 template <ElemType E>
 inline T LoadSrc(const void* base, int64_t i) {
   if constexpr (E == ElemType::kFloat16) return V::load_f16(static_cast<const uint16_t*>(base) + i);
+  else if constexpr (E == ElemType::kBFloat16) return V::load_bf16(static_cast<const uint16_t*>(base) + i);
   else return V::load(static_cast<const float*>(base) + i);
 }
 
 template <ElemType E>
 inline float LoadSrcScalar(const void* base, int64_t i) {
   if constexpr (E == ElemType::kFloat16) return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
+  else if constexpr (E == ElemType::kBFloat16) return BFloat16ToFloat(static_cast<const uint16_t*>(base)[i]);
   else return static_cast<const float*>(base)[i];
+}
+
+// Calls f(std::integral_constant<ElemType, type>) for a source element type.
+template <class F>
+inline void WithSrcType(ElemType type, F&& f) {
+  if (type == ElemType::kFloat16) f(std::integral_constant<ElemType, ElemType::kFloat16>{});
+  else if (type == ElemType::kBFloat16) f(std::integral_constant<ElemType, ElemType::kBFloat16>{});
+  else f(std::integral_constant<ElemType, ElemType::kFloat32>{});
 }
 
 // ScoreRows for a direct block: K'[r][d] = scale·(K[r][d] − mean[d]) in registers, the same
@@ -286,8 +296,9 @@ inline bool DirectKeySumT(const void* k, const void* v, int64_t n, int64_t D, in
 
 inline bool DirectKeySum(const void* k, const void* v, ElemType type, int64_t n, int64_t D, int64_t Dv,
                          int64_t k_stride, int64_t v_stride, float* sum) {
-  if (type == ElemType::kFloat16) return DirectKeySumT<ElemType::kFloat16>(k, v, n, D, Dv, k_stride, v_stride, sum);
-  return DirectKeySumT<ElemType::kFloat32>(k, v, n, D, Dv, k_stride, v_stride, sum);
+  bool finite = false;
+  WithSrcType(type, [&](auto e) { finite = DirectKeySumT<decltype(e)::value>(k, v, n, D, Dv, k_stride, v_stride, sum); });
+  return finite;
 }
 
 #if defined(PASA_PV_BF16)
@@ -312,8 +323,10 @@ inline void PvMicroBf16(const uint32_t* pp, int64_t half_n, const uint32_t* vp, 
     for (int j = 0; j < NV; ++j) V::store(out + r * ldv + j * W, acc[r][j]);
 }
 
-inline void PvTileBf16(const float* p, int64_t rows, int64_t n, const float* v, int64_t dv, float* out,
-                       uint32_t* pp, uint32_t* vp) {
+// vrow(k, c): the W values of V at key k, columns c.. (prepared rows, or a direct block's input).
+template <class VRow>
+inline void PvTileBf16(const float* p, int64_t rows, int64_t n, VRow vrow, int64_t dv, float* out, uint32_t* pp,
+                       uint32_t* vp) {
   const int64_t half_n = n / 2;
   // 1) pack P rows into key pairs, 2) pack V rows pairwise (n is a multiple of 32? of 16: a
   // 16-key block packs as two 16-value vectors per row pair chunk).
@@ -328,7 +341,7 @@ inline void PvTileBf16(const float* p, int64_t rows, int64_t n, const float* v, 
     }
   for (int64_t k = 0; k < half_n; ++k)
     for (int64_t c = 0; c < dv; c += W)
-      _mm512_storeu_si512(vp + k * dv + c, Bf16Pack::interleave(V::load(v + (2 * k) * dv + c), V::load(v + (2 * k + 1) * dv + c)));
+      _mm512_storeu_si512(vp + k * dv + c, Bf16Pack::interleave(vrow(2 * k, c), vrow(2 * k + 1, c)));
   constexpr int64_t kCols = V::kTileVecs * W;
   for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
     const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
@@ -428,9 +441,7 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   const float overflow_at = R == kRoundBF16 ? BitsFloat(0x7f7f8000u) : 65520.0f;
 
   const bool direct = kv.k_src != nullptr;
-  const bool direct_f16 = direct && kv.src_type == ElemType::kFloat16;
-  if (direct_f16) ScoreRowsDirect<ElemType::kFloat16>(t.q, t.rows, rp.head_dim, kv, t.s);
-  else if (direct) ScoreRowsDirect<ElemType::kFloat32>(t.q, t.rows, rp.head_dim, kv, t.s);
+  if (direct) WithSrcType(kv.src_type, [&](auto e) { ScoreRowsDirect<decltype(e)::value>(t.q, t.rows, rp.head_dim, kv, t.s); });
   else if (kv.k_rows) ScoreRows(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
   else ScoreTile(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
 
@@ -494,17 +505,22 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   }
   if (!any) return;
 
-  if (direct_f16) PvTileDirect<ElemType::kFloat16>(t.s, t.rows, kv, rp.dv_pad, t.pv);
-  else if (direct) PvTileDirect<ElemType::kFloat32>(t.s, t.rows, kv, rp.dv_pad, t.pv);
 #if defined(PASA_PV_BF16)
-  else if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
-    PvTileBf16(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv, t.pack_p, t.pack_v);
-  } else {
-    PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
-  }
-#else
-  else PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+  if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
+    const int64_t dv = rp.dv_pad;
+    if (direct)  // bf16 input rows; keys past the block's end are zero, as prepared ones are
+      PvTileBf16(t.s, t.rows, n, [&](int64_t k, int64_t c) {
+        return k < kv.n ? LoadSrc<ElemType::kBFloat16>(kv.v_src, k * kv.v_stride + c) : V::zero();
+      }, dv, t.pv, t.pack_p, t.pack_v);
+    else
+      PvTileBf16(t.s, t.rows, n, [&](int64_t k, int64_t c) { return V::load(kv.v + k * dv + c); }, dv, t.pv,
+                 t.pack_p, t.pack_v);
+  } else
 #endif
+  {
+    if (direct) WithSrcType(kv.src_type, [&](auto e) { PvTileDirect<decltype(e)::value>(t.s, t.rows, kv, rp.dv_pad, t.pv); });
+    else PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+  }
   for (int64_t i = 0; i < t.rows; ++i) {
     if (!t.upd[i]) continue;
     const float corr = t.corr[i];
