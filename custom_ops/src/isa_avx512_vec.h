@@ -43,6 +43,30 @@ struct V {
     return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
   }
   static T scale2(T p, T n) { return _mm512_scalef_ps(p, n); }
+  // In-place 16x16 transpose: x[j][i] becomes x[i][j].
+  static void transpose_w(T* x) {
+    T t[16], u[16];
+    for (int i = 0; i < 8; ++i) {  // pairs of rows, 32-bit interleave within 128-bit lanes
+      t[2 * i] = _mm512_unpacklo_ps(x[2 * i], x[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(x[2 * i], x[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // quads of rows: u[4i + k] holds column k + 4·lane
+      u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+      u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; ++k) {  // gather the four quads' 128-bit lanes
+      const T v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x88);
+      const T v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xDD);
+      const T w0 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x88);
+      const T w1 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xDD);
+      x[k] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+      x[k + 8] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+      x[k + 4] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+      x[k + 12] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
+    }
+  }
   static T round_half(T x) {
     return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "half_types.h"
 #include "isa_kernels.h"
@@ -594,6 +595,29 @@ inline bool ConvertRow(const void* src, ElemType type, int64_t n, float* out) {
   return !V::any(bad) && !bad_tail;
 }
 
+// Whether V offers an in-place W x W transpose (transpose_w).
+template <class VV, class = void>
+struct HasTranspose : std::false_type {};
+template <class VV>
+struct HasTranspose<VV, std::void_t<decltype(VV::transpose_w(std::declval<typename VV::T*>()))>>
+    : std::true_type {};
+
+// The W x W tiles of ShiftTranspose's key chunk [r0, r0 + W), transposed in registers where V
+// can; returns the head dimensions done (the rest take gathers).
+template <class VV, class Put>
+inline int64_t ShiftTransposeTiles(const float* krows, int64_t r0, int64_t D, Put&& put) {
+  int64_t d = 0;
+  if constexpr (HasTranspose<VV>::value) {
+    for (; d + W <= D; d += W) {
+      typename VV::T tile[W];
+      for (int64_t j = 0; j < W; ++j) tile[j] = VV::load(krows + (r0 + j) * D + d);
+      VV::transpose_w(tile);
+      for (int64_t j = 0; j < W; ++j) put(d + j, tile[j]);
+    }
+  }
+  return d;
+}
+
 // kt[d][r] = c·(krows[r][d] − mean[d]) where valid[r], else 0; n_pad is a multiple of W.
 inline void ShiftTranspose(const float* krows, const uint8_t* valid, int64_t n_pad, int64_t D,
                            const float* mean, float c, float* kt) {
@@ -604,12 +628,13 @@ inline void ShiftTranspose(const float* krows, const uint8_t* valid, int64_t n_p
     float keep_bits[W];
     for (int64_t r = 0; r < W; ++r) keep_bits[r] = valid[r0 + r] ? 1.0f : 0.0f;
     const M drop = V::eq(V::load(keep_bits), V::zero());
-    for (int64_t d = 0; d < D; ++d) {
-      const T k = V::gather(krows + r0 * D + d, D);
+    const auto put = [&](int64_t d, T k) {
       T x = V::mul(cv, V::sub(k, V::set1(mean[d])));
       if (!all) x = V::select(drop, V::zero(), x);
       V::store(kt + d * n_pad + r0, x);
-    }
+    };
+    for (int64_t d = ShiftTransposeTiles<V>(krows, r0, D, put); d < D; ++d)
+      put(d, V::gather(krows + r0 * D + d, D));
   }
 }
 
