@@ -52,11 +52,16 @@ void StoreElem(void* base, ElemType type, int64_t index, float value) {
 
 size_t ElemBytes(ElemType t) { return t == ElemType::kFloat32 ? 4 : 2; }
 
+// Element offset of row s of (batch b, head h) in a [B,H,S,D] view.
+int64_t RowOffset(const TensorView& view, int64_t b, int64_t h, int64_t s) {
+  return b * view.stride[0] + h * view.stride[1] + s * view.stride[2];
+}
+
 // Loads `rows` rows of `cols` elements of a [B,H,S,D] view into a dense float buffer; false when
 // any of them is inf or NaN.
 bool LoadRows(const TensorView& view, int64_t b, int64_t h, int64_t s0, int64_t rows, int64_t cols,
               float* out) {
-  const int64_t base = b * view.stride[0] + h * view.stride[1] + s0 * view.stride[2];
+  const int64_t base = RowOffset(view, b, h, s0);
   if (view.stride[3] == 1) {
     const KernelTable& k = ActiveKernels();
     const auto* bytes = static_cast<const unsigned char*>(view.data);
@@ -392,19 +397,20 @@ bool PreparedProblem::DirectBlock(int64_t unit, int64_t block, float* mean, KvBl
     if (!KeyValid(u.b, u.rep_head, r0 + r)) return false;
   const int64_t D = p.head_dim;
   const auto at = [&](const TensorView& view) {
-    const int64_t base = u.b * view.stride[0] + u.kvh * view.stride[1] + r0 * view.stride[2];
-    return static_cast<const unsigned char*>(view.data) + static_cast<size_t>(base) * ElemBytes(view.type);
+    return static_cast<const unsigned char*>(view.data) +
+           static_cast<size_t>(RowOffset(view, u.b, u.kvh, r0)) * ElemBytes(view.type);
   };
+  const void* k = at(p.k);
+  const void* v = at(p.v);
   std::fill(mean, mean + D, 0.0f);
-  if (!ActiveKernels().direct_key_sum(at(p.k), at(p.v), p.k.type, n, D, p.v_head_dim, p.k.stride[2],
-                                      p.v.stride[2], mean))
+  if (!ActiveKernels().direct_key_sum(k, v, p.k.type, n, D, p.v_head_dim, p.k.stride[2], p.v.stride[2], mean))
     nonfinite_input_.store(true, std::memory_order_relaxed);
   // The same operations as BuildBlock: α·(sum · (1/count)).
   const float inv_count = 1.0f / static_cast<float>(n);
   const float alpha = p.softcap > 0.0f ? 0.0f : p.alpha;
   for (int64_t d = 0; d < D; ++d) mean[d] = alpha * (mean[d] * inv_count);
-  kv->k_src = at(p.k);
-  kv->v_src = at(p.v);
+  kv->k_src = k;
+  kv->v_src = v;
   kv->src_type = p.k.type;
   kv->k_stride = p.k.stride[2];
   kv->v_stride = p.v.stride[2];
@@ -421,8 +427,7 @@ bool PreparedProblem::BlockInputsFinite(int64_t unit, int64_t block) const {
   const Unit& u = units_[static_cast<size_t>(unit)];
   const int64_t r0 = block * p.block_kv, r1 = std::min(p.kv_len, r0 + p.block_kv);
   const auto finite = [&](const TensorView& view, int64_t r, int64_t cols) {
-    const int64_t base = u.b * view.stride[0] + u.kvh * view.stride[1] + r * view.stride[2];
-    return FirstNonFinite(view.data, view.type, base, cols, view.stride[3]) < 0;
+    return FirstNonFinite(view.data, view.type, RowOffset(view, u.b, u.kvh, r), cols, view.stride[3]) < 0;
   };
   for (int64_t r = r0; r < r1; ++r)
     if (KeyValid(u.b, u.rep_head, r) && (!finite(p.k, r, p.head_dim) || !finite(p.v, r, p.v_head_dim)))
@@ -601,21 +606,18 @@ void PreparedProblem::RunTile(int64_t item) {
 
 std::string ValidateProblem(const PreparedProblem& pp) {
   const AttentionProblem& p = pp.problem();
-  auto row_base = [](const TensorView& v, int64_t b, int64_t h, int64_t s) {
-    return b * v.stride[0] + h * v.stride[1] + s * v.stride[2];
-  };
   // Rows [s0, s1) of a view: one scan when they are contiguous, else row by row; -1 or the
   // first bad row.
   auto first_bad_row = [&](const TensorView& v, int64_t b, int64_t h, int64_t s0, int64_t s1, int64_t cols) {
     if (v.stride[3] == 1 && v.stride[2] == cols &&
-        FirstNonFinite(v.data, v.type, row_base(v, b, h, s0), (s1 - s0) * cols, 1) < 0)
+        FirstNonFinite(v.data, v.type, RowOffset(v, b, h, s0), (s1 - s0) * cols, 1) < 0)
       return int64_t{-1};
     for (int64_t s = s0; s < s1; ++s)
-      if (FirstNonFinite(v.data, v.type, row_base(v, b, h, s), cols, v.stride[3]) >= 0) return s;
+      if (FirstNonFinite(v.data, v.type, RowOffset(v, b, h, s), cols, v.stride[3]) >= 0) return s;
     return int64_t{-1};
   };
   auto describe = [&](const TensorView& v, const char* what, int64_t b, int64_t h, int64_t s, int64_t cols) {
-    return Describe(what, b, h, s, FirstNonFinite(v.data, v.type, row_base(v, b, h, s), cols, v.stride[3]));
+    return Describe(what, b, h, s, FirstNonFinite(v.data, v.type, RowOffset(v, b, h, s), cols, v.stride[3]));
   };
   for (int64_t b = 0; b < p.batch; ++b)
     for (int64_t h = 0; h < p.q_heads; ++h) {

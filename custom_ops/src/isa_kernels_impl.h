@@ -72,6 +72,34 @@ inline T ExpNonPositive(T x) {
   return V::select(V::unord(x), x, y);
 }
 
+// ---- Loading inputs ------------------------------------------------------------------------
+
+// W elements (or one) of an input of element type E, as floats.
+template <ElemType E>
+inline T LoadSrc(const void* base, int64_t i) {
+  if constexpr (E == ElemType::kFloat16) return V::load_f16(static_cast<const uint16_t*>(base) + i);
+  else if constexpr (E == ElemType::kBFloat16) return V::load_bf16(static_cast<const uint16_t*>(base) + i);
+  else return V::load(static_cast<const float*>(base) + i);
+}
+
+template <ElemType E>
+inline float LoadSrcScalar(const void* base, int64_t i) {
+  if constexpr (E == ElemType::kFloat16) return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
+  else if constexpr (E == ElemType::kBFloat16) return BFloat16ToFloat(static_cast<const uint16_t*>(base)[i]);
+  else return static_cast<const float*>(base)[i];
+}
+
+// Calls f(std::integral_constant<ElemType, type>) for a source element type.
+template <class F>
+inline void WithSrcType(ElemType type, F&& f) {
+  if (type == ElemType::kFloat16) f(std::integral_constant<ElemType, ElemType::kFloat16>{});
+  else if (type == ElemType::kBFloat16) f(std::integral_constant<ElemType, ElemType::kBFloat16>{});
+  else f(std::integral_constant<ElemType, ElemType::kFloat32>{});
+}
+
+// Lanes holding inf or NaN (x − x is 0 exactly for finite x).
+inline M NonFinite(T x) { return V::unord(V::sub(x, x)); }
+
 // ---- Tile products -------------------------------------------------------------------------
 
 // s[r][c0 .. c0 + NV·W) = Σ_d q[r][d] · kt[d][c0 ..] for MR query rows.
@@ -92,22 +120,24 @@ inline void ScoreMicro(const float* q, int64_t D, const float* kt, int64_t ld, f
     for (int v = 0; v < NV; ++v) V::store(s + r * lds + v * W, acc[r][v]);
 }
 
-// out[r][c0 .. c0 + NV·W) = Σ_k p[r][k] · v[k][c0 ..] for MR rows.
-template <int MR, int NV>
-inline void PvMicro(const float* p, int64_t n, const float* v, int64_t ldv, float* out) {
+// out[r][c0 .. c0 + NV·W) = Σ_{k<n} p[r][k] · V[k][c0 ..] for MR rows of p (ldp apart);
+// vrow(k, c) gives the W values of V at key k, columns c.. (a prepared row, or the input).
+template <int MR, int NV, class VRow>
+inline void PvMicro(const float* p, int64_t ldp, int64_t n, const VRow& vrow, int64_t c0, float* out,
+                    int64_t ldo) {
   T acc[MR][NV];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
   for (int64_t k = 0; k < n; ++k) {
     T vv[NV];
-    for (int j = 0; j < NV; ++j) vv[j] = V::load(v + k * ldv + j * W);
+    for (int j = 0; j < NV; ++j) vv[j] = vrow(k, c0 + j * W);
     for (int r = 0; r < MR; ++r) {
-      const T pb = V::set1(p[r * n + k]);
+      const T pb = V::set1(p[r * ldp + k]);
       for (int j = 0; j < NV; ++j) acc[r][j] = V::fma(pb, vv[j], acc[r][j]);
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NV; ++j) V::store(out + r * ldv + j * W, acc[r][j]);
+    for (int j = 0; j < NV; ++j) V::store(out + r * ldo + c0 + j * W, acc[r][j]);
 }
 
 // Runs Micro<mr, nv> for a row remainder mr in [1, kTileRows] and vector count nv in [1, kTileVecs].
@@ -147,129 +177,56 @@ inline void ScoreTile(const float* q, int64_t rows, int64_t D, const float* kt, 
   }
 }
 
-// S[rows][n] = Q[rows][D] · K'ᵀ with K' row-major ([n][D]): one vector dot product per score
-// (partial sums over W lanes, a fixed reduction tree, then the D % W tail in order).
-inline void ScoreRows(const float* q, int64_t rows, int64_t D, const float* k, int64_t n, float* s) {
+// S[rows][n] = Q[rows][D] · K'ᵀ with K' row-major: krow(r, d) gives the W values of K' row r
+// from dimension d, kval(r, d) one value (the D % W tail). One vector dot product per score
+// (partial sums over W lanes, a fixed reduction tree, then the tail in order); up to kChunk query
+// rows share each K' vector. Keys r ≥ n_live score 0, as a prepared block's zero rows do.
+template <class KRow, class KVal>
+inline void ScoreRows(const float* q, int64_t rows, int64_t D, int64_t n, int64_t n_live, const KRow& krow,
+                      const KVal& kval, float* s) {
+  constexpr int64_t kChunk = 4;
   const int64_t dv = D / W * W;
   for (int64_t r = 0; r < n; ++r) {
-    const float* kr = k + r * D;
-    for (int64_t i = 0; i < rows; ++i) {
-      const float* qi = q + i * D;
-      T acc = V::zero();
-      for (int64_t d = 0; d < dv; d += W) acc = V::fma(V::load(qi + d), V::load(kr + d), acc);
-      float dot = V::reduce_add(acc);
-      for (int64_t d = dv; d < D; ++d) dot += qi[d] * kr[d];
-      s[i * n + r] = dot;
-    }
-  }
-}
-
-// PV[rows][dv] = P[rows][n] · V[n][dv].
-inline void PvTile(const float* p, int64_t rows, int64_t n, const float* v, int64_t dv, float* out) {
-  constexpr int64_t kCols = V::kTileVecs * W;
-  for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
-    const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
-    for (int64_t c0 = 0; c0 < dv; c0 += kCols) {
-      const int nv = static_cast<int>(std::min<int64_t>(kCols, dv - c0) / W);
-      DispatchMrNv<V::kTileRows>(mr, nv, [&](auto MR, auto NV) {
-        PvMicro<decltype(MR)::value, decltype(NV)::value>(p + i0 * n, n, v + c0, dv, out + i0 * dv + c0);
-      });
-    }
-  }
-}
-
-// ---- Direct blocks (decode): K and V read where they lie --------------------------------
-
-template <ElemType E>
-inline T LoadSrc(const void* base, int64_t i) {
-  if constexpr (E == ElemType::kFloat16) return V::load_f16(static_cast<const uint16_t*>(base) + i);
-  else if constexpr (E == ElemType::kBFloat16) return V::load_bf16(static_cast<const uint16_t*>(base) + i);
-  else return V::load(static_cast<const float*>(base) + i);
-}
-
-template <ElemType E>
-inline float LoadSrcScalar(const void* base, int64_t i) {
-  if constexpr (E == ElemType::kFloat16) return HalfToFloat(static_cast<const uint16_t*>(base)[i]);
-  else if constexpr (E == ElemType::kBFloat16) return BFloat16ToFloat(static_cast<const uint16_t*>(base)[i]);
-  else return static_cast<const float*>(base)[i];
-}
-
-// Calls f(std::integral_constant<ElemType, type>) for a source element type.
-template <class F>
-inline void WithSrcType(ElemType type, F&& f) {
-  if (type == ElemType::kFloat16) f(std::integral_constant<ElemType, ElemType::kFloat16>{});
-  else if (type == ElemType::kBFloat16) f(std::integral_constant<ElemType, ElemType::kBFloat16>{});
-  else f(std::integral_constant<ElemType, ElemType::kFloat32>{});
-}
-
-// ScoreRows for a direct block: K'[r][d] = scale·(K[r][d] − mean[d]) in registers, the same
-// chain per score; padding keys (r ≥ n) score 0 like the prepared block's zero rows.
-template <ElemType E>
-inline void ScoreRowsDirect(const float* q, int64_t rows, int64_t D, const KvBlock& kv, float* s) {
-  constexpr int64_t kChunk = 4;  // query rows sharing one K' vector in registers
-  const int64_t dv = D / W * W;
-  const T c = V::set1(kv.scale);
-  const int64_t n = kv.n_pad;
-  for (int64_t r = 0; r < n; ++r) {
-    if (r >= kv.n) {
+    if (r >= n_live) {
       for (int64_t i = 0; i < rows; ++i) s[i * n + r] = 0.0f;
       continue;
     }
-    const int64_t row = r * kv.k_stride;
-    for (int64_t i0 = 0; i0 < rows; i0 += kChunk) {  // group tiles hold more rows than a chunk
+    for (int64_t i0 = 0; i0 < rows; i0 += kChunk) {
       const int64_t m = std::min(kChunk, rows - i0);
       const float* qc = q + i0 * D;
       T acc[kChunk];
       for (int64_t i = 0; i < kChunk; ++i) acc[i] = V::zero();
       for (int64_t d = 0; d < dv; d += W) {
-        const T k = V::mul(c, V::sub(LoadSrc<E>(kv.k_src, row + d), V::load(kv.mean + d)));
+        const T k = krow(r, d);
         for (int64_t i = 0; i < m; ++i) acc[i] = V::fma(V::load(qc + i * D + d), k, acc[i]);
       }
       for (int64_t i = 0; i < m; ++i) {
         float dot = V::reduce_add(acc[i]);
-        for (int64_t d = dv; d < D; ++d)
-          dot += qc[i * D + d] * (kv.scale * (LoadSrcScalar<E>(kv.k_src, row + d) - kv.mean[d]));
+        for (int64_t d = dv; d < D; ++d) dot += qc[i * D + d] * kval(r, d);
         s[(i0 + i) * n + r] = dot;
       }
     }
   }
 }
 
-// PvMicro over the n keys of a direct block (padding keys have p = 0 and are skipped).
-template <ElemType E, int MR, int NV>
-inline void PvMicroDirect(const float* p, int64_t ldp, int64_t n, const void* v, int64_t v_stride,
-                          int64_t c0, float* out, int64_t ldo) {
-  T acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
-  for (int64_t k = 0; k < n; ++k) {
-    T vv[NV];
-    for (int j = 0; j < NV; ++j) vv[j] = LoadSrc<E>(v, k * v_stride + c0 + j * W);
-    for (int r = 0; r < MR; ++r) {
-      const T pb = V::set1(p[r * ldp + k]);
-      for (int j = 0; j < NV; ++j) acc[r][j] = V::fma(pb, vv[j], acc[r][j]);
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NV; ++j) V::store(out + r * ldo + c0 + j * W, acc[r][j]);
-}
-
-// PvTile for a direct block; dv (the value width) is a multiple of W here.
-template <ElemType E>
-inline void PvTileDirect(const float* p, int64_t rows, const KvBlock& kv, int64_t dv, float* out) {
+// PV[rows][dv] = P[rows][0..n) · V[0..n)[dv], P rows ldp apart, V rows from vrow (see PvMicro).
+template <class VRow>
+inline void PvTile(const float* p, int64_t rows, int64_t ldp, int64_t n, const VRow& vrow, int64_t dv, float* out) {
   constexpr int64_t kCols = V::kTileVecs * W;
   for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
     const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
     for (int64_t c0 = 0; c0 < dv; c0 += kCols) {
       const int nv = static_cast<int>(std::min<int64_t>(kCols, dv - c0) / W);
       DispatchMrNv<V::kTileRows>(mr, nv, [&](auto MR, auto NV) {
-        PvMicroDirect<E, decltype(MR)::value, decltype(NV)::value>(p + i0 * kv.n_pad, kv.n_pad, kv.n, kv.v_src,
-                                                                   kv.v_stride, c0, out + i0 * dv, dv);
+        PvMicro<decltype(MR)::value, decltype(NV)::value>(p + i0 * ldp, ldp, n, vrow, c0, out + i0 * dv, dv);
       });
     }
   }
 }
 
+// ---- Direct blocks (decode): the block mean of K read where it lies -----------------------
+
+// KernelTable::direct_key_sum for one element type.
 template <ElemType E>
 inline bool DirectKeySumT(const void* k, const void* v, int64_t n, int64_t D, int64_t Dv, int64_t k_stride,
                           int64_t v_stride, float* sum) {
@@ -279,7 +236,7 @@ inline bool DirectKeySumT(const void* k, const void* v, int64_t n, int64_t D, in
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t d = 0; d < dv; d += W) {
       const T x = LoadSrc<E>(k, r * k_stride + d);
-      bad = V::mor(bad, V::unord(V::sub(x, x)));
+      bad = V::mor(bad, NonFinite(x));
       V::store(sum + d, V::add(V::load(sum + d), x));
     }
     for (int64_t d = dv; d < D; ++d) {
@@ -288,8 +245,7 @@ inline bool DirectKeySumT(const void* k, const void* v, int64_t n, int64_t D, in
       sum[d] += x;
     }
     for (int64_t d = 0; d < Dv; d += W) {  // Dv is a multiple of W for direct blocks
-      const T x = LoadSrc<E>(v, r * v_stride + d);
-      bad = V::mor(bad, V::unord(V::sub(x, x)));
+      bad = V::mor(bad, NonFinite(LoadSrc<E>(v, r * v_stride + d)));
     }
   }
   return !V::any(bad) && !bad_tail;
@@ -324,10 +280,11 @@ inline void PvMicroBf16(const uint32_t* pp, int64_t half_n, const uint32_t* vp, 
     for (int j = 0; j < NV; ++j) V::store(out + r * ldv + j * W, acc[r][j]);
 }
 
-// vrow(k, c): the W values of V at key k, columns c.. (prepared rows, or a direct block's input).
+// V rows from vrow (see PvMicro) for keys below n_keys, zero for the padding keys up to n.
 template <class VRow>
-inline void PvTileBf16(const float* p, int64_t rows, int64_t n, VRow vrow, int64_t dv, float* out, uint32_t* pp,
-                       uint32_t* vp) {
+inline void PvTileBf16(const float* p, int64_t rows, int64_t n, int64_t n_keys, const VRow& vrow, int64_t dv,
+                       float* out, uint32_t* pp, uint32_t* vp) {
+  const auto row = [&](int64_t k, int64_t c) { return k < n_keys ? vrow(k, c) : V::zero(); };
   const int64_t half_n = n / 2;
   // 1) pack P rows into key pairs, 2) pack V rows pairwise (n is a multiple of 32? of 16: a
   // 16-key block packs as two 16-value vectors per row pair chunk).
@@ -342,7 +299,7 @@ inline void PvTileBf16(const float* p, int64_t rows, int64_t n, VRow vrow, int64
     }
   for (int64_t k = 0; k < half_n; ++k)
     for (int64_t c = 0; c < dv; c += W)
-      _mm512_storeu_si512(vp + k * dv + c, Bf16Pack::interleave(vrow(2 * k, c), vrow(2 * k + 1, c)));
+      _mm512_storeu_si512(vp + k * dv + c, Bf16Pack::interleave(row(2 * k, c), row(2 * k + 1, c)));
   constexpr int64_t kCols = V::kTileVecs * W;
   for (int64_t i0 = 0; i0 < rows; i0 += V::kTileRows) {
     const int mr = static_cast<int>(std::min<int64_t>(V::kTileRows, rows - i0));
@@ -441,10 +398,34 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   const bool paper = rp.precision == Precision::kPaper;
   const float overflow_at = R == kRoundBF16 ? BitsFloat(0x7f7f8000u) : 65520.0f;
 
-  const bool direct = kv.k_src != nullptr;
-  if (direct) WithSrcType(kv.src_type, [&](auto e) { ScoreRowsDirect<decltype(e)::value>(t.q, t.rows, rp.head_dim, kv, t.s); });
-  else if (kv.k_rows) ScoreRows(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
-  else ScoreTile(t.q, t.rows, rp.head_dim, kv.kt, n, t.s);
+  const int64_t D = rp.head_dim, dv = rp.dv_pad;
+  // P·V over the first n_keys keys, V rows from vrow (see PvMicro).
+  const auto pv_tile = [&](int64_t n_keys, const auto& vrow) {
+#if defined(PASA_PV_BF16)
+    if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
+      PvTileBf16(t.s, t.rows, n, n_keys, vrow, dv, t.pv, t.pack_p, t.pack_v);
+      return;
+    }
+#endif
+    PvTile(t.s, t.rows, n, n_keys, vrow, dv, t.pv);
+  };
+  const auto prepared_v = [&](int64_t k, int64_t c) { return V::load(kv.v + k * dv + c); };
+
+  if (kv.k_src != nullptr) {  // direct block: K' = scale·(K − mean) formed from the input
+    WithSrcType(kv.src_type, [&](auto e) {
+      constexpr ElemType E = decltype(e)::value;
+      const T c = V::set1(kv.scale);
+      ScoreRows(t.q, t.rows, D, n, kv.n,
+                [&](int64_t r, int64_t d) { return V::mul(c, V::sub(LoadSrc<E>(kv.k_src, r * kv.k_stride + d), V::load(kv.mean + d))); },
+                [&](int64_t r, int64_t d) { return kv.scale * (LoadSrcScalar<E>(kv.k_src, r * kv.k_stride + d) - kv.mean[d]); },
+                t.s);
+    });
+  } else if (kv.k_rows) {
+    ScoreRows(t.q, t.rows, D, n, n, [&](int64_t r, int64_t d) { return V::load(kv.kt + r * D + d); },
+              [&](int64_t r, int64_t d) { return kv.kt[r * D + d]; }, t.s);
+  } else {
+    ScoreTile(t.q, t.rows, D, kv.kt, n, t.s);
+  }
 
   bool any = false;
   for (int64_t i = 0; i < t.rows; ++i) {
@@ -506,21 +487,13 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   }
   if (!any) return;
 
-#if defined(PASA_PV_BF16)
-  if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
-    const int64_t dv = rp.dv_pad;
-    if (direct)  // bf16 input rows; keys past the block's end are zero, as prepared ones are
-      PvTileBf16(t.s, t.rows, n, [&](int64_t k, int64_t c) {
-        return k < kv.n ? LoadSrc<ElemType::kBFloat16>(kv.v_src, k * kv.v_stride + c) : V::zero();
-      }, dv, t.pv, t.pack_p, t.pack_v);
-    else
-      PvTileBf16(t.s, t.rows, n, [&](int64_t k, int64_t c) { return V::load(kv.v + k * dv + c); }, dv, t.pv,
-                 t.pack_p, t.pack_v);
-  } else
-#endif
-  {
-    if (direct) WithSrcType(kv.src_type, [&](auto e) { PvTileDirect<decltype(e)::value>(t.s, t.rows, kv, rp.dv_pad, t.pv); });
-    else PvTile(t.s, t.rows, n, kv.v, rp.dv_pad, t.pv);
+  if (kv.k_src != nullptr) {  // direct block: V read from the input, padding keys skipped
+    WithSrcType(kv.src_type, [&](auto e) {
+      constexpr ElemType E = decltype(e)::value;
+      pv_tile(kv.n, [&](int64_t k, int64_t c) { return LoadSrc<E>(kv.v_src, k * kv.v_stride + c); });
+    });
+  } else {
+    pv_tile(n, prepared_v);
   }
   for (int64_t i = 0; i < t.rows; ++i) {
     if (!t.upd[i]) continue;
@@ -543,56 +516,27 @@ inline void AttendBlock(const RowParams& rp, const KvBlock& kv, TileState& t) {
 
 // ---- Conversions ---------------------------------------------------------------------------
 
-// Also reports whether every element is finite (x − x is 0 exactly for finite x), so inputs are
-// checked in the pass that converts them rather than in a pass of their own.
+// Also reports whether every element is finite, so inputs are checked in the pass that converts
+// them rather than in a pass of their own.
 inline bool ConvertRow(const void* src, ElemType type, int64_t n, float* out) {
-  int64_t i = 0;
-  M bad = V::mfalse();
-  bool bad_tail = false;
-  const auto check = [&](T x) { bad = V::mor(bad, V::unord(V::sub(x, x))); };
-  switch (type) {
-    case ElemType::kFloat16: {
-      const uint16_t* h = static_cast<const uint16_t*>(src);
-      for (; i + W <= n; i += W) {
-        const T x = V::load_f16(h + i);
-        check(x);
-        V::store(out + i, x);
-      }
-      for (; i < n; ++i) {
-        out[i] = HalfToFloat(h[i]);
-        bad_tail = bad_tail || !std::isfinite(out[i]);
-      }
-      break;
+  bool finite = true;
+  WithSrcType(type, [&](auto e) {
+    constexpr ElemType E = decltype(e)::value;
+    M bad = V::mfalse();
+    bool bad_tail = false;
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+      const T x = LoadSrc<E>(src, i);
+      bad = V::mor(bad, NonFinite(x));
+      V::store(out + i, x);
     }
-    case ElemType::kBFloat16: {
-      const uint16_t* h = static_cast<const uint16_t*>(src);
-      for (; i + W <= n; i += W) {
-        const T x = V::load_bf16(h + i);
-        check(x);
-        V::store(out + i, x);
-      }
-      for (; i < n; ++i) {
-        out[i] = BFloat16ToFloat(h[i]);
-        bad_tail = bad_tail || !std::isfinite(out[i]);
-      }
-      break;
+    for (; i < n; ++i) {
+      out[i] = LoadSrcScalar<E>(src, i);
+      bad_tail = bad_tail || !std::isfinite(out[i]);
     }
-    case ElemType::kFloat32:
-    default: {
-      const float* f = static_cast<const float*>(src);
-      for (; i + W <= n; i += W) {
-        const T x = V::load(f + i);
-        check(x);
-        V::store(out + i, x);
-      }
-      for (; i < n; ++i) {
-        out[i] = f[i];
-        bad_tail = bad_tail || !std::isfinite(out[i]);
-      }
-      break;
-    }
-  }
-  return !V::any(bad) && !bad_tail;
+    finite = !V::any(bad) && !bad_tail;
+  });
+  return finite;
 }
 
 // Whether V offers an in-place W x W transpose (transpose_w).
