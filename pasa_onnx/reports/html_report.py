@@ -66,17 +66,19 @@ def _attention_section(a: AttentionResult) -> str:
         f"<code>{escape(a.output)}</code>, replaced: {escape(', '.join(a.replaced) or '?')}<br>"
         f"largest |score|: {escape(num(a.max_abs_score))}; a plain fp16 flash-attention kernel "
         f"would overflow: {flag}; within tolerance: {ok(a.within_tolerance)}"
-        f"{' — ' + escape(a.note) if a.note else ''}</p>"
-        + _metrics_table(
-            [
-                ("rewritten vs original", a.vs_original),
-                ("rewritten vs fp32 reference", a.vs_fp32_reference),
-                ("original vs fp32 reference", a.original_vs_fp32_reference),
-            ]
-        )
-        + _picture(a.vs_original, a.vs_fp32_reference)
-        + "</section>"
+        f"{' — ' + escape(a.note) if a.note else ''}</p>" + _comparisons(a) + "</section>"
     )
+
+
+def _comparisons(x: AttentionResult | OutputResult) -> str:
+    """The metrics table and error picture of one attention or output."""
+    return _metrics_table(
+        [
+            ("rewritten vs original", x.vs_original),
+            ("rewritten vs fp32 reference", x.vs_fp32_reference),
+            ("original vs fp32 reference", x.original_vs_fp32_reference),
+        ]
+    ) + _picture(x.vs_original, x.vs_fp32_reference)
 
 
 def _output_section(o: OutputResult) -> str:
@@ -85,14 +87,7 @@ def _output_section(o: OutputResult) -> str:
         f"<h3>Output <code>{escape(o.name)}</code></h3>"
         f"<p>shape {escape(str(o.shape))} {escape(o.dtype)}; within tolerance: "
         f"{ok(o.within_tolerance)}{' — ' + escape(o.note) if o.note else ''}</p>"
-        + _metrics_table(
-            [
-                ("rewritten vs original", o.vs_original),
-                ("rewritten vs fp32 reference", o.vs_fp32_reference),
-                ("original vs fp32 reference", o.original_vs_fp32_reference),
-            ]
-        )
-        + _picture(o.vs_original, o.vs_fp32_reference)
+        + _comparisons(o)
         + "</section>"
     )
 
