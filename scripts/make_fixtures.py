@@ -115,14 +115,7 @@ LLAMA = dict(
     num_key_value_heads=2,
     max_position_embeddings=64,
 )
-CLIP = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    num_hidden_layers=1,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-)
+CLIP = dict(BERT)  # CLIPTextConfig takes the same size arguments
 BART = dict(
     vocab_size=VOCAB,
     d_model=32,
