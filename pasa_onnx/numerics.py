@@ -25,11 +25,12 @@ BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def default_alpha(half_type: np.dtype, precision: str = "half") -> float:
-    """The kernel's default shift strength: the authors' 0.9375 (fp16; alpha/n exact for
-    n = 128) or 0.9689939 (bf16) in ``half`` and ``paper`` mode, 0.9375 in ``float`` mode."""
-    if precision != "float" and np.dtype(half_type) == BFLOAT16:
-        return 0.9689939
-    return 0.9375
+    """The kernel's default shift strength. ``half`` and ``float`` recover the removed shift
+    directly (exact for any alpha), so they remove the whole block mean: 1. ``paper`` keeps the
+    authors' 0.9375 (fp16; alpha/n exact for n = 128) or 0.9689939 (bf16)."""
+    if precision != "paper":
+        return 1.0
+    return 0.9689939 if np.dtype(half_type) == BFLOAT16 else 0.9375
 
 
 def round_to(x: np.ndarray, half_type: np.dtype) -> np.ndarray:
@@ -303,7 +304,7 @@ def attention_emulated(
     alpha = f32(
         0.0 if p.softcap > 0 else (default_alpha(half_type, precision) if alpha is None else alpha)
     )
-    beta = f32(alpha / (f32(1.0) - alpha))
+    beta = f32(alpha / (f32(1.0) - alpha)) if alpha < 1 else f32(np.inf)
     c = f32(p.scale)
     paper, rounds = precision == "paper", precision != "float"
 
@@ -361,12 +362,18 @@ def attention_emulated(
                     if rounds:
                         overflow = (np.isinf(rnd(s)) & attended).any(axis=-1, keepdims=True)
                         s = np.where(overflow, s, rnd(s))
+                if paper:  # the authors' recovery: the shift is beta times the residual mean
+                    shift = mu
+                else:  # the removed shift itself, c·q·(α·mean(K)), exact to fp32 for any α
+                    qk = np.matmul(qc.astype(np.float64), kbar[..., None].astype(np.float64))[..., 0]
+                    shift = c * qk.astype(f32)
                 nb = nblk + part
-                abar_new = np.where(part, abar + (mu - abar) / np.maximum(nb, 1), abar).astype(f32)
+                abar_new = np.where(part, abar + (shift - abar) / np.maximum(nb, 1), abar).astype(f32)
                 if paper:
                     abar_new = rnd(abar_new)
-                off_cur = beta * (mu - abar_new)
-                off_old = beta * (abar - abar_new)
+                gain = beta if paper else f32(1.0)
+                off_cur = gain * (shift - abar_new)
+                off_old = gain * (abar - abar_new)
                 if paper:
                     off_cur, off_old = rnd(off_cur), rnd(off_old)
                 x = (s + add) + off_cur[..., None]

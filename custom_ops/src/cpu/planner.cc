@@ -106,7 +106,7 @@ int64_t TileCost(const AttentionProblem& p, const CpuPlan& plan, int64_t item) {
 // Chunks of units whose prepared blocks fit the budget (all units when not shared); per chunk a
 // prepare stage (when shared) and an attend stage of its tiles, longest first.
 void BuildStages(const AttentionProblem& p, CpuPlan* plan) {
-  const int64_t unit_floats = plan->kv_blocks * plan->slot_keys * (p.head_dim + plan->dv_pad);
+  const int64_t unit_floats = plan->kv_blocks * plan->slot_floats;
   const int64_t num_units = static_cast<int64_t>(plan->units.size());
   const int64_t per_chunk =
       plan->shared ? std::max<int64_t>(1, kCacheBudgetFloats / std::max<int64_t>(1, unit_floats)) : num_units;
@@ -144,6 +144,7 @@ CpuPlan MakeCpuPlan(const AttentionProblem& p) {
   plan.kv_blocks = (p.kv_len + p.block_kv - 1) / p.block_kv;
   plan.slot_keys = AlignUp(std::min(p.block_kv, p.kv_len), kKeyAlign);
   plan.dv_pad = AlignUp(p.v_head_dim, kKeyAlign);
+  plan.slot_floats = plan.slot_keys * (p.head_dim + plan.dv_pad) + AlignUp(p.head_dim, kKeyAlign);
   plan.k_rows = p.q_len <= kRowMajorMaxQueries;
   MarkValidKeys(p, &plan);
   const std::vector<int64_t> uses = FormUnits(p, &plan);

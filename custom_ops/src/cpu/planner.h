@@ -39,6 +39,7 @@ struct CpuPlan {
   int64_t q_blocks = 0, kv_blocks = 0;
   int64_t slot_keys = 0;           // keys of one prepared block, padded
   int64_t dv_pad = 0;              // value width, padded
+  int64_t slot_floats = 0;         // one prepared block: K' [slot_keys][D], V [slot_keys][dv_pad], α·mean [D]
   bool shared = false;             // key blocks are prepared once and read by several tiles
   bool k_rows = false;             // decode-sized queries: K' row-major (see KvBlock)
   bool direct_ok = false;          // unshared decode-sized blocks may be read in place (see KvBlock)

@@ -39,7 +39,9 @@ struct KvBlock {
   ElemType src_type = ElemType::kFloat16;
   int64_t k_stride = 0, v_stride = 0;  // elements between consecutive keys
   int64_t n = 0;                        // keys in the block (n_pad − n padding keys score 0)
-  const float* mean = nullptr;          // [D] α·mean of the block's keys
+  // Every block: α·mean of its valid keys and the score scale c. The removed shift of query row
+  // i is c·(q_i · α·mean), recovered directly in half and float precision.
+  const float* mean = nullptr;  // [D]
   float scale = 0.0f;
 };
 
