@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pasa_onnx.contract import DOMAIN, OP_TYPE, OP_VERSION
 from pasa_onnx.errors import PasaError
 
-DOMAIN = "ai.pasa"
-OP_TYPE = "PasaAttention"
-OP_VERSION = 1
+__all__ = ["DOMAIN", "OP_TYPE", "OP_VERSION", "inference_session", "library_path", "run"]
 _LIBRARY_NAME = "libpasa_onnx_ops.so"
 
 

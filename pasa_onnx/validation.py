@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from pasa_onnx.comparison import Metrics, compare, within_tolerance
+from pasa_onnx.contract import ATTRIBUTE_DEFAULTS
 from pasa_onnx.errors import PasaError
 from pasa_onnx.exposure import Site, estimate_bytes, expose, find_sites, tensor_names
 from pasa_onnx.forensics import AttentionInputs, Forensics, analyse
@@ -416,7 +417,7 @@ def _forensics(
     if unread or any(op not in got for op in ("Q", "K", "V")):
         notes.append(f"attention '{site.node}': forensics skipped, inputs not readable: {unread}")
         return None
-    a = site.attrs
+    a = {**ATTRIBUTE_DEFAULTS, **site.attrs}  # what the kernel runs with
     try:
         return analyse(
             AttentionInputs(
@@ -428,13 +429,13 @@ def _forensics(
                 past_value=got.get("past_value"),
                 nonpad_kv_seqlen=got.get("nonpad_kv_seqlen"),
                 scale=a.get("scale"),
-                is_causal=bool(a.get("is_causal", 0)),
-                q_num_heads=a.get("q_num_heads"),
-                kv_num_heads=a.get("kv_num_heads"),
-                softcap=float(a.get("softcap", 0.0)),
-                left_window_size=int(a.get("left_window_size", -1)),
-                right_window_size=int(a.get("right_window_size", -1)),
-                block_kv=int(a.get("block_kv", 128)) or 128,
+                is_causal=bool(a["is_causal"]),
+                q_num_heads=a["q_num_heads"] or None,  # 0: not given (4-D inputs)
+                kv_num_heads=a["kv_num_heads"] or None,
+                softcap=float(a["softcap"]),
+                left_window_size=int(a["left_window_size"]),
+                right_window_size=int(a["right_window_size"]),
+                block_kv=int(a["block_kv"]) or ATTRIBUTE_DEFAULTS["block_kv"],
             )
         )
     except ValueError as exc:  # shapes the numpy references reject

@@ -7,12 +7,16 @@ from pasa_onnx.passes import masks
 from pasa_onnx.passes._values import elem_type, rank
 from pasa_onnx.passes.match import AttentionMatch
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION
-
-PATTERN_KEY = "pasa.pattern"
-REPLACED_KEY = "pasa.replaced"
-UPCAST_KEY = "pasa.upcast_of"  # on the Cast after Y; the pipeline moves the name onto Y
-EMITTED_KEY = "pasa.emitted"  # on helper nodes we add: a refinement never reports them replaced
+from pasa_onnx.contract import (
+    DOMAIN,
+    EMITTED_KEY,
+    INPUT_NAMES,
+    OP_TYPE,
+    OP_VERSION,
+    PATTERN_KEY,
+    REPLACED_KEY,
+    UPCAST_KEY,
+)
 
 
 def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
@@ -39,7 +43,16 @@ def emit(op, m: AttentionMatch):
     if m.key_perm:
         k = op.Transpose(m.k, perm=m.key_perm)
         k.producer().metadata_props[EMITTED_KEY] = "1"
-    inputs = [m.q, k, m.v, _mask_input(op, m), m.past_key, m.past_value, m.nonpad_kv_seqlen]
+    given = {
+        "Q": m.q,
+        "K": k,
+        "V": m.v,
+        "attn_mask": _mask_input(op, m),
+        "past_key": m.past_key,
+        "past_value": m.past_value,
+        "nonpad_kv_seqlen": m.nonpad_kv_seqlen,
+    }
+    inputs = [given[name] for name in INPUT_NAMES]  # the op's input order
     while inputs[-1] is None:
         inputs.pop()
     attrs: dict = {}

@@ -10,7 +10,7 @@ from onnxscript.rewriter import pattern
 from pasa_onnx.passes._values import dim, int_dim, int_list, rank, same_dim
 from pasa_onnx.passes.emit import emit_refined
 
-from pasa_onnx.runtime import DOMAIN
+from pasa_onnx.contract import DOMAIN
 
 TAG = "3d"
 

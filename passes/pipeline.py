@@ -11,10 +11,9 @@ import onnx_ir.passes.common as ir_passes
 import onnxscript.optimizer
 from onnxscript.rewriter import pattern
 from pasa_onnx.passes import layout, onnx_attention, ort_contrib, primitive
-from pasa_onnx.passes.emit import PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
 from pasa_onnx.passes.match import OTHER_VARIANT
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE
+from pasa_onnx.contract import DOMAIN, OP_TYPE, PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
 
 # Families in the order they run; each is (name, rules).
 FAMILIES: list[tuple[str, list]] = [

@@ -58,3 +58,13 @@ def test_repository_folders_are_not_modules(tmp_path, name):
         "print(spec.origin if spec else 'absent')",
     )
     assert out == "absent"
+
+
+def test_op_contract_ships_with_the_package(tmp_path):
+    out = _probe(
+        tmp_path,
+        "import json, importlib.resources as r;"
+        "d = json.loads((r.files('pasa_onnx') / 'op_contract.json').read_text());"
+        "print(d['op'], len(d['inputs']))",
+    )
+    assert out == "PasaAttention 7"
