@@ -32,7 +32,7 @@ class Site:
 
 
 def find_sites(model: onnx.ModelProto) -> list[Site]:
-    sites = []
+    sites: list[Site] = []
     for i, node in enumerate(model.graph.node):
         if node.op_type != OP_TYPE or node.domain != DOMAIN:
             continue

@@ -55,7 +55,7 @@ def _installed_library() -> list[Path]:
     except PackageNotFoundError:
         return []
     return [
-        Path(dist.locate_file(f))
+        Path(str(dist.locate_file(f)))
         for f in dist.files or []
         if f.name == _LIBRARY_NAME and f.parts[0] == "pasa_onnx"
     ]
@@ -160,8 +160,10 @@ def run(session: Any, feeds: dict[str, Any], output_names: list[str] | None = No
         if ov.data_type() == "tensor(bfloat16)":
             shape = tuple(ov.shape())
             count = int(np.prod(shape, dtype=np.int64))
-            buf = (ctypes.c_uint16 * count).from_address(ov.data_ptr()) if count else []
-            results.append(np.array(buf, dtype=np.uint16).reshape(shape).view(bf16))
+            raw = np.zeros(0, np.uint16)
+            if count:
+                raw = np.array((ctypes.c_uint16 * count).from_address(ov.data_ptr()), np.uint16)
+            results.append(raw.reshape(shape).view(bf16))
         else:
             results.append(ov.numpy())
     return results

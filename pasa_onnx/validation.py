@@ -414,16 +414,17 @@ def _forensics(
     """Score forensics for one attention, or None (with a note) when its inputs can't be read."""
     got = {op: available.get(tensor) for op, tensor in site.inputs.items()}
     unread = sorted(op for op, v in got.items() if v is None)
-    if unread or any(op not in got for op in ("Q", "K", "V")):
+    q, k, v = got.get("Q"), got.get("K"), got.get("V")
+    if unread or q is None or k is None or v is None:
         notes.append(f"attention '{site.node}': forensics skipped, inputs not readable: {unread}")
         return None
     a = {**ATTRIBUTE_DEFAULTS, **site.attrs}  # what the kernel runs with
     try:
         return analyse(
             AttentionInputs(
-                q=got["Q"],
-                k=got["K"],
-                v=got["V"],
+                q=q,
+                k=k,
+                v=v,
                 attn_mask=got.get("attn_mask"),
                 past_key=got.get("past_key"),
                 past_value=got.get("past_value"),

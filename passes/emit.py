@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from pasa_onnx.passes import masks
-from pasa_onnx.passes._values import elem_type, rank
-from pasa_onnx.passes.match import AttentionMatch
 
 from pasa_onnx.contract import (
     DOMAIN,
@@ -17,6 +14,10 @@ from pasa_onnx.contract import (
     REPLACED_KEY,
     UPCAST_KEY,
 )
+
+from . import masks
+from ._values import elem_type, rank
+from .match import AttentionMatch
 
 
 def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
@@ -61,6 +62,8 @@ def emit(op, m: AttentionMatch):
     if m.is_causal:
         attrs["is_causal"] = 1
     if m.layout == "3d" or rank(m.q) == 3:
+        # a family that matches 3-D inputs always knows the head counts
+        assert m.q_num_heads is not None and m.kv_num_heads is not None, m.family
         attrs["q_num_heads"] = int(m.q_num_heads)
         attrs["kv_num_heads"] = int(m.kv_num_heads)
     if m.softcap:

@@ -10,10 +10,11 @@ import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 import onnxscript.optimizer
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes import layout, onnx_attention, ort_contrib, primitive
-from pasa_onnx.passes.match import OTHER_VARIANT
 
 from pasa_onnx.contract import DOMAIN, OP_TYPE, PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
+
+from . import layout, onnx_attention, ort_contrib, primitive
+from .match import OTHER_VARIANT
 
 # Families in the order they run; each is (name, rules).
 FAMILIES: list[tuple[str, list]] = [
@@ -138,6 +139,8 @@ def _name_upcast_outputs(graph: ir.Graph) -> None:
         if not of or node.outputs[0].is_graph_output():
             continue
         y = node.inputs[0]
+        if y is None:
+            continue
         y.name, node.outputs[0].name = node.outputs[0].name, f"{node.outputs[0].name}/pasa_cast"
         del node.metadata_props[UPCAST_KEY]
 

@@ -14,7 +14,8 @@ import math
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes._values import (
+
+from ._values import (
     dim,
     elem_type,
     eval_scalar,
@@ -23,9 +24,9 @@ from pasa_onnx.passes._values import (
     rank,
     same_dim,
 )
-from pasa_onnx.passes.emit import emit
-from pasa_onnx.passes.match import AttentionMatch
-from pasa_onnx.passes.repeat_kv import strip_repeat_kv
+from .emit import emit
+from .match import AttentionMatch
+from .repeat_kv import strip_repeat_kv
 
 FAMILY = "primitive"
 _FLOATS = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.FLOAT)
@@ -132,7 +133,8 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         v_in = pattern.OrValue([op.Cast(v, _outputs=["cast_v"]), v])
         return op.MatMul(probs, v_in)
 
-    def check(self, context, q, k, v, key_format, n_masks, guard, probs, **b):
+    # onnxscript calls check with the pattern variables by name
+    def check(self, context, q, k, v, key_format, n_masks, guard, probs, **b):  # type: ignore[override]
         result = pattern.MatchResult()
         self._match = None
         softmax = probs.producer()
@@ -293,7 +295,8 @@ def _round_trip_ok(k: ir.Value, k_3d: ir.Value, kt_4d: ir.Value, n_rep: int = 1)
     if n_rep > 1 and (heads is None or int_dim(kt_4d, 1) != heads * n_rep):
         return False
     # the last reshape restores S, or B, and the rest follows from the element count
-    shape = int_list(kt_4d.producer().inputs[1])
+    reshape = kt_4d.producer()
+    shape = int_list(reshape.inputs[1]) if reshape is not None else None
     restores_seq = same_dim(dim(kt_4d, 3), dim(k, 2)) or (shape is not None and shape[3] == -1)
     return restores_seq or same_dim(dim(kt_4d, 0), dim(k, 0))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ def check_report_path(path: str | os.PathLike) -> None:
 
 
 def render(result: ValidationResult, fmt: str) -> str:
+    r: Callable[[ValidationResult], str]
     if fmt == ".json":
         from pasa_onnx.reports.json_report import render as r
     elif fmt == ".html":
