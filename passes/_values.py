@@ -24,14 +24,6 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
         return None
 
 
-def const_scalar(value: ir.Value | None) -> float | None:
-    """The value's single element as a float (a scalar or a one-element tensor), else None."""
-    arr = const_array(value)
-    if arr is None or arr.size != 1:
-        return None
-    return float(np.asarray(arr, dtype=np.float64).reshape(()))
-
-
 def rank(value: ir.Value | None) -> int | None:
     if value is None or value.shape is None:
         return None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pasa_onnx.errors import PasaError
 
 if TYPE_CHECKING:
-    from pasa_onnx.validation import ValidationResult
+    from pasa_onnx.results import ValidationResult
 
 FORMATS = (".json", ".html", ".md")
 
