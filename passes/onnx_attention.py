@@ -92,4 +92,17 @@ class OnnxAttention(pattern.RewriteRuleClassBase):
         return emit(op, self._match)
 
 
+def find(node: ir.Node) -> ir.Node | None:
+    """An ONNX Attention node is its own instance."""
+    return node if not node.domain and node.op_type == "Attention" else None
+
+
+def diagnose(anchor: ir.Node, root: ir.Node) -> str:
+    if len(root.outputs) > 3:
+        qk = root.outputs[3]
+        if qk.uses() or qk.is_graph_output():
+            return "the QK matmul output (qk_matmul_output) is used"
+    return ""
+
+
 rules = [OnnxAttention.rule(3), OnnxAttention.rule(1)]

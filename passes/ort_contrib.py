@@ -252,6 +252,15 @@ class GroupQueryAttention(_ContribRule):
         return emit(op, m)
 
 
+def find(node: ir.Node) -> ir.Node | None:
+    """A com.microsoft attention node is its own instance."""
+    return node if node.domain == MS and node.op_type in OP_TYPES else None
+
+
+def diagnose(anchor: ir.Node, root: ir.Node) -> str:
+    return ""  # the rules' own failure reasons say it
+
+
 rules = [
     MultiHeadAttention.rule(3),
     MultiHeadAttention.rule(1),

@@ -301,4 +301,64 @@ def _round_trip_ok(k: ir.Value, k_3d: ir.Value, kt_4d: ir.Value, n_rep: int = 1)
     return restores_seq or same_dim(dim(kt_4d, 0), dim(k, 0))
 
 
+_PROB_PATH = ("Where", "IsNaN", "Cast")  # between Softmax and the value MatMul
+
+
+def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
+    """The MatMul that multiplies these probabilities with V, and whether the probabilities
+    (or the tensors between) are consumed by anything else."""
+    value = softmax.outputs[0]
+    shared = False
+    frontier = [value]
+    found = None
+    seen: set[int] = set()
+    while frontier:
+        v = frontier.pop()
+        if v.is_graph_output():
+            shared = True
+        for user, index in v.uses():
+            if id(user) in seen:
+                continue
+            seen.add(id(user))
+            if user.op_type == "MatMul" and index == 0 and found is None:
+                found = user
+            elif user.op_type == "CastLike" and index == 1:
+                continue  # reads only the element type
+            elif user.op_type in _PROB_PATH:
+                frontier.extend(user.outputs)
+            else:
+                shared = True
+    return found, shared
+
+
+def _scores_from_matmul(softmax: ir.Node) -> bool:
+    """Softmax over something computed from a MatMul through the score-path ops."""
+    v = softmax.inputs[0]
+    for _ in range(8):
+        node = v.producer() if v is not None else None
+        if node is None:
+            return False
+        if node.op_type == "MatMul":
+            return True
+        if node.op_type not in ("Add", "Mul", "Div", "Cast", "Sub", "Where"):
+            return False
+        v = node.inputs[0]
+    return False
+
+
+def find(node: ir.Node) -> ir.Node | None:
+    """A Softmax between two MatMuls anchors an instance; its root is the value MatMul."""
+    if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
+        return None
+    root, _ = _value_matmul(node)
+    return root if root is not None and _scores_from_matmul(node) else None
+
+
+def diagnose(anchor: ir.Node, root: ir.Node) -> str:
+    _, shared = _value_matmul(anchor)
+    if shared:
+        return "the attention probabilities are consumed elsewhere (e.g. returned weights)"
+    return ""
+
+
 rules = [PrimitiveAttention.rule()]
