@@ -5,6 +5,7 @@ position ids, floats in a realistic range). ``--dim name=value`` binds symbolic 
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,15 +59,16 @@ def parse_dims(specs: Iterable[str] | Mapping[str, int] | None) -> dict[str, int
     """``["batch=2", "seq=128"]`` (or a mapping) to ``{"batch": 2, "seq": 128}``."""
     if specs is None:
         return {}
+    items: list[tuple[str, int | str]]
     if isinstance(specs, Mapping):
         items = [(str(k), v) for k, v in specs.items()]
     else:
         items = []
         for spec in specs:
-            name, sep, value = str(spec).partition("=")
-            if not sep or not name.strip():
+            key, sep, text = str(spec).partition("=")
+            if not sep or not key.strip():
                 raise PasaError(f"--dim {spec!r}: expected NAME=VALUE, e.g. --dim batch=2")
-            items.append((name.strip(), value.strip()))
+            items.append((key.strip(), text.strip()))
     dims: dict[str, int] = {}
     for name, value in items:
         try:
@@ -239,7 +241,7 @@ def _check_npz_array(path: str, vi: onnx.ValueInfoProto, arr: np.ndarray, dims: 
             )
 
 
-def load_npz(model: onnx.ModelProto, path: str | Path) -> ModelInputs:
+def load_npz(model: onnx.ModelProto, path: str | os.PathLike) -> ModelInputs:
     """Read feeds from ``path``; every graph input must be there with the right dtype/shape."""
     path = str(path)
     if not Path(path).is_file():
@@ -311,10 +313,11 @@ def generate_inputs(
         shape = []
         for axis, d in enumerate(_dim_names(vi)):
             if isinstance(d, str) and d not in bound:
-                bound[d] = _sum_of_dims(d, bound, defaults)
-                if bound[d] is None:
-                    bound[d] = _default_dim(d, axis)
+                total = _sum_of_dims(d, bound, defaults)
+                if total is None:
+                    total = _default_dim(d, axis)
                     defaults.add(d)
+                bound[d] = total
             shape.append(d if isinstance(d, int) else bound[d])
         dtype = _np_dtype(vi)
         arr, kind = _generate(model, vi, tuple(shape), dtype, rng)

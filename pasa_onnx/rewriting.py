@@ -47,15 +47,6 @@ class RewriteSummary:
     def reasons(self) -> dict[tuple[str, str], int]:
         return dict(Counter((i.family, i.reason) for i in self.left_alone))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "found": self.found,
-            "replaced": self.replaced,
-            "left_alone": len(self.left_alone),
-            "already_rewritten": self.already_rewritten,
-            "instances": [vars(i) for i in self.instances],
-        }
-
     def format(self) -> str:
         lines = [
             f"attention found: {self.found}, replaced: {self.replaced}, "

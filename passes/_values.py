@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import onnx_ir as ir
 
@@ -19,14 +22,6 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
         return tensor.numpy()
     except Exception:  # an unreadable external tensor is not a constant we can use
         return None
-
-
-def const_scalar(value: ir.Value | None) -> float | None:
-    """The value's single element as a float (a scalar or a one-element tensor), else None."""
-    arr = const_array(value)
-    if arr is None or arr.size != 1:
-        return None
-    return float(np.asarray(arr, dtype=np.float64).reshape(()))
 
 
 def rank(value: ir.Value | None) -> int | None:
@@ -86,8 +81,18 @@ class _ShapeVec:
 
 
 # Scalar arithmetic that exporters use to compute a scale from a shape at run time.
-_UNARY = {"Sqrt": np.sqrt, "Neg": np.negative, "Reciprocal": np.reciprocal, "Identity": None}
-_BINARY = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Pow": np.power}
+_UNARY: dict[str, Callable[[Any], Any] | None] = {
+    "Sqrt": np.sqrt,
+    "Neg": np.negative,
+    "Reciprocal": np.reciprocal,
+    "Identity": None,
+}
+_BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "Mul": np.multiply,
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Pow": np.power,
+}
 
 
 def _eval(value: ir.Value | None, depth: int):
@@ -111,11 +116,11 @@ def _eval(value: ir.Value | None, depth: int):
         e = end.as_int() if end is not None else len(dims)
         return _ShapeVec(dims[s:e])
     if op == "CastLike":
-        like = node.inputs[1].type
+        like = node.inputs[1].type if node.inputs[1] is not None else None
         if like is None:
             raise _Unknown
         return np.asarray(_eval(node.inputs[0], depth + 1)).astype(like.dtype.numpy())
-    args = [_eval(v, depth + 1) if v is not None else None for v in node.inputs]
+    args: list[Any] = [_eval(v, depth + 1) if v is not None else None for v in node.inputs]
 
     def arr_of(a):
         return a.array() if isinstance(a, _ShapeVec) else a
@@ -133,7 +138,8 @@ def _eval(value: ir.Value | None, depth: int):
         return _ShapeVec(dims[int(starts[0]) : int(ends[0]) : int(steps[0])]).array()
     args = [arr_of(a) if a is not None else None for a in args]
     if op in _UNARY:
-        return args[0] if _UNARY[op] is None else _UNARY[op](args[0])
+        fn = _UNARY[op]
+        return args[0] if fn is None else fn(args[0])
     if op in _BINARY:
         return _BINARY[op](args[0], args[1])
     if op == "Div":

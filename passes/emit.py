@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from pasa_onnx.passes import masks
-from pasa_onnx.passes._values import elem_type, rank
-from pasa_onnx.passes.match import AttentionMatch
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION
+from pasa_onnx.contract import (
+    DOMAIN,
+    EMITTED_KEY,
+    INPUT_NAMES,
+    OP_TYPE,
+    OP_VERSION,
+    PATTERN_KEY,
+    REPLACED_KEY,
+    UPCAST_KEY,
+)
 
-PATTERN_KEY = "pasa.pattern"
-REPLACED_KEY = "pasa.replaced"
-UPCAST_KEY = "pasa.upcast_of"  # on the Cast after Y; the pipeline moves the name onto Y
-EMITTED_KEY = "pasa.emitted"  # on helper nodes we add: a refinement never reports them replaced
+from . import masks
+from ._values import elem_type, rank
+from .match import AttentionMatch
 
 
 def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
@@ -39,7 +44,16 @@ def emit(op, m: AttentionMatch):
     if m.key_perm:
         k = op.Transpose(m.k, perm=m.key_perm)
         k.producer().metadata_props[EMITTED_KEY] = "1"
-    inputs = [m.q, k, m.v, _mask_input(op, m), m.past_key, m.past_value, m.nonpad_kv_seqlen]
+    given = {
+        "Q": m.q,
+        "K": k,
+        "V": m.v,
+        "attn_mask": _mask_input(op, m),
+        "past_key": m.past_key,
+        "past_value": m.past_value,
+        "nonpad_kv_seqlen": m.nonpad_kv_seqlen,
+    }
+    inputs = [given[name] for name in INPUT_NAMES]  # the op's input order
     while inputs[-1] is None:
         inputs.pop()
     attrs: dict = {}
@@ -48,6 +62,8 @@ def emit(op, m: AttentionMatch):
     if m.is_causal:
         attrs["is_causal"] = 1
     if m.layout == "3d" or rank(m.q) == 3:
+        # a family that matches 3-D inputs always knows the head counts
+        assert m.q_num_heads is not None and m.kv_num_heads is not None, m.family
         attrs["q_num_heads"] = int(m.q_num_heads)
         attrs["kv_num_heads"] = int(m.kv_num_heads)
     if m.softcap:

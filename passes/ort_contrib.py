@@ -4,11 +4,15 @@ transformers optimizer and onnxscript's ``ort_fusions`` write them: ``MultiHeadA
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes._values import dim, elem_type, int_dim, rank, same_dim
-from pasa_onnx.passes.emit import emit
-from pasa_onnx.passes.match import OTHER_VARIANT, AttentionMatch
+
+from ._values import dim, elem_type, int_dim, rank, same_dim
+from .emit import emit
+from .match import OTHER_VARIANT, AttentionMatch
 
 FAMILY = "ort-contrib"
 MS = "com.microsoft"
@@ -41,7 +45,8 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         self._n_outputs = n_outputs
         self._match: AttentionMatch | None = None
         self._padding: tuple[ir.Value, float] | None = None  # (mask [B,L] 0/1, filter value)
-        self._pre = None  # extra ops to emit: "packed" projection for Attention
+        # extra ops to emit before the op (bias add, packed projection): op -> [q, k, v]
+        self._pre: Callable[[Any], Any] | None = None
 
     def pattern(self, op, x):
         return getattr(op, self.op_type)(
@@ -52,7 +57,8 @@ class _ContribRule(pattern.RewriteRuleClassBase):
             _outputs=self._n_outputs,
         )
 
-    def check(self, context, x, **_):
+    # onnxscript calls check with the pattern variables by name
+    def check(self, context, x, **_):  # type: ignore[override]
         result = pattern.MatchResult()
         node: ir.Node = context.root
         self._match, self._padding, self._pre = None, None, None
@@ -63,8 +69,8 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         if self._dtype not in _FLOATS:
             return result.fail(f"element type {self._dtype} is not fp16, bf16 or fp32", x)
         reason = self.normalise(node)
-        if reason:
-            return result.fail(reason, node)
+        if reason or self._match is None:
+            return result.fail(reason or "not normalised", node)
         self._match.replaced = [node.name or node.op_type]
         self._match.output_name = node.outputs[0].name or ""
         self._match.n_outputs = self._n_outputs
@@ -102,7 +108,7 @@ class MultiHeadAttention(_ContribRule):
 
     def normalise(self, node: ir.Node) -> str:
         q, k, v = (_input(node, i) for i in range(3))
-        if k is None or v is None or rank(q) != 3 or rank(k) != 3 or rank(v) != 3:
+        if q is None or k is None or v is None or rank(q) != 3 or rank(k) != 3 or rank(v) != 3:
             return "packed or 4-D key/value layouts are not supported"
         for i, what in ((8, "past_sequence_length"), (9, "cache_indirection")):
             if _input(node, i) is not None:
@@ -152,7 +158,7 @@ class PackedAttention(_ContribRule):
 
     def normalise(self, node: ir.Node) -> str:
         x, weights, bias = _input(node, 0), _input(node, 1), _input(node, 2)
-        if rank(x) != 3 or weights is None or rank(weights) != 2:
+        if x is None or rank(x) != 3 or weights is None or rank(weights) != 2:
             return "input must be [B,S,E] with 2-D weights"
         for i, what in ((4, "past"), (6, "past_sequence_length")):
             if _input(node, i) is not None:
@@ -203,7 +209,7 @@ class GroupQueryAttention(_ContribRule):
 
     def normalise(self, node: ir.Node) -> str:
         q, k, v = (_input(node, i) for i in range(3))
-        if k is None or v is None:
+        if q is None or k is None or v is None:
             return "packed QKV is not supported"
         if _input(node, 3) is not None or _input(node, 4) is not None:
             return "a KV cache (past_key/past_value) is not supported"
@@ -244,6 +250,15 @@ class GroupQueryAttention(_ContribRule):
         )
         m.masks = [op.LessOrEqual(keys, last)]
         return emit(op, m)
+
+
+def find(node: ir.Node) -> ir.Node | None:
+    """A com.microsoft attention node is its own instance."""
+    return node if node.domain == MS and node.op_type in OP_TYPES else None
+
+
+def diagnose(anchor: ir.Node, root: ir.Node) -> str:
+    return ""  # the rules' own failure reasons say it
 
 
 rules = [

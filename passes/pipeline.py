@@ -5,29 +5,39 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 import onnxscript.optimizer
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes import layout, onnx_attention, ort_contrib, primitive
-from pasa_onnx.passes.emit import PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
-from pasa_onnx.passes.match import OTHER_VARIANT
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE
+from pasa_onnx.contract import DOMAIN, OP_TYPE, PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
 
-# Families in the order they run; each is (name, rules).
-FAMILIES: list[tuple[str, list]] = [
-    (primitive.FAMILY, primitive.rules),
-    (onnx_attention.FAMILY, onnx_attention.rules),
-    (ort_contrib.FAMILY, ort_contrib.rules),
-]
-REFINEMENTS: list = layout.rules
+from . import layout, onnx_attention, ort_contrib, primitive
+from .match import OTHER_VARIANT
+
+
+class Family(Protocol):
+    """What a pattern-family module exposes (see passes/primitive.py for one)."""
+
+    FAMILY: str  # its name in summaries and reports
+    rules: list  # its onnxscript rewrite rules
+
+    def find(self, node: ir.Node) -> ir.Node | None:
+        """The root node of the instance of this family that ``node`` anchors, else None."""
+        ...
+
+    def diagnose(self, anchor: ir.Node, root: ir.Node) -> str:
+        """Why no rule replaced this instance, when the family can tell ("" otherwise)."""
+        ...
+
+
+# The registry: families in the order they run. A new pattern family is one module in passes/
+# and one entry here.
+FAMILIES: tuple[Family, ...] = (primitive, onnx_attention, ort_contrib)
+REFINEMENTS: list = layout.rules  # run after every family: they improve emitted nodes
 MIN_OPSET = 13
-
-_OP_NODES = {("", "Attention"): onnx_attention.FAMILY}
-_OP_NODES.update({("com.microsoft", t): ort_contrib.FAMILY for t in ort_contrib.OP_TYPES})
-_PROB_PATH = ("Where", "IsNaN", "Cast")  # between Softmax and the value MatMul
 
 # Matcher messages and what they mean for attention.
 _FRIENDLY = {
@@ -49,74 +59,26 @@ class Instance:
     node: str = ""  # the PasaAttention node that replaced it
 
 
-def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
-    """The MatMul that multiplies these probabilities with V, and whether the probabilities
-    (or the tensors between) are consumed by anything else."""
-    value = softmax.outputs[0]
-    shared = False
-    frontier = [value]
-    found = None
-    seen: set[int] = set()
-    while frontier:
-        v = frontier.pop()
-        if v.is_graph_output():
-            shared = True
-        for user, index in v.uses():
-            if id(user) in seen:
-                continue
-            seen.add(id(user))
-            if user.op_type == "MatMul" and index == 0 and found is None:
-                found = user
-            elif user.op_type == "CastLike" and index == 1:
-                continue  # reads only the element type
-            elif user.op_type in _PROB_PATH:
-                frontier.extend(user.outputs)
-            else:
-                shared = True
-    return found, shared
-
-
-def _scores_from_matmul(softmax: ir.Node) -> bool:
-    """Softmax over something computed from a MatMul through the score-path ops."""
-    v = softmax.inputs[0]
-    for _ in range(8):
-        node = v.producer() if v is not None else None
-        if node is None:
-            return False
-        if node.op_type == "MatMul":
-            return True
-        if node.op_type not in ("Add", "Mul", "Div", "Cast", "Sub", "Where"):
-            return False
-        v = node.inputs[0]
-    return False
-
-
 def find_instances(graph: ir.Graph) -> list[tuple[str, ir.Node, ir.Node]]:
     """(family, anchor, root) for each attention subgraph: Softmax between two MatMuls (root =
     the value MatMul) or an attention op node (root = the node)."""
     found = []
     for node in graph:
-        key = (node.domain or "", node.op_type)
-        if key in _OP_NODES:
-            found.append((_OP_NODES[key], node, node))
-        elif node.op_type == "Softmax" and node.domain in ("", "ai.onnx"):
-            root, _ = _value_matmul(node)
-            if root is not None and _scores_from_matmul(node):
-                found.append((primitive.FAMILY, node, root))
+        for family in FAMILIES:
+            root = family.find(node)
+            if root is not None:
+                found.append((family.FAMILY, node, root))
+                break
     return found
 
 
 def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> str:
     """Why the family's rules did not replace this instance."""
-    if family == primitive.FAMILY:
-        _, shared = _value_matmul(anchor)
-        if shared:
-            return "the attention probabilities are consumed elsewhere (e.g. returned weights)"
-    if family == onnx_attention.FAMILY and len(root.outputs) > 3:
-        qk = root.outputs[3]
-        if qk.uses() or qk.is_graph_output():
-            return "the QK matmul output (qk_matmul_output) is used"
-    rules = dict(FAMILIES)[family]
+    module = next(f for f in FAMILIES if family == f.FAMILY)
+    specific = module.diagnose(anchor, root)
+    if specific:
+        return specific
+    rules = module.rules
     reasons = []
     for rule in rules:
         tracer = pattern.MatchingTracer()
@@ -139,6 +101,8 @@ def _name_upcast_outputs(graph: ir.Graph) -> None:
         if not of or node.outputs[0].is_graph_output():
             continue
         y = node.inputs[0]
+        if y is None:
+            continue
         y.name, node.outputs[0].name = node.outputs[0].name, f"{node.outputs[0].name}/pasa_cast"
         del node.metadata_props[UPCAST_KEY]
 
@@ -161,10 +125,10 @@ def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[
         return [Instance(f, a.name or "", False, reason=reason) for f, a, _ in instances]
     if progress:
         progress(f"{len(instances)} attention subgraphs found")
-    for name, rules in FAMILIES:
-        count = pattern.RewriteRuleSet(rules).apply_to_model(model)
+    for fam in FAMILIES:
+        count = pattern.RewriteRuleSet(fam.rules).apply_to_model(model)
         if progress:
-            progress(f"family {name}: {count} replaced")
+            progress(f"family {fam.FAMILY}: {count} replaced")
     count = pattern.RewriteRuleSet(REFINEMENTS).apply_to_model(model)
     if progress:
         progress(f"3-D layout: {count} head splits absorbed")

@@ -9,6 +9,7 @@ run from the tests folder so that they import the same installed package as this
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,13 +37,40 @@ SUBSET = [
 ]
 
 
-def test_active_path_is_supported_and_honours_the_request():
+def test_library_reports_its_selection():
     info = isa_info()
-    assert info["active"] in info["supported"]
+    assert set(info) == {"active", "supported", "known", "error"}
+    assert info["error"] == ""
     assert info["supported"][-1] == "portable"
-    forced = os.environ.get("PASA_ONNX_ISA")
-    if forced:
-        assert info["active"] == forced
+    assert set(info["supported"]) <= set(info["known"])
+    assert info["active"] in info["supported"]
+    # unforced, the library runs the best path the CPU has
+    assert info["active"] == (os.environ.get("PASA_ONNX_ISA") or info["supported"][0])
+
+
+def _isa_info_in_child(isa: str) -> dict:
+    """isa_info() of a fresh process started with PASA_ONNX_ISA=isa (the library dispatches
+    once, when it loads)."""
+    code = "import json, pasa_onnx.runtime as r; print(json.dumps(r.isa_info()))"
+    env = dict(os.environ, PASA_ONNX_ISA=isa)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=TESTS
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
+def test_forcing_a_supported_path_makes_it_active(isa):
+    if isa not in isa_info()["supported"]:
+        pytest.skip(f"this CPU does not run the {isa} path")
+    info = _isa_info_in_child(isa)
+    assert (info["active"], info["error"]) == (isa, "")
+
+
+def test_forcing_an_unknown_path_is_reported():
+    info = _isa_info_in_child("sparc")
+    assert "PASA_ONNX_ISA=sparc" in info["error"] and "not a known path" in info["error"]
 
 
 def _other_paths() -> list[str]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pasa_onnx.errors import PasaError
 
 if TYPE_CHECKING:
-    from pasa_onnx.validation import ValidationResult
+    from pasa_onnx.results import ValidationResult
 
 FORMATS = (".json", ".html", ".md")
 
@@ -27,6 +28,7 @@ def check_report_path(path: str | os.PathLike) -> None:
 
 
 def render(result: ValidationResult, fmt: str) -> str:
+    r: Callable[[ValidationResult], str]
     if fmt == ".json":
         from pasa_onnx.reports.json_report import render as r
     elif fmt == ".html":

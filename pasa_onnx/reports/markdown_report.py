@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pasa_onnx.reports.formatting import headline, num, ok, overflow_summary
 
 if TYPE_CHECKING:
-    from pasa_onnx.validation import ValidationResult
+    from pasa_onnx.results import ValidationResult
 
 
 def _cell(text: str) -> str:
