@@ -365,10 +365,14 @@ def attention_emulated(
                 if paper:  # the authors' recovery: the shift is beta times the residual mean
                     shift = mu
                 else:  # the removed shift itself, c·q·(α·mean(K)), exact to fp32 for any α
-                    qk = np.matmul(qc.astype(np.float64), kbar[..., None].astype(np.float64))[..., 0]
+                    qk = np.matmul(qc.astype(np.float64), kbar[..., None].astype(np.float64))[
+                        ..., 0
+                    ]
                     shift = c * qk.astype(f32)
                 nb = nblk + part
-                abar_new = np.where(part, abar + (shift - abar) / np.maximum(nb, 1), abar).astype(f32)
+                abar_new = np.where(part, abar + (shift - abar) / np.maximum(nb, 1), abar).astype(
+                    f32
+                )
                 if paper:
                     abar_new = rnd(abar_new)
                 gain = beta if paper else f32(1.0)
