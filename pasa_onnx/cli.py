@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pasa-onnx: terminated by signal {exc.signum}", file=sys.stderr)
         return 128 + exc.signum
     except Exception as exc:  # a bug: one line (and exit 2, never 1: 1 means out of tolerance)
+        cause: BaseException | None = exc
+        while cause is not None:  # SIGTERM during an import surfaces as an ImportError
+            if isinstance(cause, Terminated):
+                print(f"pasa-onnx: terminated by signal {cause.signum}", file=sys.stderr)
+                return 128 + cause.signum
+            cause = cause.__cause__ or cause.__context__
         if debug:
             traceback.print_exc()
         print(

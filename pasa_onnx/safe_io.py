@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -82,6 +83,8 @@ def write_delay() -> None:
     """The test hook: a slow write (see WRITE_DELAY_ENV)."""
     delay = os.environ.get(WRITE_DELAY_ENV)
     if delay:
+        print(f"pasa-onnx: test hook: waiting {delay} s before the rename", file=sys.stderr)
+        sys.stderr.flush()
         time.sleep(float(delay))
 
 

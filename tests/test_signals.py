@@ -5,6 +5,7 @@ PASA_ONNX_TEST_WRITE_DELAY holds the writer between writing its temporaries and 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -31,16 +32,20 @@ def _start_slow_write(src: Path, dst: Path) -> subprocess.Popen:
         argv, cwd=dst.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # the temporary holds the written model: mid-write
-        tmps = _temporaries(dst.parent)
-        if tmps and any(p.is_dir() and (p / dst.name).is_file() for p in tmps):
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
+    seen = ""
+    while time.monotonic() < deadline:  # the hook says when the writer is mid-write
+        ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+        if ready:
+            line = proc.stderr.readline()
+            seen += line
+            if "test hook: waiting" in line:
+                assert any(p.is_dir() for p in _temporaries(dst.parent))
+                return proc
+            if not line:
+                break
     proc.kill()
-    out, err = proc.communicate()
-    pytest.fail(f"the write never paused mid-way (rc {proc.returncode}): {err}")
+    proc.communicate()
+    pytest.fail(f"the write never paused mid-way (rc {proc.returncode}): {seen}")
 
 
 @pytest.fixture(params=["inline", "external"])
