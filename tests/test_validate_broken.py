@@ -38,8 +38,8 @@ def test_cli_exit_1_and_points_at_the_attention(broken, capsys):
     assert all(not o["within_tolerance"] for o in data["outputs"])
     md = reports[1].read_text()
     assert md.splitlines()[0].startswith("### ❌")
-    # (the Markdown report escapes every punctuation character of its text)
-    assert md.splitlines()[0].endswith("outside tolerance\\; first at attention \\'attn\\_1\\'")
+    # (the Markdown report backslash-escapes every punctuation character of a name)
+    assert md.splitlines()[0].endswith("outside tolerance; first at attention 'attn\\_1'")
     assert "**Outside tolerance:**\n- attention \\'attn\\_1\\'" in md
     html = reports[2].read_text()
     assert "<li>attention &#x27;attn_1&#x27;" in html and "<tr class='bad'>" in html

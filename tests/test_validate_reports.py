@@ -115,7 +115,7 @@ def test_markdown_report(reports):
     md = (reports / "r.md").read_text()
     lines = md.splitlines()
     assert (
-        lines[0] == "### ✅ pasa-onnx validation — PASS\\: 2 output\\(s\\) and 2 attention\\(s\\) "
+        lines[0] == "### ✅ pasa-onnx validation — PASS: 2 output(s) and 2 attention(s) "
         "within tolerance"
     )
     assert sum(line.startswith("| <code>attn\\_") for line in lines) == 2

@@ -42,7 +42,7 @@ def _code(text: str) -> str:
 def render(r: ValidationResult) -> str:
     icon = "✅" if r.passed else "❌"
     lines = [
-        f"### {icon} pasa-onnx validation — {_cell(headline(r))}",
+        f"### {icon} pasa-onnx validation — {headline(r, _cell)}",
         "",
         f"{_code(r.original)} → {_code(r.rewritten)} · atol={r.atol:g}, rtol={r.rtol:g} · "
         f"seed {r.seed} · fp32 reference: {_cell(r.fp32_reference)}",
@@ -53,7 +53,7 @@ def render(r: ValidationResult) -> str:
         lines += ["**Outside tolerance:**", *[f"- {_cell(f)}" for f in fails], ""]
     overflow = overflow_summary(r)
     if overflow:
-        lines += [f"**Overflow protection:** {_cell(overflow)}.", ""]
+        lines += [f"**Overflow protection:** {overflow}.", ""]  # no names in it
     if r.attentions:
         lines += [
             "| attention | pattern | max \\|score\\| | plain fp16 overflows | max abs err vs "
