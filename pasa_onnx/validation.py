@@ -77,6 +77,7 @@ def validate(
     report_paths = _report_paths(report)
     bound_dims = parse_dims(dims)
     _precheck(original, rewritten, inputs, bound_dims, atol, rtol)
+    _check_reports_spare_models(report_paths, original, rewritten)
 
     # The rewritten graph's structure only (weights stay on disk): which attentions to pair.
     structure, rw_label = _load(rewritten, "rewritten", external=False)
@@ -226,19 +227,41 @@ def _precheck(original, rewritten, inputs, dims: dict, atol: float, rtol: float)
         raise PasaError("--dim binds generated inputs only; given inputs fix every dimension")
 
 
+def _check_reports_spare_models(reports: list[str], *models: ModelArg) -> None:
+    """A report never overwrites a model being compared, or one of its data files."""
+    from pasa_onnx.safe_io import model_files, same_file
+
+    for model in models:
+        if isinstance(model, onnx.ModelProto):
+            continue
+        files = model_files(os.fspath(model))
+        for report in reports:
+            if same_file(Path(report), files):
+                raise PasaError(
+                    f"--report {report}: that is {os.fspath(model)} or one of its data files; "
+                    "choose another file"
+                )
+
+
 def _load(model: ModelArg, role: str, external: bool = True) -> tuple[onnx.ModelProto, str]:
     """A private ModelProto (outputs get added to it) and a label for messages."""
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         return copy, f"<{role} model>"
+    from pasa_onnx.rewriting import not_onnx_reason
+
     path = os.fspath(model)
     try:
-        return onnx.load(path, load_external_data=external), path
+        proto = onnx.load(path, load_external_data=external)
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
         raise PasaError(
             f"{path}: cannot load the {role} model as ONNX ({_first_line(exc)})"
         ) from None
+    reason = "the file is empty" if Path(path).stat().st_size == 0 else not_onnx_reason(proto)
+    if reason:
+        raise PasaError(f"{path}: cannot load the {role} model as ONNX ({reason})")
+    return proto, path
 
 
 def _mib(n: int) -> str:

@@ -34,6 +34,15 @@ def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
     q_type, mask_type = elem_type(m.q), elem_type(m.masks[0])
     if mask_type not in (None, ir.DataType.BOOL) and q_type is not None and mask_type != q_type:
         mask = op.Cast(mask, to=q_type)
+    if mask_type == ir.DataType.BOOL and q_type is not None and None in (rank(m.q), rank(m.k)):
+        # onnxruntime's generic custom-op type inference gives every output the element type
+        # of the last present input with an open type -- here the bool mask -- and the op's
+        # own inference cannot correct it without Q/K ranks: Y would be typed bool and the
+        # session would fail ("expected tensor(bool)"). The additive form (0 where True, -inf
+        # where False) is the same mask and has Q's type.
+        zero = op.Cast(op.Constant(value_float=0.0), to=q_type)
+        minus_inf = op.Cast(op.Constant(value_float=float("-inf")), to=q_type)
+        mask = op.Where(mask, zero, minus_inf)
     return mask
 
 
@@ -61,7 +70,8 @@ def emit(op, m: AttentionMatch):
         attrs["scale"] = float(m.scale)
     if m.is_causal:
         attrs["is_causal"] = 1
-    if m.layout == "3d" or rank(m.q) == 3:
+    unknown_rank_heads = rank(m.q) is None and m.q_num_heads and m.kv_num_heads
+    if m.layout == "3d" or rank(m.q) == 3 or unknown_rank_heads:
         # a family that matches 3-D inputs always knows the head counts
         assert m.q_num_heads is not None and m.kv_num_heads is not None, m.family
         attrs["q_num_heads"] = int(m.q_num_heads)

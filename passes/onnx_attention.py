@@ -5,6 +5,8 @@ in front of it is absorbed."""
 
 from __future__ import annotations
 
+import math
+
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
@@ -62,6 +64,11 @@ class OnnxAttention(pattern.RewriteRuleClassBase):
                 k, v = rep_k.base, rep_v.base
                 extra_nodes = rep_k.nodes + rep_v.nodes
         scale = attr("scale")
+        if scale is not None and not math.isfinite(float(scale)):
+            return result.fail(f"scale {scale} is not finite (PasaAttention needs finite)", node)
+        softcap = attr("softcap")
+        if softcap is not None and not (math.isfinite(float(softcap)) and float(softcap) >= 0):
+            return result.fail(f"softcap {softcap} is negative or not finite", node)
         self._match = AttentionMatch(
             family=FAMILY,
             q=q,
