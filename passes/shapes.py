@@ -139,11 +139,30 @@ def _infer(node: ir.Node) -> tuple[ir.DataType | None, Dims | None]:
         return xt, _rank_only(len(xd) + (len(axes) if op == "Unsqueeze" else -len(axes)))
     if op == "Shape":
         return ir.DataType.INT64, None
-    if node.domain == "com.microsoft" and op in _ATTENTION_OPS:
-        return xt, _rank_only(3) if xd is not None and len(xd) == 3 else None
+    if node.domain == "com.microsoft" and op in _ATTENTION_OPS:  # [B,S,hidden of V]
+        return xt, [xd[0], xd[1], _anon()] if xd is not None and len(xd) == 3 else None
     if node.domain == "com.microsoft" and op == "EmbedLayerNormalization":
-        return _type_of(_input(node, 2)), _rank_only(3)
+        table = _dims(_input(node, 2))
+        if xd is None or len(xd) != 2 or table is None or len(table) != 2:
+            return _type_of(_input(node, 2)), _rank_only(3)
+        return _type_of(_input(node, 2)), [xd[0], xd[1], table[1]]
+    if op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin") and xd is not None:
+        axes = int_list(_input(node, 1)) if _input(node, 1) is not None else _attr(node, "axes")
+        if axes is None:
+            return xt, None
+        picked = {a % len(xd) for a in axes}
+        if _attr(node, "keepdims", 1):
+            return xt, [1 if i in picked else d for i, d in enumerate(xd)]
+        return xt, [d for i, d in enumerate(xd) if i not in picked]
     return None, None
+
+
+def _infer_mask_index(node: ir.Node) -> tuple[ir.DataType, Dims] | None:
+    """EmbedLayerNormalization's second output: the int32 key lengths [B]."""
+    ids = _dims(_input(node, 0))
+    if node.op_type != "EmbedLayerNormalization" or len(node.outputs) < 2 or not ids:
+        return None
+    return ir.DataType.INT32, [ids[0]]
 
 
 def fill_missing(model: ir.Model) -> int:
@@ -154,14 +173,19 @@ def fill_missing(model: ir.Model) -> int:
             if not node.outputs:
                 continue
             out = node.outputs[0]
-            if out.type is not None and out.shape is not None:
-                continue
-            dtype, dims = _infer(node)
+            dtype, dims = (None, None) if out.type and out.shape else _infer(node)
             if out.type is None and dtype is not None:
                 out.type = ir.TensorType(dtype)
                 filled += 1
             if out.shape is None and dims is not None:
                 out.shape = ir.Shape(dims)
+                filled += 1
+            second = _infer_mask_index(node) if node.domain == "com.microsoft" else None
+            if second is not None and node.outputs[1].shape is None:
+                node.outputs[1].type, node.outputs[1].shape = (
+                    ir.TensorType(second[0]),
+                    ir.Shape(second[1]),
+                )
                 filled += 1
     return filled
 
