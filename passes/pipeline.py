@@ -27,6 +27,18 @@ MIN_OPSET = 13
 
 _OP_NODES = {("", "Attention"): onnx_attention.FAMILY}
 _OP_NODES.update({("com.microsoft", t): ort_contrib.FAMILY for t in ort_contrib.OP_TYPES})
+# How onnxscript's matcher words its own failures (not meant for users).
+_MATCHER_TEXT = (
+    "Mismatch:",
+    "None of the alternatives matched",
+    "OpType mismatch",
+    "Value ",
+    "Attribute ",
+    "Domain mismatch",
+    "Number of ",
+    "Constant ",
+    "Node ",
+)
 _PROB_PATH = ("Where", "IsNaN", "Cast")  # between Softmax and the value MatMul
 
 # Matcher messages and what they mean for attention.
@@ -129,6 +141,8 @@ def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> s
     if not reasons:
         return "no rule of the family matched its structure"
     reason = max(reasons)[1] or "no rule of the family matched its structure"
+    if reason.startswith(_MATCHER_TEXT):  # the matcher's own words, not a rule's reason
+        return "no rule of the family matched its structure"
     return _FRIENDLY.get(reason, reason)
 
 
