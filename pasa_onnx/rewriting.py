@@ -53,6 +53,15 @@ class RewriteSummary:
     def by_pattern(self) -> dict[str, int]:
         return dict(Counter(i.pattern for i in self.instances if i.replaced))
 
+    def by_graph(self) -> dict[str, tuple[int, int]]:
+        """(found, replaced) per subgraph (If branch, Loop/Scan body); the main graph left out."""
+        out: dict[str, tuple[int, int]] = {}
+        for i in self.instances:
+            if getattr(i, "graph", ""):
+                found, replaced = out.get(i.graph, (0, 0))
+                out[i.graph] = (found + 1, replaced + int(i.replaced))
+        return out
+
     def reasons(self) -> dict[tuple[str, str], int]:
         return dict(Counter((i.family, i.reason) for i in self.left_alone))
 
@@ -66,6 +75,8 @@ class RewriteSummary:
                 else ""
             )
         ]
+        for graph, (found, replaced) in sorted(self.by_graph().items()):
+            lines.append(f"  in subgraph {graph}: found {found}, replaced {replaced}")
         for pattern, n in sorted(self.by_pattern().items()):
             lines.append(f"  replaced    {n:4d}  {pattern}")
         for (family, reason), n in sorted(self.reasons().items()):
@@ -146,7 +157,11 @@ def rewrite(
     check_acyclic(ir_model, os.fspath(model) if kind == "path" else "the model")
     if progress:
         progress(f"matching attention patterns in {len(ir_model.graph)} nodes")
-    already = sum(1 for n in ir_model.graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
+    already = sum(
+        1
+        for n in ir.traversal.RecursiveGraphIterator(ir_model.graph)
+        if n.domain == DOMAIN and n.op_type == OP_TYPE
+    )
     summary = RewriteSummary(pipeline.run(ir_model, progress), already)
     if summary.replaced == 0:
         return (model if kind == "proto" else ir_model), summary

@@ -78,6 +78,8 @@ def emit(op, m: AttentionMatch):
         attrs["kv_num_heads"] = int(m.kv_num_heads)
     if m.softcap:
         attrs["softcap"] = float(m.softcap)
+    if m.left_window_size >= 0:
+        attrs["left_window_size"] = int(m.left_window_size)
     outputs = op.PasaAttention(
         *inputs, _domain=DOMAIN, _version=OP_VERSION, _outputs=m.n_outputs, **attrs
     )

@@ -14,7 +14,7 @@ from onnxscript.rewriter import pattern
 
 from pasa_onnx.contract import DOMAIN, OP_TYPE, PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
 
-from . import layout, onnx_attention, ort_contrib, primitive
+from . import layout, onnx_attention, ort_contrib, primitive, shapes, subgraphs
 from .match import OTHER_VARIANT
 
 
@@ -40,6 +40,19 @@ REFINEMENTS: list = layout.rules  # run after every family: they improve emitted
 MIN_OPSET = 13
 
 # Matcher messages and what they mean for attention.
+# How onnxscript's matcher words its own failures (not meant for users).
+_MATCHER_TEXT = (
+    "Mismatch:",
+    "None of the alternatives matched",
+    "OpType mismatch",
+    "Value ",
+    "Attribute ",
+    "Domain mismatch",
+    "Number of ",
+    "Constant ",
+    "Node ",
+)
+
 _FRIENDLY = {
     "Matched nodes have other uses preventing replacement.": (
         "an intermediate of the attention (scores or probabilities) is used elsewhere"
@@ -57,6 +70,7 @@ class Instance:
     pattern: str = ""  # the family/variant that replaced it
     reason: str = ""  # why it was left alone
     node: str = ""  # the PasaAttention node that replaced it
+    graph: str = ""  # the subgraph that holds it (e.g. "If_0/then_branch"); "" = main graph
 
 
 def find_instances(graph: ir.Graph) -> list[tuple[str, ir.Node, ir.Node]]:
@@ -82,7 +96,7 @@ def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> s
     reasons = []
     for rule in rules:
         tracer = pattern.MatchingTracer()
-        rule.match(model, model.graph, root, tracer=tracer)
+        rule.match(model, root.graph or model.graph, root, tracer=tracer)
         for infos in tracer.best_matches_map.values():
             for info in infos[:1]:
                 if info.match_result.reason != OTHER_VARIANT:
@@ -90,6 +104,8 @@ def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> s
     if not reasons:
         return "no rule of the family matched its structure"
     reason = max(reasons)[1] or "no rule of the family matched its structure"
+    if reason.startswith(_MATCHER_TEXT):  # the matcher's own words, not a rule's reason
+        return "no rule of the family matched its structure"
     return _FRIENDLY.get(reason, reason)
 
 
@@ -108,7 +124,9 @@ def _name_upcast_outputs(graph: ir.Graph) -> None:
 
 
 def _pasa_nodes(graph: ir.Graph) -> Iterable[ir.Node]:
-    return (n for n in graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
+    """Every PasaAttention node, subgraphs included."""
+    nodes = ir.traversal.RecursiveGraphIterator(graph)
+    return (n for n in nodes if n.domain == DOMAIN and n.op_type == OP_TYPE)
 
 
 def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[Instance]:
@@ -116,13 +134,19 @@ def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[
     ``progress`` gets a line per stage (the CLI prints them to stderr)."""
     declared = [(v, v.shape, v.type) for v in [*model.graph.inputs, *model.graph.outputs]]
     ir_passes.NameFixPass()(model)  # every node named: the summary refers to them by name
-    ir_passes.ShapeInferencePass(strict_mode=False)(model)
+    shapes.infer(model)
     already = {n.name for n in _pasa_nodes(model.graph)}
-    instances = find_instances(model.graph)
+    labels = {id(g): label for label, g in subgraphs.graphs(model.graph)}
+    instances = [found for _, g in subgraphs.graphs(model.graph) for found in find_instances(g)]
+    where = {id(a): subgraphs.owner_label(a, labels) for _, a, _ in instances}
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
     if opset < MIN_OPSET:  # the emitted helpers (Unsqueeze/Split with axes inputs) need 13
         reason = f"the model's opset {opset} is below {MIN_OPSET}; upgrade it first"
-        return [Instance(f, a.name or "", False, reason=reason) for f, a, _ in instances]
+        return [
+            Instance(f, a.name or "", False, reason=reason, graph=where[id(a)])
+            for f, a, _ in instances
+        ]
+    local = subgraphs.localize(model)  # undone below, once every instance is accounted for
     if progress:
         progress(f"{len(instances)} attention subgraphs found")
     for fam in FAMILIES:
@@ -133,7 +157,8 @@ def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[
     if progress:
         progress(f"3-D layout: {count} head splits absorbed")
     onnxscript.optimizer.remove_unused_nodes(model)
-    _name_upcast_outputs(model.graph)
+    for _, g in subgraphs.graphs(model.graph):
+        _name_upcast_outputs(g)
     for value, shape, type_ in declared:  # the interface stays as declared (dynamic dims too)
         value.shape, value.type = shape, type_
 
@@ -155,9 +180,13 @@ def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[
                     True,
                     pattern=new.metadata_props.get(PATTERN_KEY, family),
                     node=new.name or "",
+                    graph=where[id(anchor)],
                 )
             )
         else:
             reason = _diagnose(model, family, anchor, root)
-            report.append(Instance(family, anchor.name or "", False, reason=reason))
+            report.append(
+                Instance(family, anchor.name or "", False, reason=reason, graph=where[id(anchor)])
+            )
+    subgraphs.restore(local)
     return report

@@ -129,9 +129,9 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
                 probs,
             ]
         )
-        # fp16 TorchScript SDPA upcasts V too; the output then stays float32.
-        v_in = pattern.OrValue([op.Cast(v, _outputs=["cast_v"]), v])
-        return op.MatMul(probs, v_in)
+        # fp16 TorchScript SDPA upcasts V too (a Cast that ``check`` looks through: V may come
+        # from an enclosing graph, where the matcher takes only plain variables).
+        return op.MatMul(probs, v)
 
     # onnxscript calls check with the pattern variables by name
     def check(self, context, q, k, v, key_format, n_masks, guard, probs, **b):  # type: ignore[override]
@@ -145,6 +145,7 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         if axis not in (-1, scores_rank - 1):
             return result.fail(f"softmax over axis {axis}, not the key axis", softmax)
 
+        v, cast_v = _through_upcast(v, elem_type(q))
         want_rank, key_perm = _KEY_FORMATS[key_format]
         if key_format == "Kt":
             want_rank = rank(q) or 0
@@ -186,11 +187,10 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         if geometry:
             return result.fail(geometry, q)
         output_cast = None
-        cast_v = b.get("cast_v")
         if cast_v is not None:
-            if elem_type(cast_v) != ir.DataType.FLOAT:
-                return result.fail("V is cast to a type other than float32", cast_v)
             output_cast = ir.DataType.FLOAT
+            if len(cast_v.outputs[0].uses()) == 1:
+                extra_nodes.append(cast_v)
 
         scale = 1.0
         for tag, var in (
@@ -249,6 +249,18 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
     def rewrite(self, op, **_):
         assert self._match is not None
         return emit(op, self._match)
+
+
+def _through_upcast(v: ir.Value, q_type: ir.DataType | None) -> tuple[ir.Value, ir.Node | None]:
+    """(V before its Cast, the Cast) when V is a half-precision tensor of Q's type cast to
+    float32; else (V, None)."""
+    node = v.producer()
+    if node is None or node.op_type != "Cast" or node.domain not in ("", "ai.onnx"):
+        return v, None
+    src = node.inputs[0]
+    if src is None or elem_type(v) != ir.DataType.FLOAT or q_type == ir.DataType.FLOAT:
+        return v, None
+    return (src, node) if elem_type(src) == q_type else (v, None)
 
 
 def _check_geometry(q: ir.Value, k: ir.Value, v: ir.Value, key_perm: list[int] | None) -> str:
