@@ -269,7 +269,7 @@ def _commit(tmp: Path, dst: Path, data_name: str | None, protected: set[Path]) -
     final_data = dst.parent / data_name if data_name else None
     created = False
     try:
-        if final_data is not None:
+        if final_data is not None and data_name is not None:
             try:  # no-clobber: the name was free a moment ago; never replace a file here
                 os.link(tmp / data_name, final_data)
             except FileExistsError:

@@ -191,5 +191,5 @@ def clean_exit_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, old in previous:
-            signal.signal(sig, old)
+        for sig_number, old in previous:
+            signal.signal(sig_number, old)

@@ -122,10 +122,10 @@ def _eval(value: ir.Value | None, depth: int):
         return np.asarray(_eval(node.inputs[0], depth + 1)).astype(like.dtype.numpy())
     args: list[Any] = [_eval(v, depth + 1) if v is not None else None for v in node.inputs]
     if op == "Concat":  # of shape pieces: dims known ahead or not
-        dims: list[int | None] = []
+        pieces: list[int | None] = []
         for a in args:
-            dims += a.dims if isinstance(a, _ShapeVec) else [int(x) for x in np.ravel(a)]
-        return _ShapeVec(dims)
+            pieces += a.dims if isinstance(a, _ShapeVec) else [int(x) for x in np.ravel(a)]
+        return _ShapeVec(pieces)
 
     def arr_of(a):
         return a.array() if isinstance(a, _ShapeVec) else a

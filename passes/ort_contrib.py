@@ -45,7 +45,8 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         super().__init__(f"{FAMILY}/{self.op_type}/{n_outputs}-out")
         self._n_outputs = n_outputs
         self._match: AttentionMatch | None = None
-        self._padding: tuple[ir.Value, float] | None = None  # (mask [B,L] 0/1, filter value)
+        # (mask, filter value, form): form "raw" = [B,L] 0/1, "lengths" = mask_index key lengths
+        self._padding: tuple[ir.Value, float, str] | None = None
         # extra ops to emit before the op (bias add, packed projection): op -> [q, k, v]
         self._pre: Callable[[Any], Any] | None = None
 
@@ -99,6 +100,7 @@ class _ContribRule(pattern.RewriteRuleClassBase):
             # ORT adds mask_filter_value where a key is masked: the same additive mask
             zero = op.Constant(value=ir.tensor(0.0, dtype=self._dtype))
             # (finfo(float32).min, ORT's default in fp16 models, becomes the type's own min)
+            assert self._dtype is not None
             fill = max(fill, float(np.finfo(self._dtype.numpy()).min))
             filt = op.Constant(value=ir.tensor(fill, dtype=self._dtype))
             m.masks = [op.Where(keep, zero, filt), *m.masks]
@@ -263,7 +265,10 @@ class GroupQueryAttention(_ContribRule):
             return "the query input is not 3-D [B,S,hidden]"
         if (k is None) != (v is None):
             return "only one of key and value is given"
+        if q is None:
+            return "the query input is missing"
         hidden = int_dim(q, 2)
+        head: int | None
         if k is None:  # packed [B,S,(Nq+2Nkv)*D]
             if hidden is None or hidden % (heads + 2 * kv_heads):
                 return "the packed QKV width is not known as a multiple of the head count"
@@ -301,7 +306,10 @@ class GroupQueryAttention(_ContribRule):
         window = int(_attr(node, "local_window_size", -1))
         if window == 0:
             return "local_window_size 0 (a window of no keys)"
-        sizes = None if k is not None else [heads * head, kv_heads * head, kv_heads * head]
+        sizes = None
+        if k is None:  # packed: head is known (checked above)
+            assert head is not None
+            sizes = [heads * head, kv_heads * head, kv_heads * head]
         interleaved = int(_attr(node, "rotary_interleaved", 0))
 
         def prepare(op, q=q, k=k, v=v):

@@ -56,12 +56,13 @@ def _same_dim(a: int | ir.SymbolicDim, b: int | ir.SymbolicDim) -> bool:
 
 def _broadcast(shapes: list[Dims | None]) -> Dims | None:
     """numpy broadcasting of the shapes (None: unknown rank, so the result is unknown)."""
-    if any(s is None for s in shapes):
+    known = [s for s in shapes if s is not None]
+    if len(known) != len(shapes):
         return None
-    out_rank = max(len(s) for s in shapes)  # type: ignore[arg-type]
+    out_rank = max(len(s) for s in known)
     out: Dims = []
     for axis in range(out_rank):
-        here = [s[axis - out_rank + len(s)] for s in shapes if axis - out_rank + len(s) >= 0]
+        here = [s[axis - out_rank + len(s)] for s in known if axis - out_rank + len(s) >= 0]
         big = [d for d in here if not _is_one(d)]
         if not big:
             out.append(1)
@@ -122,7 +123,8 @@ def _infer(node: ir.Node) -> tuple[ir.DataType | None, Dims | None]:
     if op == "ConstantOfShape":
         value = _attr(node, "value")
         dtype = value.dtype if value is not None else ir.DataType.FLOAT
-        return dtype, _rank_only(_dims(x)[0] if _dims(x) and len(_dims(x)) == 1 else None)
+        dims = _dims(x)
+        return dtype, _rank_only(dims[0] if dims is not None and len(dims) == 1 else None)
     if op == "Expand":
         shape = _dims(_input(node, 1))
         if xd is None or shape is None or len(shape) != 1 or not isinstance(shape[0], int):
