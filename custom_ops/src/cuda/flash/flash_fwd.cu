@@ -1,0 +1,598 @@
+// The tensor-core flash path of PasaAttention (mma.sync m16n8k16 + ldmatrix + cp.async, sm_80+).
+//
+// Three kernels, all on the caller's stream:
+//   1. ShiftKeysKernel: per PASA block of n = block_kv keys of one (batch, kv head): the fp32 mean
+//      over the valid keys (key < nonpad[b] or kv_len), kbar = α·mean, and K' = c·(K − kbar)
+//      rounded to the half type, written to the workspace (invalid keys: 0). Shared by every
+//      query tile and every query head of the GQA group.
+//   2. FlashFwdKernel: one CTA per (query tile, kv head, batch[, split]). Query rows of the CTA are
+//      the packed (position, head-of-group) pairs R = i·G + g, so the heads of a GQA group share
+//      every K'/V tile. 64-key tiles stream through shared memory, double-buffered with cp.async.
+//      Per tile: S = Q·K'ᵀ (fp32 accumulation), S rounded to the half type (a row whose tile would
+//      overflow the half type keeps fp32 scores), plus the removed shift recovered directly,
+//      off = c·(q·kbar) (one fp32 dot of length D per row and tile), online softmax in fp32,
+//      P rounded to the half type, O += P·V in fp32.
+//   3. CombineKernel (split-KV only): merges the splits' (m, l, O) in fp32.
+// docs/cuda-kernels.md has the contract; flash_selftest.cu emulates it step by step.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "flash.h"
+#include "flash_ptx.cuh"
+
+namespace pasa::cuda {
+namespace flash {
+
+constexpr int kTileN = 64;     // keys per shared-memory tile (the softmax / overflow-fallback tile)
+constexpr int kPad = 8;        // row padding of the shared tiles (halves): conflict-free ldmatrix
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct FwdParams {
+  const void* q;
+  const void* v;
+  void* y;
+  const void* kp;     // K' [B][Hkv][kv_pad][D], half type
+  const float* kbar;  // [B][Hkv][nblk][D]
+  float* part_o;      // [B][Hkv][splits][rows][D] (splits > 1)
+  float* part_ml;     // [B][Hkv][splits][rows][2]
+  const int64_t* nonpad;
+  int64_t q_sb, q_sh, q_ss, v_sb, v_sh, v_ss, y_sb, y_sh, y_ss;
+  int64_t past_len;
+  int hkv, group, q_len, kv_len, kv_pad, nblk, blk_tiles, rows, splits;
+  int causal, left, right;
+  float scale;
+};
+
+struct ShiftParams {
+  const void* k;
+  void* kp;
+  float* kbar;
+  const int64_t* nonpad;
+  int64_t k_sb, k_sh, k_ss;
+  int hkv, kv_len, kv_pad, n, d;
+  float scale, alpha;
+};
+
+__device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ int ValidLen(const int64_t* nonpad, int b, int kv_len) {
+  if (nonpad == nullptr) return kv_len;
+  const int64_t v = nonpad[b];
+  return static_cast<int>(v < 0 ? 0 : (v > kv_len ? kv_len : v));
+}
+
+// grid (nblk, Hkv, B), block D/2 threads: thread c owns columns 2c, 2c+1 and sums its keys in
+// order (the emulation sums in the same order: bit-identical K' and kbar).
+template <typename T>
+__global__ void ShiftKeysKernel(ShiftParams sp) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  const int blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int c = threadIdx.x * 2;
+  if (c >= sp.d) return;
+  const int valid = ValidLen(sp.nonpad, b, sp.kv_len);
+  const int k0 = blk * sp.n;
+  const int count = max(0, min(sp.n, valid - k0));
+  const T* src = static_cast<const T*>(sp.k) + b * sp.k_sb + h * sp.k_sh + static_cast<int64_t>(k0) * sp.k_ss + c;
+  float s0 = 0.f, s1 = 0.f;
+  for (int r = 0; r < count; ++r) {
+    const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
+    s0 += x.x;
+    s1 += x.y;
+  }
+  const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
+  const float kb0 = sp.alpha * (s0 * inv), kb1 = sp.alpha * (s1 * inv);
+  const int64_t slab = static_cast<int64_t>(b) * sp.hkv + h;
+  float* kbar = sp.kbar + (slab * (sp.kv_pad / sp.n) + blk) * sp.d;
+  kbar[c] = kb0;
+  kbar[c + 1] = kb1;
+  T2* dst = reinterpret_cast<T2*>(static_cast<T*>(sp.kp) + (slab * sp.kv_pad + k0) * sp.d + c);
+  for (int r = 0; r < sp.n; ++r) {
+    T2 o = Tr::Pack(0.f, 0.f);
+    if (r < count) {
+      const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
+      o = Tr::Pack(sp.scale * (x.x - kb0), sp.scale * (x.y - kb1));
+    }
+    dst[static_cast<int64_t>(r) * (sp.d / 2)] = o;
+  }
+}
+
+// Key range [lo, hi) a query at absolute position `pos` may attend (before padding).
+struct Geometry {
+  int causal, left, right;
+  __device__ __forceinline__ bool Allowed(int64_t pos, int key) const {
+    const int64_t diff = pos - key;
+    if (causal && diff < 0) return false;
+    if (left >= 0 && diff > left) return false;
+    if (right >= 0 && -diff > right) return false;
+    return true;
+  }
+};
+
+template <int D, typename T>
+__global__ void __launch_bounds__(256) FlashFwdKernel(FwdParams p) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  constexpr int LD = D + kPad;         // halves per shared row
+  constexpr int KSTEPS = D / 16;       // k-steps of S = Q·K'ᵀ
+  constexpr int NT_O = D / 8;          // n-tiles of O
+  constexpr int NT_S = kTileN / 8;     // n-tiles of S
+  constexpr bool kQInRegs = D <= 128;  // Q fragments kept in registers
+  constexpr int CH = D / 8;            // 16-byte chunks per row
+
+  extern __shared__ uint4 smem_raw[];
+  const int nthreads = blockDim.x;
+  const int bm = nthreads / 2;  // 16 rows per warp
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + bm * LD;
+  T* sV = sK + 2 * kTileN * LD;
+  float* sKb = reinterpret_cast<float*>(sV + 2 * kTileN * LD);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
+  const int hkv = blockIdx.y;
+  const int b = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
+  const int R0 = tile_m * bm, R1 = min(R0 + bm, p.rows);
+
+  const int valid = ValidLen(p.nonpad, b, p.kv_len);
+  const int64_t off = p.nonpad != nullptr ? static_cast<int64_t>(valid) - p.q_len : p.past_len;
+  const int64_t pos_first = R0 / p.group + off, pos_last = (R1 - 1) / p.group + off;
+  // Keys any row of the CTA may attend: [k_lo, k_hi); keys every row attends: [a_lo, a_hi).
+  int64_t k_lo = 0, k_hi = valid, a_lo = 0, a_hi = valid;
+  if (p.left >= 0) {
+    k_lo = Max64(0, pos_first - p.left);
+    a_lo = Max64(0, pos_last - p.left);
+  }
+  if (p.causal) {
+    k_hi = Min64(k_hi, pos_last + 1);
+    a_hi = Min64(a_hi, pos_first + 1);
+  }
+  if (p.right >= 0) {
+    k_hi = Min64(k_hi, pos_last + p.right + 1);
+    a_hi = Min64(a_hi, pos_first + p.right + 1);
+  }
+  int t_begin = 0, t_end = 0;
+  if (k_hi > k_lo) {
+    t_begin = static_cast<int>(k_lo / kTileN);
+    t_end = static_cast<int>((k_hi + kTileN - 1) / kTileN);
+  }
+  {
+    const int nt = t_end - t_begin, per = (nt + p.splits - 1) / p.splits;
+    const int s_begin = min(t_end, t_begin + split * per);
+    t_end = min(t_end, s_begin + per);
+    t_begin = s_begin;
+  }
+
+  const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
+  const T* qbase = static_cast<const T*>(p.q) + b * p.q_sb;
+  const T* kpbase = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
+  const T* vbase = static_cast<const T*>(p.v) + b * p.v_sb + hkv * p.v_sh;
+  const float* kbbase = p.kbar + slab * p.nblk * D;
+
+  auto load_tile = [&](int t, int buf) {
+    T* dk = sK + buf * kTileN * LD;
+    T* dv = sV + buf * kTileN * LD;
+    for (int idx = tid; idx < kTileN * CH; idx += nthreads) {
+      const int r = idx / CH, c = (idx % CH) * 8;
+      const int key = t * kTileN + r;
+      CpAsync16(SmemAddr(dk + r * LD + c), kpbase + static_cast<int64_t>(key) * D + c, 16);
+      const bool ok = key < valid;
+      const T* src = ok ? vbase + static_cast<int64_t>(key) * p.v_ss + c : vbase;
+      CpAsync16(SmemAddr(dv + r * LD + c), src, ok ? 16 : 0);
+    }
+    for (int idx = tid; idx < D / 4; idx += nthreads)
+      CpAsync16(SmemAddr(sKb + buf * D + idx * 4), kbbase + static_cast<int64_t>(t / p.blk_tiles) * D + idx * 4, 16);
+  };
+
+  if (t_begin < t_end) {
+    for (int idx = tid; idx < bm * CH; idx += nthreads) {
+      const int r = idx / CH, c = (idx % CH) * 8;
+      const int R = R0 + r;
+      const bool ok = R < R1;
+      const T* src = qbase;
+      if (ok) {
+        const int i = R / p.group, gh = R % p.group;
+        src = qbase + (static_cast<int64_t>(hkv) * p.group + gh) * p.q_sh + static_cast<int64_t>(i) * p.q_ss + c;
+      }
+      CpAsync16(SmemAddr(sQ + r * LD + c), src, ok ? 16 : 0);
+    }
+    load_tile(t_begin, 0);
+    CpAsyncCommit();
+  }
+
+  float o[NT_O][4];
+#pragma unroll
+  for (int j = 0; j < NT_O; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  uint32_t qf[kQInRegs ? KSTEPS : 1][4];
+  const int wr0 = warp * 16;  // first row of this warp in the CTA tile
+  const bool warp_active = R0 + wr0 < R1;
+  const Geometry geo{p.causal, p.left, p.right};
+  int64_t row_pos[2];
+  row_pos[0] = (R0 + wr0 + g) / p.group + off;
+  row_pos[1] = (R0 + wr0 + g + 8) / p.group + off;
+  float shift[2] = {0.f, 0.f};
+  const float NEG_INF = -INFINITY;
+
+  for (int t = t_begin; t < t_end; ++t) {
+    const int buf = (t - t_begin) & 1;
+    CpAsyncWaitAll();
+    __syncthreads();
+    if (t + 1 < t_end) {
+      load_tile(t + 1, buf ^ 1);
+      CpAsyncCommit();
+    }
+    if (!warp_active) continue;
+    const T* tK = sK + buf * kTileN * LD;
+    const T* tV = sV + buf * kTileN * LD;
+    if (kQInRegs && t == t_begin) {
+#pragma unroll
+      for (int kk = 0; kk < (kQInRegs ? KSTEPS : 0); ++kk)
+        LdMatrixX4(SmemAddr(sQ + (wr0 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), qf[kk][0], qf[kk][1],
+                   qf[kk][2], qf[kk][3]);
+    }
+    // The removed shift of this tile's PASA block, per row: c·(q·kbar), quad-reduced.
+    if (t == t_begin || t % p.blk_tiles == 0) {
+      const float* kb = sKb + buf * D;
+      float acc[2] = {0.f, 0.f};
+#pragma unroll
+      for (int k2 = 0; k2 < D / 8; ++k2) {
+        const int col = k2 * 8 + tq * 2;
+        const float2 kv2 = *reinterpret_cast<const float2*>(kb + col);
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(sQ + (wr0 + g + rr * 8) * LD + col));
+          acc[rr] = fmaf(qv.x, kv2.x, acc[rr]);
+          acc[rr] = fmaf(qv.y, kv2.y, acc[rr]);
+        }
+      }
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        acc[rr] += __shfl_xor_sync(0xffffffffu, acc[rr], 1);
+        acc[rr] += __shfl_xor_sync(0xffffffffu, acc[rr], 2);
+        shift[rr] = p.scale * acc[rr];
+      }
+    }
+
+    // S = Q·K'ᵀ
+    float s[NT_S][4];
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+      uint32_t a[4];
+      if constexpr (kQInRegs) {
+        a[0] = qf[kk][0]; a[1] = qf[kk][1]; a[2] = qf[kk][2]; a[3] = qf[kk][3];
+      } else {
+        LdMatrixX4(SmemAddr(sQ + (wr0 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
+      }
+#pragma unroll
+      for (int jj = 0; jj < NT_S / 2; ++jj) {
+        uint32_t b0, b1, b2, b3;
+        LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
+                   b0, b1, b2, b3);
+        Mma16816<T>(s[2 * jj], a, b0, b1);
+        Mma16816<T>(s[2 * jj + 1], a, b2, b3);
+      }
+    }
+
+    // Round to the half type (fp32 fallback per row on overflow), add the shift, mask, softmax.
+    const bool full = t * kTileN >= a_lo && (t + 1) * kTileN <= a_hi;
+    uint32_t pf[NT_S][2];
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      bool ovf = false;
+      float hs[NT_S][2];
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j) {
+        const float2 h = Tr::Unpack(Tr::Pack(s[j][2 * rr], s[j][2 * rr + 1]));
+        hs[j][0] = h.x;
+        hs[j][1] = h.y;
+        if (!full) {
+          const int key = t * kTileN + j * 8 + tq * 2;
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const bool ok = key + e < valid && geo.Allowed(row_pos[rr], key + e);
+            if (!ok) s[j][2 * rr + e] = NEG_INF;
+          }
+        }
+        ovf |= (isinf(h.x) && s[j][2 * rr] != NEG_INF) || (isinf(h.y) && s[j][2 * rr + 1] != NEG_INF);
+      }
+      int of = ovf ? 1 : 0;
+      of |= __shfl_xor_sync(0xffffffffu, of, 1);
+      of |= __shfl_xor_sync(0xffffffffu, of, 2);
+      ovf = of != 0;
+      float mx = NEG_INF;
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[j][2 * rr + e];
+          x = x == NEG_INF ? NEG_INF : (ovf ? x : hs[j][e]) + shift[rr];
+          mx = fmaxf(mx, x);
+        }
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m_run[rr], mx);
+      const float mL = m_new == NEG_INF ? 0.f : m_new * kLog2e;
+      const float corr = Exp2(fmaf(m_run[rr], kLog2e, -mL));
+      m_run[rr] = m_new;
+      float psum = 0.f;
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j) {
+        const T2 ph = Tr::Pack(Exp2(fmaf(s[j][2 * rr], kLog2e, -mL)), Exp2(fmaf(s[j][2 * rr + 1], kLog2e, -mL)));
+        const float2 pr = Tr::Unpack(ph);
+        psum += pr.x + pr.y;
+        pf[j][rr] = AsU32(ph);
+      }
+      l_run[rr] = l_run[rr] * corr + psum;
+#pragma unroll
+      for (int j = 0; j < NT_O; ++j) {
+        o[j][2 * rr] *= corr;
+        o[j][2 * rr + 1] *= corr;
+      }
+    }
+
+    // O += P·V
+#pragma unroll
+    for (int kk = 0; kk < kTileN / 16; ++kk) {
+      const uint32_t a[4] = {pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1]};
+#pragma unroll
+      for (int jj = 0; jj < NT_O / 2; ++jj) {
+        uint32_t b0, b1, b2, b3;
+        LdMatrixX4Trans(SmemAddr(tV + (kk * 16 + (lane & 15)) * LD + jj * 16 + (lane >> 4) * 8), b0, b1, b2, b3);
+        Mma16816<T>(o[2 * jj], a, b0, b1);
+        Mma16816<T>(o[2 * jj + 1], a, b2, b3);
+      }
+    }
+  }
+
+  if (!warp_active) return;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    l_run[rr] += __shfl_xor_sync(0xffffffffu, l_run[rr], 1);
+    l_run[rr] += __shfl_xor_sync(0xffffffffu, l_run[rr], 2);
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int R = R0 + wr0 + g + rr * 8;
+    if (R >= R1) continue;
+    if (p.splits == 1) {
+      const float inv = l_run[rr] != 0.f ? 1.0f / l_run[rr] : 0.f;
+      const int i = R / p.group, gh = R % p.group;
+      T* y = static_cast<T*>(p.y) + b * p.y_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.y_sh +
+             static_cast<int64_t>(i) * p.y_ss;
+#pragma unroll
+      for (int j = 0; j < NT_O; ++j)
+        *reinterpret_cast<T2*>(y + j * 8 + tq * 2) = Tr::Pack(o[j][2 * rr] * inv, o[j][2 * rr + 1] * inv);
+    } else {
+      const int64_t prow = (slab * p.splits + split) * p.rows + R;
+      float* po = p.part_o + prow * D;
+#pragma unroll
+      for (int j = 0; j < NT_O; ++j)
+        *reinterpret_cast<float2*>(po + j * 8 + tq * 2) = make_float2(o[j][2 * rr], o[j][2 * rr + 1]);
+      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m_run[rr], l_run[rr]);
+    }
+  }
+}
+
+// grid (rows, Hkv, B), block D/2 threads: merges the splits' (m, l, O) of one row in fp32.
+template <typename T>
+__global__ void CombineKernel(FwdParams p, int d) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  const int R = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
+  const int c = threadIdx.x * 2;
+  if (c >= d) return;
+  const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
+  float mmax = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) mmax = fmaxf(mmax, p.part_ml[((slab * p.splits + s) * p.rows + R) * 2]);
+  const float mL = mmax == -INFINITY ? 0.f : mmax * kLog2e;
+  float l = 0.f, o0 = 0.f, o1 = 0.f;
+  for (int s = 0; s < p.splits; ++s) {
+    const int64_t prow = (slab * p.splits + s) * p.rows + R;
+    const float2 ml = *reinterpret_cast<const float2*>(p.part_ml + prow * 2);
+    const float w = Exp2(fmaf(ml.x, kLog2e, -mL));
+    l += w * ml.y;
+    const float2 ov = *reinterpret_cast<const float2*>(p.part_o + prow * d + c);
+    o0 += w * ov.x;
+    o1 += w * ov.y;
+  }
+  const float inv = l != 0.f ? 1.0f / l : 0.f;
+  const int i = R / p.group, gh = R % p.group;
+  T* y = static_cast<T*>(p.y) + b * p.y_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.y_sh +
+         static_cast<int64_t>(i) * p.y_ss;
+  *reinterpret_cast<T2*>(y + c) = Tr::Pack(o0 * inv, o1 * inv);
+}
+
+// ---- host side ----
+
+int Warps(const AttentionProblem& p) {
+  const int64_t rows = p.q_len * (p.q_heads / std::max<int64_t>(1, p.kv_heads));
+  return (p.head_dim == 256 || rows <= 64) ? 4 : 8;
+}
+
+size_t SmemBytes(int d, int warps) {
+  return static_cast<size_t>(16 * warps + 4 * kTileN) * (d + kPad) * 2 + 2 * d * sizeof(float);
+}
+
+struct Layout {
+  int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0;
+  int splits = 1;
+  size_t off_kbar = 0, off_po = 0, off_ml = 0, total = 0;
+};
+
+size_t Align256(size_t x) { return (x + 255) / 256 * 256; }
+
+Layout MakeLayout(const AttentionProblem& p) {
+  Layout L;
+  const int64_t n = p.block_kv;
+  L.nblk = (p.kv_len + n - 1) / n;
+  L.kv_pad = L.nblk * n;
+  const int64_t group = p.q_heads / p.kv_heads;
+  L.rows = p.q_len * group;
+  const int bm = 16 * Warps(p);
+  L.q_tiles = (L.rows + bm - 1) / bm;
+  // Fixed split-KV factor, a function of the problem only (never of the device): aim at >= 256
+  // CTAs, with at least 4 key tiles per split and at most 64 splits.
+  const int64_t base = L.q_tiles * p.kv_heads * p.batch;
+  const int64_t kv_tiles = (p.kv_len + kTileN - 1) / kTileN;
+  int64_t s = 1;
+  if (base < 128 && kv_tiles >= 8) s = std::min<int64_t>({(256 + base - 1) / base, kv_tiles / 4, 64});
+  L.splits = static_cast<int>(std::max<int64_t>(1, s));
+  const size_t es = 2;
+  const int64_t slabs = p.batch * p.kv_heads;
+  size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
+  L.off_kbar = off;
+  off += Align256(static_cast<size_t>(slabs * L.nblk * p.head_dim) * sizeof(float));
+  if (L.splits > 1) {
+    L.off_po = off;
+    off += Align256(static_cast<size_t>(slabs * L.splits * L.rows * p.head_dim) * sizeof(float));
+    L.off_ml = off;
+    off += Align256(static_cast<size_t>(slabs * L.splits * L.rows * 2) * sizeof(float));
+  }
+  L.total = off;
+  return L;
+}
+
+bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+int MaxSmemOptin() {
+  int dev = 0, v = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  return v;
+}
+
+template <int D, typename T>
+std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
+  char* w = static_cast<char*>(ws);
+  const int warps = Warps(p);
+  if (p.kv_len > 0) {
+    ShiftParams sp{};
+    sp.k = p.k.data;
+    sp.kp = w;
+    sp.kbar = reinterpret_cast<float*>(w + L.off_kbar);
+    sp.nonpad = p.nonpad_kv_seqlen;
+    sp.k_sb = p.k.stride[0];
+    sp.k_sh = p.k.stride[1];
+    sp.k_ss = p.k.stride[2];
+    sp.hkv = static_cast<int>(p.kv_heads);
+    sp.kv_len = static_cast<int>(p.kv_len);
+    sp.kv_pad = static_cast<int>(L.kv_pad);
+    sp.n = static_cast<int>(p.block_kv);
+    sp.d = D;
+    sp.scale = p.scale;
+    sp.alpha = p.alpha;
+    ShiftKeysKernel<T><<<dim3(static_cast<unsigned>(L.nblk), static_cast<unsigned>(p.kv_heads),
+                             static_cast<unsigned>(p.batch)),
+                         D / 2, 0, stream>>>(sp);
+  }
+  FwdParams fp{};
+  fp.q = p.q.data;
+  fp.v = p.v.data;
+  fp.y = p.y;
+  fp.kp = w;
+  fp.kbar = reinterpret_cast<const float*>(w + L.off_kbar);
+  fp.part_o = L.splits > 1 ? reinterpret_cast<float*>(w + L.off_po) : nullptr;
+  fp.part_ml = L.splits > 1 ? reinterpret_cast<float*>(w + L.off_ml) : nullptr;
+  fp.nonpad = p.nonpad_kv_seqlen;
+  fp.q_sb = p.q.stride[0];
+  fp.q_sh = p.q.stride[1];
+  fp.q_ss = p.q.stride[2];
+  fp.v_sb = p.v.stride[0];
+  fp.v_sh = p.v.stride[1];
+  fp.v_ss = p.v.stride[2];
+  fp.y_sb = p.y_stride[0];
+  fp.y_sh = p.y_stride[1];
+  fp.y_ss = p.y_stride[2];
+  fp.past_len = p.past_len;
+  fp.hkv = static_cast<int>(p.kv_heads);
+  fp.group = static_cast<int>(p.q_heads / p.kv_heads);
+  fp.q_len = static_cast<int>(p.q_len);
+  fp.kv_len = static_cast<int>(p.kv_len);
+  fp.kv_pad = static_cast<int>(L.kv_pad);
+  fp.nblk = static_cast<int>(L.nblk);
+  fp.blk_tiles = static_cast<int>(p.block_kv / kTileN);
+  fp.rows = static_cast<int>(L.rows);
+  fp.splits = L.splits;
+  fp.causal = p.causal ? 1 : 0;
+  fp.left = static_cast<int>(p.left_window);
+  fp.right = static_cast<int>(p.right_window);
+  fp.scale = p.scale;
+  const size_t smem = SmemBytes(D, warps);
+  cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem));
+  if (e != cudaSuccess) return std::string("flash: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
+  FlashFwdKernel<D, T><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(p.kv_heads),
+                              static_cast<unsigned>(p.batch * L.splits)),
+                         32 * warps, smem, stream>>>(fp);
+  if (L.splits > 1)
+    CombineKernel<T><<<dim3(static_cast<unsigned>(L.rows), static_cast<unsigned>(p.kv_heads),
+                            static_cast<unsigned>(p.batch)),
+                       D / 2, 0, stream>>>(fp, D);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return std::string("flash: launch: ") + cudaGetErrorString(e);
+  return "";
+}
+
+template <typename T>
+std::string LaunchD(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
+  switch (p.head_dim) {
+    case 64: return Launch<64, T>(p, L, stream, ws);
+    case 80: return Launch<80, T>(p, L, stream, ws);
+    case 96: return Launch<96, T>(p, L, stream, ws);
+    case 128: return Launch<128, T>(p, L, stream, ws);
+    case 256: return Launch<256, T>(p, L, stream, ws);
+    default: return "flash: unsupported head size " + std::to_string(p.head_dim);
+  }
+}
+
+}  // namespace flash
+
+bool FlashSupports(const AttentionProblem& p) {
+  using flash::Aligned16;
+  if (p.precision != Precision::kHalf) return false;
+  if (p.q.type != ElemType::kFloat16 && p.q.type != ElemType::kBFloat16) return false;
+  if (p.k.type != p.q.type || p.v.type != p.q.type || p.half_type != p.q.type) return false;
+  if (p.mask.kind != MaskKind::kNone || p.softcap > 0.f) return false;
+  const int64_t d = p.head_dim;
+  if (d != 64 && d != 80 && d != 96 && d != 128 && d != 256) return false;
+  if (p.v_head_dim != d) return false;
+  if (p.batch <= 0 || p.q_heads <= 0 || p.kv_heads <= 0 || p.q_heads % p.kv_heads != 0) return false;
+  if (p.q_len < 0 || p.kv_len < 0 || p.block_kv <= 0 || p.block_kv % flash::kTileN != 0) return false;
+  if (p.batch > 65535 || p.kv_heads > 65535) return false;
+  const int64_t lim = int64_t{1} << 30;
+  if (p.q_len * (p.q_heads / p.kv_heads) >= lim || p.kv_len >= lim) return false;
+  if (p.left_window >= lim || p.right_window >= lim) return false;
+  for (const TensorView* t : {&p.q, &p.k, &p.v}) {
+    if (t->stride[3] != 1 || !Aligned16(t->data)) return false;
+    for (int i = 0; i < 3; ++i)
+      if (t->stride[i] % 8 != 0) return false;
+  }
+  if (p.y_stride[3] != 1 || (reinterpret_cast<uintptr_t>(p.y) & 3u) != 0) return false;
+  for (int i = 0; i < 3; ++i)
+    if (p.y_stride[i] % 2 != 0) return false;
+  if (static_cast<int>(flash::SmemBytes(static_cast<int>(d), flash::Warps(p))) > flash::MaxSmemOptin()) return false;
+  const flash::Layout L = flash::MakeLayout(p);
+  if (L.q_tiles > 0x7fffffff || p.batch * L.splits > 65535) return false;
+  return true;
+}
+
+size_t FlashWorkspaceBytes(const AttentionProblem& p) { return flash::MakeLayout(p).total; }
+
+int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).splits; }
+
+std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* workspace) {
+  if (!FlashSupports(p)) return "flash: problem not supported by the flash path";
+  if (p.batch == 0 || p.q_len == 0) return "";
+  const flash::Layout L = flash::MakeLayout(p);
+  if (p.q.type == ElemType::kFloat16) return flash::LaunchD<__half>(p, L, stream, workspace);
+  return flash::LaunchD<__nv_bfloat16>(p, L, stream, workspace);
+}
+
+}  // namespace pasa::cuda
