@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "flash.h"
 #include "flash_ptx.cuh"
@@ -63,47 +64,63 @@ __device__ __forceinline__ int ValidLen(const int64_t* nonpad, int b, int kv_len
   return static_cast<int>(v < 0 ? 0 : (v > kv_len ? kv_len : v));
 }
 
-// grid (nblk, Hkv, B), block D/2 threads: thread c owns columns 2c, 2c+1 and sums its keys in
-// order (the emulation sums in the same order: bit-identical K' and kbar).
+// grid (nblk, Hkv, B), block kShiftGroups·D/2 threads: thread (grp, c) owns columns 2c, 2c+1 and
+// sums rows grp, grp + 8, grp + 16, ... in order; the 8 partial sums are added in group order
+// (the emulation sums in the same order: bit-identical K' and kbar).
+constexpr int kShiftGroups = 8;
 template <typename T>
 __global__ void ShiftKeysKernel(ShiftParams sp) {
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
+  __shared__ float2 part[kShiftGroups][128];
   const int blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const int c = threadIdx.x * 2;
-  if (c >= sp.d) return;
+  const int half_d = sp.d / 2;
+  const int cp = threadIdx.x % half_d, grp = threadIdx.x / half_d;
+  const int c = cp * 2;
   const int valid = ValidLen(sp.nonpad, b, sp.kv_len);
   const int k0 = blk * sp.n;
   const int count = max(0, min(sp.n, valid - k0));
   const T* src = static_cast<const T*>(sp.k) + b * sp.k_sb + h * sp.k_sh + static_cast<int64_t>(k0) * sp.k_ss + c;
   float s0 = 0.f, s1 = 0.f;
-  for (int r = 0; r < count; ++r) {
+#pragma unroll 4
+  for (int r = grp; r < count; r += kShiftGroups) {
     const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
     s0 += x.x;
     s1 += x.y;
   }
+  part[grp][cp] = make_float2(s0, s1);
+  __syncthreads();
+  s0 = 0.f;
+  s1 = 0.f;
+  for (int gi = 0; gi < kShiftGroups; ++gi) {
+    s0 += part[gi][cp].x;
+    s1 += part[gi][cp].y;
+  }
   const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
   const float kb0 = sp.alpha * (s0 * inv), kb1 = sp.alpha * (s1 * inv);
   const int64_t slab = static_cast<int64_t>(b) * sp.hkv + h;
-  float* kbar = sp.kbar + (slab * (sp.kv_pad / sp.n) + blk) * sp.d;
-  kbar[c] = kb0;
-  kbar[c + 1] = kb1;
+  if (grp == 0) {
+    float* kbar = sp.kbar + (slab * (sp.kv_pad / sp.n) + blk) * sp.d;
+    kbar[c] = kb0;
+    kbar[c + 1] = kb1;
+  }
   T2* dst = reinterpret_cast<T2*>(static_cast<T*>(sp.kp) + (slab * sp.kv_pad + k0) * sp.d + c);
-  for (int r = 0; r < sp.n; ++r) {
+#pragma unroll 4
+  for (int r = grp; r < sp.n; r += kShiftGroups) {
     T2 o = Tr::Pack(0.f, 0.f);
     if (r < count) {
       const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
       o = Tr::Pack(sp.scale * (x.x - kb0), sp.scale * (x.y - kb1));
     }
-    dst[static_cast<int64_t>(r) * (sp.d / 2)] = o;
+    dst[static_cast<int64_t>(r) * half_d] = o;
   }
 }
 
 // Key range [lo, hi) a query at absolute position `pos` may attend (before padding).
 struct Geometry {
   int causal, left, right;
-  __device__ __forceinline__ bool Allowed(int64_t pos, int key) const {
-    const int64_t diff = pos - key;
+  __device__ __forceinline__ bool Allowed(int pos, int key) const {
+    const int diff = pos - key;
     if (causal && diff < 0) return false;
     if (left >= 0 && diff > left) return false;
     if (right >= 0 && -diff > right) return false;
@@ -111,20 +128,43 @@ struct Geometry {
   }
 };
 
-template <int D, typename T>
-__global__ void __launch_bounds__(256) FlashFwdKernel(FwdParams p) {
+// Round an fp32 score to the half type's precision, round-to-nearest-even on the bit pattern
+// (integer ALU, not the conversion unit): exact for bf16; for fp16 exact in the normal range
+// (|s| < 2^-14 keeps 11 significant bits instead of fp16's subnormal grid; |s| >= 65520 never
+// reaches here: that row uses its fp32 scores).
+template <typename T>
+__device__ __forceinline__ float RoundScore(float s);
+template <>
+__device__ __forceinline__ float RoundScore<__half>(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return __uint_as_float((u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u);
+}
+template <>
+__device__ __forceinline__ float RoundScore<__nv_bfloat16>(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
+// |s| at or above this rounds to inf in the half type.
+template <typename T>
+__device__ __forceinline__ float OverflowThreshold() {
+  return std::is_same<T, __half>::value ? 65520.f : __uint_as_float(0x7F7F8000u);
+}
+
+// MT: 16-row m-tiles per warp (2: 32 rows per warp, K/V fragments reused twice).
+template <int D, typename T, int MT>
+__global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
-  constexpr int LD = D + kPad;         // halves per shared row
-  constexpr int KSTEPS = D / 16;       // k-steps of S = Q·K'ᵀ
-  constexpr int NT_O = D / 8;          // n-tiles of O
-  constexpr int NT_S = kTileN / 8;     // n-tiles of S
-  constexpr bool kQInRegs = D <= 128;  // Q fragments kept in registers
-  constexpr int CH = D / 8;            // 16-byte chunks per row
+  constexpr int LD = D + kPad;                   // halves per shared row
+  constexpr int KSTEPS = D / 16;                 // k-steps of S = Q·K'ᵀ
+  constexpr int NT_O = D / 8;                    // n-tiles of O
+  constexpr int NT_S = kTileN / 8;               // n-tiles of S
+  constexpr bool kQInRegs = MT == 1 && D <= 128;  // Q fragments kept in registers
+  constexpr int CH = D / 8;                      // 16-byte chunks per row
 
   extern __shared__ uint4 smem_raw[];
   const int nthreads = blockDim.x;
-  const int bm = nthreads / 2;  // 16 rows per warp
+  const int bm = (nthreads / 32) * 16 * MT;
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + bm * LD;
   T* sV = sK + 2 * kTileN * LD;
@@ -203,19 +243,28 @@ __global__ void __launch_bounds__(256) FlashFwdKernel(FwdParams p) {
     CpAsyncCommit();
   }
 
-  float o[NT_O][4];
+  float o[MT][NT_O][4];
 #pragma unroll
-  for (int j = 0; j < NT_O; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT_O; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+  float m_run[MT][2], l_run[MT][2], shift[MT][2];
+  int row_pos[MT][2];  // absolute positions (< 2^31: FlashSupports bounds the lengths)
+  const int wr0 = warp * 16 * MT;  // first row of this warp in the CTA tile
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      m_run[mt][rr] = -INFINITY;
+      l_run[mt][rr] = 0.f;
+      shift[mt][rr] = 0.f;
+      row_pos[mt][rr] = static_cast<int>((R0 + wr0 + mt * 16 + g + rr * 8) / p.group + off);
+    }
   uint32_t qf[kQInRegs ? KSTEPS : 1][4];
-  const int wr0 = warp * 16;  // first row of this warp in the CTA tile
   const bool warp_active = R0 + wr0 < R1;
   const Geometry geo{p.causal, p.left, p.right};
-  int64_t row_pos[2];
-  row_pos[0] = (R0 + wr0 + g) / p.group + off;
-  row_pos[1] = (R0 + wr0 + g + 8) / p.group + off;
-  float shift[2] = {0.f, 0.f};
   const float NEG_INF = -INFINITY;
+  const float thr = OverflowThreshold<T>();
 
   for (int t = t_begin; t < t_end; ++t) {
     const int buf = (t - t_begin) & 1;
@@ -237,147 +286,177 @@ __global__ void __launch_bounds__(256) FlashFwdKernel(FwdParams p) {
     // The removed shift of this tile's PASA block, per row: c·(q·kbar), quad-reduced.
     if (t == t_begin || t % p.blk_tiles == 0) {
       const float* kb = sKb + buf * D;
-      float acc[2] = {0.f, 0.f};
+      float acc[MT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = 0.f;
 #pragma unroll
       for (int k2 = 0; k2 < D / 8; ++k2) {
         const int col = k2 * 8 + tq * 2;
         const float2 kv2 = *reinterpret_cast<const float2*>(kb + col);
 #pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(sQ + (wr0 + g + rr * 8) * LD + col));
-          acc[rr] = fmaf(qv.x, kv2.x, acc[rr]);
-          acc[rr] = fmaf(qv.y, kv2.y, acc[rr]);
-        }
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr) {
+            const float2 qv =
+                Tr::Unpack(*reinterpret_cast<const T2*>(sQ + (wr0 + mt * 16 + g + rr * 8) * LD + col));
+            acc[mt][rr] = fmaf(qv.x, kv2.x, acc[mt][rr]);
+            acc[mt][rr] = fmaf(qv.y, kv2.y, acc[mt][rr]);
+          }
       }
 #pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        acc[rr] += __shfl_xor_sync(0xffffffffu, acc[rr], 1);
-        acc[rr] += __shfl_xor_sync(0xffffffffu, acc[rr], 2);
-        shift[rr] = p.scale * acc[rr];
-      }
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 1);
+          acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 2);
+          shift[mt][rr] = p.scale * acc[mt][rr];
+        }
     }
 
     // S = Q·K'ᵀ
-    float s[NT_S][4];
+    float s[MT][NT_S][4];
 #pragma unroll
-    for (int j = 0; j < NT_S; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; ++kk) {
-      uint32_t a[4];
-      if constexpr (kQInRegs) {
-        a[0] = qf[kk][0]; a[1] = qf[kk][1]; a[2] = qf[kk][2]; a[3] = qf[kk][3];
-      } else {
-        LdMatrixX4(SmemAddr(sQ + (wr0 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[0], a[1], a[2], a[3]);
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (kQInRegs) {
+          a[mt][0] = qf[kk][0]; a[mt][1] = qf[kk][1]; a[mt][2] = qf[kk][2]; a[mt][3] = qf[kk][3];
+        } else {
+          LdMatrixX4(SmemAddr(sQ + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[mt][0],
+                     a[mt][1], a[mt][2], a[mt][3]);
+        }
       }
 #pragma unroll
       for (int jj = 0; jj < NT_S / 2; ++jj) {
         uint32_t b0, b1, b2, b3;
         LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
                    b0, b1, b2, b3);
-        Mma16816<T>(s[2 * jj], a, b0, b1);
-        Mma16816<T>(s[2 * jj + 1], a, b2, b3);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          Mma16816<T>(s[mt][2 * jj], a[mt], b0, b1);
+          Mma16816<T>(s[mt][2 * jj + 1], a[mt], b2, b3);
+        }
       }
     }
 
-    // Round to the half type (fp32 fallback per row on overflow), add the shift, mask, softmax.
+    // Mask; overflow test on the attended |S| (a row whose tile would overflow the half type
+    // keeps its fp32 scores); round S, add the shift, online softmax; P rounded for P·V.
     const bool full = t * kTileN >= a_lo && (t + 1) * kTileN <= a_hi;
-    uint32_t pf[NT_S][2];
+    float amax[MT][2];
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      bool ovf = false;
-      float hs[NT_S][2];
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int j = 0; j < NT_S; ++j) {
-        const float2 h = Tr::Unpack(Tr::Pack(s[j][2 * rr], s[j][2 * rr + 1]));
-        hs[j][0] = h.x;
-        hs[j][1] = h.y;
-        if (!full) {
-          const int key = t * kTileN + j * 8 + tq * 2;
+      for (int rr = 0; rr < 2; ++rr) {
+        float am = 0.f;
+#pragma unroll
+        for (int j = 0; j < NT_S; ++j)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const bool ok = key + e < valid && geo.Allowed(row_pos[rr], key + e);
-            if (!ok) s[j][2 * rr + e] = NEG_INF;
+            float& x = s[mt][j][2 * rr + e];
+            if (!full) {
+              const int key = t * kTileN + j * 8 + tq * 2 + e;
+              if (!(key < valid && geo.Allowed(row_pos[mt][rr], key))) x = NEG_INF;
+            }
+            am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
           }
+        amax[mt][rr] = am;
+      }
+    bool any_ovf = false;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) any_ovf |= amax[mt][0] >= thr || amax[mt][1] >= thr;
+    any_ovf = __any_sync(0xffffffffu, any_ovf);
+    uint32_t pf[MT][NT_S][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        bool ovf = false;
+        if (any_ovf) {  // rare: per-row decision, quad-reduced
+          float am = amax[mt][rr];
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+          ovf = am >= thr;
         }
-        ovf |= (isinf(h.x) && s[j][2 * rr] != NEG_INF) || (isinf(h.y) && s[j][2 * rr + 1] != NEG_INF);
-      }
-      int of = ovf ? 1 : 0;
-      of |= __shfl_xor_sync(0xffffffffu, of, 1);
-      of |= __shfl_xor_sync(0xffffffffu, of, 2);
-      ovf = of != 0;
-      float mx = NEG_INF;
+        float mx = NEG_INF;
 #pragma unroll
-      for (int j = 0; j < NT_S; ++j) {
+        for (int j = 0; j < NT_S; ++j)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[j][2 * rr + e];
-          x = x == NEG_INF ? NEG_INF : (ovf ? x : hs[j][e]) + shift[rr];
-          mx = fmaxf(mx, x);
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][j][2 * rr + e];
+            x = x == NEG_INF ? NEG_INF : (ovf ? x : RoundScore<T>(x)) + shift[mt][rr];
+            mx = fmaxf(mx, x);
+          }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[mt][rr], mx);
+        const float mL = m_new == NEG_INF ? 0.f : m_new * kLog2e;
+        const float corr = Exp2(fmaf(m_run[mt][rr], kLog2e, -mL));
+        m_run[mt][rr] = m_new;
+        float psum = 0.f;
+#pragma unroll
+        for (int j = 0; j < NT_S; ++j) {
+          const T2 ph = Tr::Pack(Exp2(fmaf(s[mt][j][2 * rr], kLog2e, -mL)), Exp2(fmaf(s[mt][j][2 * rr + 1], kLog2e, -mL)));
+          const float2 pr = Tr::Unpack(ph);
+          psum += pr.x + pr.y;
+          pf[mt][j][rr] = AsU32(ph);
+        }
+        l_run[mt][rr] = l_run[mt][rr] * corr + psum;
+#pragma unroll
+        for (int j = 0; j < NT_O; ++j) {
+          o[mt][j][2 * rr] *= corr;
+          o[mt][j][2 * rr + 1] *= corr;
         }
       }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m_run[rr], mx);
-      const float mL = m_new == NEG_INF ? 0.f : m_new * kLog2e;
-      const float corr = Exp2(fmaf(m_run[rr], kLog2e, -mL));
-      m_run[rr] = m_new;
-      float psum = 0.f;
-#pragma unroll
-      for (int j = 0; j < NT_S; ++j) {
-        const T2 ph = Tr::Pack(Exp2(fmaf(s[j][2 * rr], kLog2e, -mL)), Exp2(fmaf(s[j][2 * rr + 1], kLog2e, -mL)));
-        const float2 pr = Tr::Unpack(ph);
-        psum += pr.x + pr.y;
-        pf[j][rr] = AsU32(ph);
-      }
-      l_run[rr] = l_run[rr] * corr + psum;
-#pragma unroll
-      for (int j = 0; j < NT_O; ++j) {
-        o[j][2 * rr] *= corr;
-        o[j][2 * rr + 1] *= corr;
-      }
-    }
 
     // O += P·V
 #pragma unroll
     for (int kk = 0; kk < kTileN / 16; ++kk) {
-      const uint32_t a[4] = {pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1]};
 #pragma unroll
       for (int jj = 0; jj < NT_O / 2; ++jj) {
         uint32_t b0, b1, b2, b3;
         LdMatrixX4Trans(SmemAddr(tV + (kk * 16 + (lane & 15)) * LD + jj * 16 + (lane >> 4) * 8), b0, b1, b2, b3);
-        Mma16816<T>(o[2 * jj], a, b0, b1);
-        Mma16816<T>(o[2 * jj + 1], a, b2, b3);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint32_t a[4] = {pf[mt][2 * kk][0], pf[mt][2 * kk][1], pf[mt][2 * kk + 1][0], pf[mt][2 * kk + 1][1]};
+          Mma16816<T>(o[mt][2 * jj], a, b0, b1);
+          Mma16816<T>(o[mt][2 * jj + 1], a, b2, b3);
+        }
       }
     }
   }
 
   if (!warp_active) return;
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    l_run[rr] += __shfl_xor_sync(0xffffffffu, l_run[rr], 1);
-    l_run[rr] += __shfl_xor_sync(0xffffffffu, l_run[rr], 2);
-  }
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int R = R0 + wr0 + g + rr * 8;
-    if (R >= R1) continue;
-    if (p.splits == 1) {
-      const float inv = l_run[rr] != 0.f ? 1.0f / l_run[rr] : 0.f;
-      const int i = R / p.group, gh = R % p.group;
-      T* y = static_cast<T*>(p.y) + b * p.y_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.y_sh +
-             static_cast<int64_t>(i) * p.y_ss;
+    for (int rr = 0; rr < 2; ++rr) {
+      float l = l_run[mt][rr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int R = R0 + wr0 + mt * 16 + g + rr * 8;
+      if (R >= R1) continue;
+      if (p.splits == 1) {
+        const float inv = l != 0.f ? 1.0f / l : 0.f;
+        const int i = R / p.group, gh = R % p.group;
+        T* y = static_cast<T*>(p.y) + b * p.y_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.y_sh +
+               static_cast<int64_t>(i) * p.y_ss;
 #pragma unroll
-      for (int j = 0; j < NT_O; ++j)
-        *reinterpret_cast<T2*>(y + j * 8 + tq * 2) = Tr::Pack(o[j][2 * rr] * inv, o[j][2 * rr + 1] * inv);
-    } else {
-      const int64_t prow = (slab * p.splits + split) * p.rows + R;
-      float* po = p.part_o + prow * D;
+        for (int j = 0; j < NT_O; ++j)
+          *reinterpret_cast<T2*>(y + j * 8 + tq * 2) = Tr::Pack(o[mt][j][2 * rr] * inv, o[mt][j][2 * rr + 1] * inv);
+      } else {
+        const int64_t prow = (slab * p.splits + split) * p.rows + R;
+        float* po = p.part_o + prow * D;
 #pragma unroll
-      for (int j = 0; j < NT_O; ++j)
-        *reinterpret_cast<float2*>(po + j * 8 + tq * 2) = make_float2(o[j][2 * rr], o[j][2 * rr + 1]);
-      if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m_run[rr], l_run[rr]);
+        for (int j = 0; j < NT_O; ++j)
+          *reinterpret_cast<float2*>(po + j * 8 + tq * 2) = make_float2(o[mt][j][2 * rr], o[mt][j][2 * rr + 1]);
+        if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m_run[mt][rr], l);
+      }
     }
-  }
 }
 
 // grid (rows, Hkv, B), block D/2 threads: merges the splits' (m, l, O) of one row in fp32.
@@ -411,13 +490,17 @@ __global__ void CombineKernel(FwdParams p, int d) {
 
 // ---- host side ----
 
-int Warps(const AttentionProblem& p) {
+// Kernel shape, a function of the problem only: 4 warps; 32 rows per warp (MT = 2) for
+// D <= 128 with more than 64 packed query rows, else 16 (D = 256, decode).
+constexpr int kWarps = 4;
+int MTiles(const AttentionProblem& p) {
   const int64_t rows = p.q_len * (p.q_heads / std::max<int64_t>(1, p.kv_heads));
-  return (p.head_dim == 256 || rows <= 64) ? 4 : 8;
+  return (p.head_dim <= 128 && rows > 64) ? 2 : 1;
 }
+int BlockM(const AttentionProblem& p) { return 16 * kWarps * MTiles(p); }
 
-size_t SmemBytes(int d, int warps) {
-  return static_cast<size_t>(16 * warps + 4 * kTileN) * (d + kPad) * 2 + 2 * d * sizeof(float);
+size_t SmemBytes(int d, int bm) {
+  return static_cast<size_t>(bm + 4 * kTileN) * (d + kPad) * 2 + 2 * d * sizeof(float);
 }
 
 struct Layout {
@@ -435,7 +518,7 @@ Layout MakeLayout(const AttentionProblem& p) {
   L.kv_pad = L.nblk * n;
   const int64_t group = p.q_heads / p.kv_heads;
   L.rows = p.q_len * group;
-  const int bm = 16 * Warps(p);
+  const int bm = BlockM(p);
   L.q_tiles = (L.rows + bm - 1) / bm;
   // Fixed split-KV factor, a function of the problem only (never of the device): aim at >= 256
   // CTAs, with at least 4 key tiles per split and at most 64 splits.
@@ -468,10 +551,9 @@ int MaxSmemOptin() {
   return v;
 }
 
-template <int D, typename T>
+template <int D, typename T, int MT>
 std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
   char* w = static_cast<char*>(ws);
-  const int warps = Warps(p);
   if (p.kv_len > 0) {
     ShiftParams sp{};
     sp.k = p.k.data;
@@ -490,7 +572,7 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
     sp.alpha = p.alpha;
     ShiftKeysKernel<T><<<dim3(static_cast<unsigned>(L.nblk), static_cast<unsigned>(p.kv_heads),
                              static_cast<unsigned>(p.batch)),
-                         D / 2, 0, stream>>>(sp);
+                         kShiftGroups * D / 2, 0, stream>>>(sp);
   }
   FwdParams fp{};
   fp.q = p.q.data;
@@ -524,13 +606,13 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   fp.left = static_cast<int>(p.left_window);
   fp.right = static_cast<int>(p.right_window);
   fp.scale = p.scale;
-  const size_t smem = SmemBytes(D, warps);
-  cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  const size_t smem = SmemBytes(D, 16 * kWarps * MT);
+  cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem));
   if (e != cudaSuccess) return std::string("flash: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
-  FlashFwdKernel<D, T><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(p.kv_heads),
-                              static_cast<unsigned>(p.batch * L.splits)),
-                         32 * warps, smem, stream>>>(fp);
+  FlashFwdKernel<D, T, MT><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(p.kv_heads),
+                                  static_cast<unsigned>(p.batch * L.splits)),
+                             32 * kWarps, smem, stream>>>(fp);
   if (L.splits > 1)
     CombineKernel<T><<<dim3(static_cast<unsigned>(L.rows), static_cast<unsigned>(p.kv_heads),
                             static_cast<unsigned>(p.batch)),
@@ -542,12 +624,13 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
 
 template <typename T>
 std::string LaunchD(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
+  const bool two = MTiles(p) == 2;
   switch (p.head_dim) {
-    case 64: return Launch<64, T>(p, L, stream, ws);
-    case 80: return Launch<80, T>(p, L, stream, ws);
-    case 96: return Launch<96, T>(p, L, stream, ws);
-    case 128: return Launch<128, T>(p, L, stream, ws);
-    case 256: return Launch<256, T>(p, L, stream, ws);
+    case 64: return two ? Launch<64, T, 2>(p, L, stream, ws) : Launch<64, T, 1>(p, L, stream, ws);
+    case 80: return two ? Launch<80, T, 2>(p, L, stream, ws) : Launch<80, T, 1>(p, L, stream, ws);
+    case 96: return two ? Launch<96, T, 2>(p, L, stream, ws) : Launch<96, T, 1>(p, L, stream, ws);
+    case 128: return two ? Launch<128, T, 2>(p, L, stream, ws) : Launch<128, T, 1>(p, L, stream, ws);
+    case 256: return Launch<256, T, 1>(p, L, stream, ws);
     default: return "flash: unsupported head size " + std::to_string(p.head_dim);
   }
 }
@@ -577,7 +660,7 @@ bool FlashSupports(const AttentionProblem& p) {
   if (p.y_stride[3] != 1 || (reinterpret_cast<uintptr_t>(p.y) & 3u) != 0) return false;
   for (int i = 0; i < 3; ++i)
     if (p.y_stride[i] % 2 != 0) return false;
-  if (static_cast<int>(flash::SmemBytes(static_cast<int>(d), flash::Warps(p))) > flash::MaxSmemOptin()) return false;
+  if (static_cast<int>(flash::SmemBytes(static_cast<int>(d), flash::BlockM(p))) > flash::MaxSmemOptin()) return false;
   const flash::Layout L = flash::MakeLayout(p);
   if (L.q_tiles > 0x7fffffff || p.batch * L.splits > 65535) return false;
   return true;

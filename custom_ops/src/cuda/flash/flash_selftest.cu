@@ -58,6 +58,23 @@ float H2F(uint16_t u, bool bf) {
 }
 float Rnd(float f, bool bf) { return H2F(F2H(f, bf), bf); }
 
+// The kernel's score rounding: round-to-nearest-even on the fp32 bit pattern to the half type's
+// significand (fp16: 11 bits, no subnormal grid; bf16: exact), see RoundScore in flash_fwd.cu.
+float RoundScore(float s, bool bf) {
+  uint32_t u;
+  std::memcpy(&u, &s, 4);
+  u = bf ? (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u : (u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+float OverflowThreshold(bool bf) {
+  const uint32_t u = 0x7F7F8000u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return bf ? f : 65520.f;
+}
+
 struct Case {
   std::string name;
   int B = 1, Hq = 8, Hkv = 8, Sq = 256, Skv = 256, D = 128;
@@ -291,7 +308,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
   const bool bf = c.bf;
   const int group = c.Hq / c.Hkv, D = c.D, n = c.block_kv;
   const int rows = c.Sq * group;
-  const int warps = (D == 256 || rows <= 64) ? 4 : 8, bm = 16 * warps;
+  const int bm = (D <= 128 && rows > 64) ? 128 : 64;  // the kernel's CTA rows (flash_fwd.cu)
   const int q_tiles = (rows + bm - 1) / bm;
   const int splits = pasa::cuda::FlashNumSplits(p);
   const int nblk = (c.Skv + n - 1) / n, blk_tiles = n / 64;
@@ -311,8 +328,10 @@ void Emulate(const Run& r, std::vector<float>& out) {
         const int count = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(n, valid - int64_t{blk} * n)));
         const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
         for (int d = 0; d < D; ++d) {
+          float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // the kernel's 8 row groups
+          for (int j = 0; j < count; ++j) part[j % 8] += At(r.packed, r.k, bf, b, hk, blk * n + j, d);
           float s = 0.f;
-          for (int j = 0; j < count; ++j) s += At(r.packed, r.k, bf, b, hk, blk * n + j, d);
+          for (float x : part) s += x;
           const float kb = alpha * (s * inv);
           kbar[static_cast<size_t>(blk * D + d)] = kb;
           for (int j = 0; j < count; ++j) {
@@ -360,14 +379,14 @@ void Emulate(const Run& r, std::vector<float>& out) {
                 s[static_cast<size_t>(j)] = static_cast<float>(acc);
                 const bool ok = key < valid && geo.Allowed(pos, key);
                 x[static_cast<size_t>(j)] = ok ? 0.f : -INFINITY;
-                if (ok && std::isinf(Rnd(s[static_cast<size_t>(j)], bf))) ovf = true;
+                if (ok && std::fabs(s[static_cast<size_t>(j)]) >= OverflowThreshold(bf)) ovf = true;
               }
               float mx = -INFINITY;
               for (int j = 0; j < 64; ++j) {
                 float& xj = x[static_cast<size_t>(j)];
                 if (xj == -INFINITY) continue;
                 const float sj = s[static_cast<size_t>(j)];
-                xj = (ovf ? sj : Rnd(sj, bf)) + shift;
+                xj = (ovf ? sj : RoundScore(sj, bf)) + shift;
                 mx = std::max(mx, xj);
               }
               const float m_new = std::max(m, mx);
@@ -669,6 +688,26 @@ void Bench() {
   }
 }
 
+// One run of a few shapes, for Nsight Compute.
+void Prof() {
+  for (int which = 0; which < 3; ++which) {
+    Case c;
+    c.Hq = c.Hkv = which == 2 ? 12 : 32;
+    c.D = which == 2 ? 64 : 128;
+    c.Sq = which == 1 ? 1 : 4096;
+    c.Skv = which == 1 ? 32768 : 4096;
+    if (which == 1) c.Hkv = 8;
+    Run r;
+    r.c = c;
+    Setup(r);
+    Dev dv;
+    Upload(r, dv);
+    const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
+    CK(cudaDeviceSynchronize());
+    if (!err.empty()) std::printf("%s\n", err.c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -683,6 +722,7 @@ int main(int argc, char** argv) {
     else if (m == "quick") CheckSuite(true);
     else if (m == "paper") PaperGrid();
     else if (m == "bench") Bench();
+    else if (m == "prof") Prof();
   }
   std::printf("failures: %d\n", g_fail);
   return g_fail == 0 ? 0 : 1;
