@@ -353,17 +353,20 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         float am = 0.f;
+        if (full) {
 #pragma unroll
-        for (int j = 0; j < NT_S; ++j)
+          for (int j = 0; j < NT_S; ++j) am = fmaxf(am, fmaxf(fabsf(s[mt][j][2 * rr]), fabsf(s[mt][j][2 * rr + 1])));
+        } else {
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& x = s[mt][j][2 * rr + e];
-            if (!full) {
+          for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& x = s[mt][j][2 * rr + e];
               const int key = t * kTileN + j * 8 + tq * 2 + e;
               if (!(key < valid && geo.Allowed(row_pos[mt][rr], key))) x = NEG_INF;
+              am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
             }
-            am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
-          }
+        }
         amax[mt][rr] = am;
       }
     bool any_ovf = false;
@@ -383,14 +386,25 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
           ovf = am >= thr;
         }
         float mx = NEG_INF;
+        if (full && !ovf) {
 #pragma unroll
-        for (int j = 0; j < NT_S; ++j)
+          for (int j = 0; j < NT_S; ++j)
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& x = s[mt][j][2 * rr + e];
-            x = x == NEG_INF ? NEG_INF : (ovf ? x : RoundScore<T>(x)) + shift[mt][rr];
-            mx = fmaxf(mx, x);
-          }
+            for (int e = 0; e < 2; ++e) {
+              float& x = s[mt][j][2 * rr + e];
+              x = RoundScore<T>(x) + shift[mt][rr];
+              mx = fmaxf(mx, x);
+            }
+        } else {
+#pragma unroll
+          for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& x = s[mt][j][2 * rr + e];
+              x = x == NEG_INF ? NEG_INF : (ovf ? x : RoundScore<T>(x)) + shift[mt][rr];
+              mx = fmaxf(mx, x);
+            }
+        }
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_run[mt][rr], mx);
