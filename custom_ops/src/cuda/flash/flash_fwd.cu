@@ -354,8 +354,12 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
       for (int rr = 0; rr < 2; ++rr) {
         float am = 0.f;
         if (full) {
+          float t4[4];
 #pragma unroll
-          for (int j = 0; j < NT_S; ++j) am = fmaxf(am, fmaxf(fabsf(s[mt][j][2 * rr]), fabsf(s[mt][j][2 * rr + 1])));
+          for (int q4 = 0; q4 < 4; ++q4)
+            t4[q4] = fmaxf(fmaxf(fabsf(s[mt][2 * q4][2 * rr]), fabsf(s[mt][2 * q4][2 * rr + 1])),
+                           fmaxf(fabsf(s[mt][2 * q4 + 1][2 * rr]), fabsf(s[mt][2 * q4 + 1][2 * rr + 1])));
+          am = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
         } else {
 #pragma unroll
           for (int j = 0; j < NT_S; ++j)
@@ -373,53 +377,77 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) any_ovf |= amax[mt][0] >= thr || amax[mt][1] >= thr;
     any_ovf = __any_sync(0xffffffffu, any_ovf);
+    bool ovf[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) ovf[mt][rr] = false;
+    if (any_ovf) {  // rare: per-row decision, quad-reduced
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          float am = amax[mt][rr];
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+          ovf[mt][rr] = am >= thr;
+        }
+    }
+    // x = round(S) + shift, and the rows' tile maxima (all rows first: independent chains).
+    float mx[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float sh = shift[mt][rr];
+        if (full && !any_ovf) {
+#pragma unroll
+          for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) s[mt][j][2 * rr + e] = RoundScore<T>(s[mt][j][2 * rr + e]) + sh;
+        } else {
+          const bool ov = ovf[mt][rr];
+#pragma unroll
+          for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& x = s[mt][j][2 * rr + e];
+              x = x == NEG_INF ? NEG_INF : (ov ? x : RoundScore<T>(x)) + sh;
+            }
+        }
+        float t4[4];
+#pragma unroll
+        for (int q4 = 0; q4 < 4; ++q4)
+          t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
+                         fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
+        mx[mt][rr] = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+      }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
     uint32_t pf[MT][NT_S][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        bool ovf = false;
-        if (any_ovf) {  // rare: per-row decision, quad-reduced
-          float am = amax[mt][rr];
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-          ovf = am >= thr;
-        }
-        float mx = NEG_INF;
-        if (full && !ovf) {
-#pragma unroll
-          for (int j = 0; j < NT_S; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float& x = s[mt][j][2 * rr + e];
-              x = RoundScore<T>(x) + shift[mt][rr];
-              mx = fmaxf(mx, x);
-            }
-        } else {
-#pragma unroll
-          for (int j = 0; j < NT_S; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float& x = s[mt][j][2 * rr + e];
-              x = x == NEG_INF ? NEG_INF : (ovf ? x : RoundScore<T>(x)) + shift[mt][rr];
-              mx = fmaxf(mx, x);
-            }
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run[mt][rr], mx);
+        const float m_new = fmaxf(m_run[mt][rr], mx[mt][rr]);
         const float mL = m_new == NEG_INF ? 0.f : m_new * kLog2e;
         const float corr = Exp2(fmaf(m_run[mt][rr], kLog2e, -mL));
         m_run[mt][rr] = m_new;
-        float psum = 0.f;
+        float ps[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int j = 0; j < NT_S; ++j) {
           const T2 ph = Tr::Pack(Exp2(fmaf(s[mt][j][2 * rr], kLog2e, -mL)), Exp2(fmaf(s[mt][j][2 * rr + 1], kLog2e, -mL)));
           const float2 pr = Tr::Unpack(ph);
-          psum += pr.x + pr.y;
+          ps[j & 3] += pr.x + pr.y;
           pf[mt][j][rr] = AsU32(ph);
         }
-        l_run[mt][rr] = l_run[mt][rr] * corr + psum;
+        l_run[mt][rr] = l_run[mt][rr] * corr + ((ps[0] + ps[1]) + (ps[2] + ps[3]));
 #pragma unroll
         for (int j = 0; j < NT_O; ++j) {
           o[mt][j][2 * rr] *= corr;

@@ -611,8 +611,9 @@ void CheckSuite(bool quick) {
 void PaperGrid() {
   std::printf("== the paper's random benchmark (fp16, 1x14/2 heads, S=1407, D=128)\n");
   for (int dist : {1, 2})
-    for (float mean : {0.f, 10.f, 30.f})
+    for (float mean : {0.f, 30.f})
       for (float amp : {0.5f, 20.f}) {
+        if (dist == 2 && amp < 1.f) continue;
         Case c;
         c.dist = dist;
         c.mean = mean;
