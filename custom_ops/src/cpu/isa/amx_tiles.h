@@ -5,7 +5,7 @@
 // never rounds up into inf), lo = bf16_rne(x − hi); every product of two bf16 values is exact in
 // fp32 and the tiles accumulate in fp32 (TDPBF16PS):
 //   - Q (fp16) = Qh + Ql exactly; K' (fp32, shifted) ≈ Kh + Km (16 significant bits, |error| ≤
-//     2⁻¹⁷·|K'|); S = Qh·Khᵀ + Qh·Kmᵀ + Ql·Khᵀ (bf16 Q: Ql = 0, two products);
+//     2⁻¹⁶·|K'|); S = Qh·Khᵀ + Qh·Kmᵀ + Ql·Khᵀ (bf16 Q: Ql = 0, two products);
 //   - P (rounded to fp16) = Ph + Pl, V (fp16) = Vh + Vl exactly; P·V = Ph·Vh + Ph·Vl + Pl·Vh
 //     (bf16 P and V: one exact product, as the avx512bf16 path's vdpbf16ps).
 // The dropped terms (Ql·Km, Q·(K' − Kh − Km), Pl·Vl) are below 2⁻¹⁶ of each product, against the
