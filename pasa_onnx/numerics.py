@@ -57,7 +57,9 @@ def split_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bh, bl = bf16_split(b)
     f64 = np.float64
     with np.errstate(invalid="ignore", over="ignore"):
-        out = np.matmul(ah.astype(f64), (bh.astype(f64) + bl)) + np.matmul(al.astype(f64), bh.astype(f64))
+        out = np.matmul(ah.astype(f64), (bh.astype(f64) + bl)) + np.matmul(
+            al.astype(f64), bh.astype(f64)
+        )
     return out.astype(np.float32)
 
 
@@ -372,6 +374,9 @@ def attention_emulated(
                     kshift = rnd(kshift)
                 if amx_products and rounds:
                     s = split_products(qc, np.swapaxes(kshift, 2, 3))
+                    if not paper and half_type == np.float16:  # rows that overflow: fp32 products
+                        big = (np.abs(s) >= f32(65520)).any(axis=-1, keepdims=True)
+                        s = np.where(big, np.matmul(qc, np.swapaxes(kshift, 2, 3)), s)
                 else:
                     s = np.matmul(qc, np.swapaxes(kshift, 2, 3))  # [B,H,R,n] fp32 accumulation
                 if scale_after_scores:

@@ -153,7 +153,12 @@ def _run_on(isa: str, feeds: dict[str, np.ndarray], tmp_path: Path, **attrs) -> 
         "np.save(sys.argv[3], y.astype(np.float32))"
     )
     env = dict(os.environ, PASA_ONNX_ISA=isa)
-    subprocess.run([sys.executable, "-c", code, str(TESTS), str(inputs), str(dest)], env=env, check=True, cwd=TESTS)
+    subprocess.run(
+        [sys.executable, "-c", code, str(TESTS), str(inputs), str(dest)],
+        env=env,
+        check=True,
+        cwd=TESTS,
+    )
     return np.load(dest).astype(np.float64)
 
 
@@ -189,7 +194,9 @@ def test_amx_path_matches_its_split_product_emulation(rng, tmp_path, dtype, prec
     feeds = {"Q": q, "K": k, "V": v}
     for causal in (0, 1):
         y = _run_on("amx", feeds, tmp_path, is_causal=causal, precision=precision)
-        emu = attention_emulated(q, k, v, precision=precision, is_causal=bool(causal), amx_products=True)
+        emu = attention_emulated(
+            q, k, v, precision=precision, is_causal=bool(causal), amx_products=True
+        )
         gold = attention_golden(q, k, v, is_causal=bool(causal))
         err, emu_err = error_metrics(y, gold, v), error_metrics(emu, gold, v)
         assert err.nonfinite == 0

@@ -10,7 +10,8 @@
 //     (bf16 P and V: one exact product, as the avx512bf16 path's vdpbf16ps).
 // The dropped terms (Ql·Km, Q·(K' − Kh − Km), Pl·Vl) are below 2⁻¹⁶ of each product, against the
 // 2⁻¹¹ rounding of S and P that half mode applies; pasa_onnx.numerics.split_products emulates it.
-// Float precision and decode-sized problems (row-major K', direct blocks) keep the FMA products.
+// Float precision and decode-sized problems (row-major K', direct blocks) keep the FMA products,
+// and so do the rows of a half-mode fp16 score tile that would overflow fp16 (RescoreLarge).
 //
 // Per output element the order is fixed (32 dimensions or keys per step, the terms in the order
 // above, the steps in order), whatever the tile, block_q or thread.
@@ -244,6 +245,20 @@ struct AmxProducts : FmaProducts {
     }
     const AmxBlockPack b(kv.pack, D, n, rp.dv_pad);
     AmxGemm({qh, ql, D32, b.kh, b.km, n, D32 / kAmxK}, t.rows, n, t.s, n);
+    if (rp.precision == Precision::kHalf && rp.half_type == ElemType::kFloat16) RescoreLarge(t, D, kv);
+  }
+
+  // Half mode keeps a row's fp32 scores where they would overflow fp16 (|s| ≥ 65520): there the
+  // scores are large and the split's 2⁻¹⁶ of K' is not small against their differences, so such
+  // a row is recomputed with the FMA product (the fp32 tile of the contract).
+  static void RescoreLarge(TileState& t, int64_t D, const KvBlock& kv) {
+    const int64_t n = kv.n_pad;
+    const T thr = V::set1(65520.0f);
+    for (int64_t i = 0; i < t.rows; ++i) {
+      M big = V::mfalse();
+      for (int64_t r = 0; r < n; r += W) big = V::mor(big, V::ge(V::abs(V::load(t.s + i * n + r)), thr));
+      if (V::any(big)) ScoreTile(t.q + i * D, 1, D, kv.kt, n, t.s + i * n);
+    }
   }
 
   template <int R, class VRow>
