@@ -2,6 +2,9 @@
 // that this build carries and this CPU runs, or the one PASA_ONNX_ISA names. A named path that
 // cannot run is an error (reported when the library registers), never a silent fallback.
 #include <cstdlib>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 #if defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -30,6 +33,17 @@ bool OsAllowsTileData() {
 #endif
 }
 
+// CPUID.(EAX=7, ECX=0):EDX bit `bit` (22: AMX-BF16, 24: AMX-TILE).
+bool CpuidLeaf7Edx(int bit) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> bit) & 1u) != 0;
+#else
+  (void)bit;
+  return false;
+#endif
+}
+
 // Whether the CPU has one feature of isa_list.def (GCC's names; __builtin_cpu_supports needs a
 // literal, hence the chain).
 bool CpuHasFeature(const std::string& f) {
@@ -43,8 +57,8 @@ bool CpuHasFeature(const std::string& f) {
   if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
   if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
   if (f == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
-  if (f == "amx-bf16") return __builtin_cpu_supports("amx-bf16");
-  if (f == "amx-tile") return __builtin_cpu_supports("amx-tile") && OsAllowsTileData();
+  if (f == "amx-bf16") return CpuidLeaf7Edx(22);  // read from CPUID: GCC 12's
+  if (f == "amx-tile") return CpuidLeaf7Edx(24) && OsAllowsTileData();  // check misses AMX
 #endif
   (void)f;
   return false;  // a feature this check does not know: the path is not offered
