@@ -56,6 +56,17 @@ def _installed_library() -> list[Path]:
 # tests as the library's load-time dispatch (custom_ops/src/isa_dispatch.cc), which exports
 # nothing but RegisterCustomOps and so cannot be asked.
 _ISA_FEATURES = {
+    "amx": {
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512dq",
+        "f16c",
+        "fma",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_bf16",
+    },
     "avx512bf16": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "f16c", "fma", "avx512_bf16"},
     "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "f16c", "fma"},
     "avx2": {"avx2", "f16c", "fma"},
@@ -74,8 +85,9 @@ def _cpu_flags() -> set[str]:
 
 
 def isa_info() -> dict[str, Any]:
-    """The instruction-set path the library runs (``active``: ``avx512bf16``, ``avx512``,
-    ``avx2`` or ``portable``) and the paths this CPU supports (``supported``, best first).
+    """The instruction-set path the library runs (``active``: ``amx``, ``avx512bf16``,
+    ``avx512``, ``avx2`` or ``portable``) and the paths this CPU supports (``supported``, best
+    first; from /proc/cpuinfo: whether the OS grants AMX tile data is the library's check).
 
     The library picks the path once per process when it loads: the best one the CPU supports,
     or the one named by the environment variable ``PASA_ONNX_ISA`` (set it before the first
