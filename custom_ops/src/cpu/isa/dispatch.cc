@@ -57,8 +57,8 @@ bool CpuHasFeature(const std::string& f) {
   if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
   if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
   if (f == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
-  if (f == "amx-bf16") return CpuidLeaf7Edx(22);  // read from CPUID: GCC 12's
-  if (f == "amx-tile") return CpuidLeaf7Edx(24) && OsAllowsTileData();  // check misses AMX
+  if (f == "amx-bf16") return CpuidLeaf7Edx(22);  // CPUID directly (older libgcc
+  if (f == "amx-tile") return CpuidLeaf7Edx(24) && OsAllowsTileData();  // lacks the names)
 #endif
   (void)f;
   return false;  // a feature this check does not know: the path is not offered
