@@ -83,7 +83,7 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 
 // Per-thread scratch of a tile or a block build, grown on demand (owned by a thread_local).
 struct Scratch {
-  std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, krows, ksum, kmean;
+  std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, pack, krows, ksum, kmean;
   std::vector<uint8_t> kind, upd, valid, read;
   std::vector<uint32_t> pack_p, pack_v;
 };
@@ -109,6 +109,7 @@ struct PreparedProblem::TileCtx {
   uint8_t* read;    // [kv_blocks] blocks read by the tile (unshared problems), else null
   float* own_kt;    // unshared problems: the tile's own prepared block
   float* own_v;
+  float* own_pack;  // and its packed copy (null when the path takes none)
   int64_t HeadOf(int64_t i) const { return h + i / q_rows; }
   int64_t QueryOf(int64_t i) const { return i0 + i % q_rows; }
 };
@@ -140,6 +141,7 @@ TileState StartTile(const AttentionProblem& p, int64_t rows, int64_t slot_n, int
   std::fill(st.l, st.l + rows, 0.0f);
   std::fill(st.abar, st.abar + rows, 0.0f);
   std::fill(st.nblocks, st.nblocks + rows, 0.0f);
+  st.q_fresh = true;
   return st;
 }
 
@@ -152,6 +154,8 @@ RowParams RowParamsOf(const AttentionProblem& p, int64_t dvp) {
   rp.softcap = p.softcap;
   rp.head_dim = p.head_dim;
   rp.dv_pad = dvp;
+  rp.q_type = p.q.type;
+  rp.v_type = p.v.type;
   return rp;
 }
 
@@ -182,13 +186,15 @@ void PreparedProblem::PrepareTask(const CpuPlan::Stage& stage, int64_t task) {
   float* kt = cache_ + ((unit % plan.units_per_chunk) * plan.kv_blocks + block) * plan.slot_floats;
   float* v = kt + plan.slot_keys * p.head_dim;
   float* mean = v + plan.slot_keys * plan.dv_pad;
-  inv_count_[static_cast<size_t>(unit * plan.kv_blocks + block)] = BuildBlock(unit, block, kt, v, mean);
+  float* pack = plan.pack_floats > 0 ? mean + AlignUp(p.head_dim, kKeyAlign) : nullptr;
+  inv_count_[static_cast<size_t>(unit * plan.kv_blocks + block)] = BuildBlock(unit, block, kt, v, mean, pack);
 }
 
 // 1) block mean over the valid keys, 2) K' = c·(K − α·mean), to kt[D][n_pad] (or kt[n_pad][D])
 // (paper mode rounds K'), 3) V in float to v[n_pad][dv_pad]. Invalid and padding keys are zero.
-// Returns 1 / (number of valid keys), or 0 when the block has none.
-float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v, float* mean_out) {
+// 4) α·mean into `mean_out`, 5) the path's packed copy into `pack` (when not null). Returns
+// 1 / (number of valid keys), or 0 when the block has none.
+float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v, float* mean_out, float* pack) {
   const AttentionProblem& p = *problem_;
   const CpuPlan::Unit& u = plan_->units[static_cast<size_t>(unit)];
   const int64_t D = p.head_dim, Dv = p.v_head_dim;
@@ -249,6 +255,7 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   }
   if (whole_v) finite = LoadRows(p.v, u.b, u.kvh, r0, n, Dv, v) && finite;
   if (!finite) FlagNonFinite();
+  if (pack != nullptr) ActiveKernels().pack_block(p, kt, v, n_pad, plan_->dv_pad, pack);
   return inv_count;
 }
 
@@ -366,15 +373,17 @@ void PreparedProblem::ResolveBlock(const TileCtx& c, int64_t j, KvBlock* kv) {
     kv->kt = cache_ + ((c.unit % plan.units_per_chunk) * plan.kv_blocks + j) * plan.slot_floats;
     kv->v = kv->kt + slot_n * D;
     kv->mean = kv->v + slot_n * dvp;
+    if (plan.pack_floats > 0) kv->pack = kv->mean + AlignUp(D, kKeyAlign);
   } else if (plan.direct_ok && DirectBlock(c.unit, j, Grow(c.t->ksum, D), kv)) {
     c.read[j] = 1;
   } else {
     float* mean = Grow(c.t->kmean, D);
-    kv->inv_count = BuildBlock(c.unit, j, c.own_kt, c.own_v, mean);
+    kv->inv_count = BuildBlock(c.unit, j, c.own_kt, c.own_v, mean, c.own_pack);
     c.read[j] = 1;
     kv->kt = c.own_kt;
     kv->v = c.own_v;
     kv->mean = mean;
+    kv->pack = c.own_pack;
   }
 }
 
@@ -433,6 +442,7 @@ void PreparedProblem::RunTile(int64_t item) {
   if (c.read != nullptr) std::fill(c.read, c.read + plan.kv_blocks, uint8_t{0});
   c.own_kt = plan.shared ? nullptr : Grow(scratch.kt, plan.slot_keys * p.head_dim);
   c.own_v = plan.shared ? nullptr : Grow(scratch.v, plan.slot_keys * plan.dv_pad);
+  c.own_pack = plan.shared || plan.pack_floats == 0 ? nullptr : Grow(scratch.pack, plan.pack_floats);
   const RowParams rp = RowParamsOf(p, plan.dv_pad);
 
   // Key blocks any row of the tile may attend.

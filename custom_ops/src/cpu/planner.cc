@@ -138,14 +138,16 @@ void BuildStages(const AttentionProblem& p, CpuPlan* plan) {
 
 }  // namespace
 
-CpuPlan MakeCpuPlan(const AttentionProblem& p) {
+CpuPlan MakeCpuPlan(const AttentionProblem& p, PackFloatsFn pack_floats) {
   CpuPlan plan;
   plan.q_blocks = (p.q_len + p.block_q - 1) / p.block_q;
   plan.kv_blocks = (p.kv_len + p.block_kv - 1) / p.block_kv;
   plan.slot_keys = AlignUp(std::min(p.block_kv, p.kv_len), kKeyAlign);
   plan.dv_pad = AlignUp(p.v_head_dim, kKeyAlign);
-  plan.slot_floats = plan.slot_keys * (p.head_dim + plan.dv_pad) + AlignUp(p.head_dim, kKeyAlign);
   plan.k_rows = p.q_len <= kRowMajorMaxQueries;
+  if (!plan.k_rows && pack_floats != nullptr) plan.pack_floats = pack_floats(p, plan.slot_keys, plan.dv_pad);
+  plan.slot_floats =
+      plan.slot_keys * (p.head_dim + plan.dv_pad) + AlignUp(p.head_dim, kKeyAlign) + plan.pack_floats;
   MarkValidKeys(p, &plan);
   const std::vector<int64_t> uses = FormUnits(p, &plan);
   ChooseBlockReuse(p, uses, &plan);

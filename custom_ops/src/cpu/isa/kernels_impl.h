@@ -445,6 +445,9 @@ struct Bf16PvProducts : FmaProducts {
 };
 #endif
 
+#if defined(PASA_PRODUCTS_HEADER)  // a path's own products, built on FmaProducts (amx.cc)
+#include PASA_PRODUCTS_HEADER
+#endif
 #if !defined(PASA_PRODUCTS)
 #define PASA_PRODUCTS FmaProducts
 #endif
@@ -656,11 +659,17 @@ inline void StoreRow(const float* o, float l, int64_t n, ElemType type, void* ds
 #define PASA_STR2(a) #a
 #define PASA_STR(a) PASA_STR2(a)
 
+#if !defined(PASA_PACK_FLOATS)  // a path with a packed block layout names its hooks
+#define PASA_PACK_FLOATS nullptr
+#define PASA_PACK_BLOCK nullptr
+#endif
+
 namespace pasa {
 const KernelTable* PASA_CAT(Kernels_, PASA_ISA_NAME)() {
   static const KernelTable table{PASA_STR(PASA_ISA_NAME), PASA_ISA_NAMESPACE::ConvertRow,
                                  PASA_ISA_NAMESPACE::ShiftTranspose, PASA_ISA_NAMESPACE::DirectKeySum,
-                                 PASA_ISA_NAMESPACE::StoreRow, PASA_ISA_NAMESPACE::AttendBlock};
+                                 PASA_ISA_NAMESPACE::StoreRow, PASA_ISA_NAMESPACE::AttendBlock,
+                                 PASA_PACK_FLOATS, PASA_PACK_BLOCK};
   return &table;
 }
 }  // namespace pasa
