@@ -33,6 +33,9 @@ class PreparedProblem {
   // After the stages: whether any row that was read (queries, attended keys and values) held an
   // inf or NaN. The result is then meaningless; ValidateProblem names the position.
   bool SawNonFiniteInput() const { return nonfinite_input_.load(); }
+  // After the stages: whether a row's statistics or output left the float range although its
+  // inputs were finite (scores beyond what the precision mode holds).
+  bool SawOverflow() const { return overflow_.load(); }
 
  private:
   struct TileCtx;
@@ -52,6 +55,7 @@ class PreparedProblem {
   float* cache_;                  // [units of chunk][kv_blocks] slots of kt + v
   std::vector<float> inv_count_;  // [units][kv_blocks]; 0: the block has no valid key
   std::atomic<bool> nonfinite_input_{false};
+  std::atomic<bool> overflow_{false};
 };
 
 // Names the first non-finite input element: empty when there is none, otherwise a message naming

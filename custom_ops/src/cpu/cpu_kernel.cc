@@ -107,6 +107,14 @@ void RunCpuAttention(const Inputs& in, ParsedProblem& parsed, const OutputBuffer
     throw BadInput{(problem.empty() ? std::string("an input holds a non-finite value") : problem) +
                    "; expected finite values"};
   }
+  // Finite inputs whose scores leave the range of the precision mode: a clear error, never NaN.
+  if (pp.SawOverflow()) {
+    throw BadInput{p.precision == Precision::kPaper
+                       ? "the attention scores overflow float16 in precision 'paper' (it rounds every "
+                         "stored value to the half type); use precision 'half' or 'float'"
+                       : "the attention scores overflow float32 (|scale * Q.K| reaches 3.4e38); expected "
+                         "inputs and a scale whose scaled scores fit float32"};
+  }
 }
 
 }  // namespace pasa
