@@ -42,6 +42,24 @@ struct V {
   }
   static T scale2(T p, T n) { return _mm512_scalef_ps(p, n); }
   // In-place 16x16 transpose: x[j][i] becomes x[i][j].
+  // Σ a[d]·b[d] in double, rounded once to float: the products of two floats are exact in double,
+  // so the fused multiply-adds round only the sums. Four accumulators of 8 lanes, a fixed tree.
+  static float dot_f64(const float* a, const float* b, int64_t n) {
+    __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
+    int64_t d = 0;
+    for (; d + 32 <= n; d += 32)
+      for (int j = 0; j < 4; ++j)
+        acc[j] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + d + 8 * j)),
+                                 _mm512_cvtps_pd(_mm256_loadu_ps(b + d + 8 * j)), acc[j]);
+    for (; d + 8 <= n; d += 8)
+      acc[0] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + d)), _mm512_cvtps_pd(_mm256_loadu_ps(b + d)),
+                               acc[0]);
+    const __m512d sum = _mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3]));
+    double total = _mm512_reduce_add_pd(sum);
+    for (; d < n; ++d) total += static_cast<double>(a[d]) * static_cast<double>(b[d]);
+    return static_cast<float>(total);
+  }
+
   static void transpose_w(T* x) {
     T t[16], u[16];
     for (int i = 0; i < 8; ++i) {  // pairs of rows, 32-bit interleave within 128-bit lanes

@@ -336,10 +336,30 @@ inline float RowSum(const float* s, int64_t n, const float* add, float threshold
 
 // The fp32 value of Σ a[d]·b[d] accumulated in double (the removed shift: its rounding must not
 // depend on the length or the order of the sum).
+// Whether V offers its own dot_f64 (the same value: exact products, sums in double).
+template <class VV, class = void>
+struct HasDotF64 : std::false_type {};
+template <class VV>
+struct HasDotF64<VV, std::void_t<decltype(VV::dot_f64(nullptr, nullptr, int64_t{0}))>> : std::true_type {};
+
+// V's own dot_f64 where it has one, else sixteen independent partial sums (no serial dependency
+// chain) added in a fixed order.
+template <class VV = V>
 inline float DotF64(const float* a, const float* b, int64_t n) {
-  double acc = 0.0;
-  for (int64_t d = 0; d < n; ++d) acc += static_cast<double>(a[d]) * static_cast<double>(b[d]);
-  return static_cast<float>(acc);
+  if constexpr (HasDotF64<VV>::value) {
+    return VV::dot_f64(a, b, n);
+  } else {
+    constexpr int kLanes = 16;
+    double acc[kLanes] = {};
+    int64_t d = 0;
+    for (; d + kLanes <= n; d += kLanes)
+      for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(a[d + j]) * static_cast<double>(b[d + j]);
+    double tail = 0.0;
+    for (; d < n; ++d) tail += static_cast<double>(a[d]) * static_cast<double>(b[d]);
+    for (int w = kLanes / 2; w > 0; w /= 2)
+      for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+    return static_cast<float>(acc[0] + tail);
+  }
 }
 
 // 1) s = round(s) in place
