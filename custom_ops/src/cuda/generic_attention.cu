@@ -485,13 +485,16 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
   }
   __syncthreads();
 
-  // Y = O / l; a row that attended nothing is 0 (ONNX Attention semantics).
+  // Y = O / l; a row that attended nothing is 0 (ONNX Attention semantics). A batch whose
+  // nonpad_kv_seqlen is out of [0, Skv] (which the device cannot report) gets NaN, not a guess.
+  const bool bad_nonpad = a.nonpad != nullptr && (a.nonpad[b] < 0 || a.nonpad[b] > a.Skv);
   for (int e = threadIdx.x; e < rows * Dv; e += kThreads) {
     const int ri = e / Dv, d = e % Dv;
     const int h = h0 + ri / q_rows;
     const int64_t i = i0 + ri % q_rows;
     const float l = l_s[ri];
-    Store<T>(a.y, b * a.ys[0] + h * a.ys[1] + i * a.ys[2] + d * a.ys[3], l != 0.0f ? o_s[e] / l : 0.0f);
+    const float y = bad_nonpad ? NAN : (l != 0.0f ? o_s[e] / l : 0.0f);
+    Store<T>(a.y, b * a.ys[0] + h * a.ys[1] + i * a.ys[2] + d * a.ys[3], y);
   }
 }
 
