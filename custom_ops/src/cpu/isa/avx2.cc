@@ -1,9 +1,9 @@
 // AVX2 path with F16C conversions and FMA: 8 float lanes, 6x2-vector register blocks (16 keys or
 // value columns per block: the 16 ymm registers hold 12 accumulators). Compiled with
-// -mavx2 -mf16c -mfma (CMakeLists.txt).
+// -mavx2 -mf16c -mfma (isa_list.def).
 #include <immintrin.h>
 
-#include "isa_kernels.h"
+#include "cpu/isa/kernels.h"
 
 namespace pasa {
 namespace isa_avx2 {
@@ -31,9 +31,7 @@ struct V {
   static T div(T a, T b) { return _mm256_div_ps(a, b); }
   static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static T max(T a, T b) { return _mm256_max_ps(a, b); }
-  static T min(T a, T b) { return _mm256_min_ps(a, b); }
   static T abs(T a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
-  static M lt(T a, T b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
   static M gt(T a, T b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   static M ge(T a, T b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
   static M eq(T a, T b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
@@ -95,11 +93,5 @@ struct V {
 }  // namespace pasa
 
 #define PASA_ISA_NAMESPACE isa_avx2
-#include "isa_kernels_impl.h"
-
-namespace pasa {
-const KernelTable* Avx2Kernels() {
-  static const KernelTable table{"avx2", isa_avx2::ConvertRow, isa_avx2::ShiftTranspose, isa_avx2::DirectKeySum, isa_avx2::StoreRow, isa_avx2::AttendBlock};
-  return &table;
-}
-}  // namespace pasa
+#define PASA_ISA_NAME avx2
+#include "cpu/isa/kernels_impl.h"

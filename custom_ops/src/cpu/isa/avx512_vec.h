@@ -1,4 +1,4 @@
-// The AVX-512 vector interface (see isa_kernels_impl.h), shared by the avx512 and avx512bf16
+// The AVX-512 vector interface (see kernels_impl.h), shared by the avx512 and avx512bf16
 // paths. Included inside each path's namespace, after <immintrin.h>, in files compiled with
 // -mavx512f -mavx512bw -mavx512vl -mavx512dq -mf16c -mfma. No include guard on purpose.
 
@@ -25,9 +25,7 @@ struct V {
   static T div(T a, T b) { return _mm512_div_ps(a, b); }
   static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
   static T max(T a, T b) { return _mm512_max_ps(a, b); }
-  static T min(T a, T b) { return _mm512_min_ps(a, b); }
   static T abs(T a) { return _mm512_abs_ps(a); }
-  static M lt(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
   static M gt(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   static M ge(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
   static M eq(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }

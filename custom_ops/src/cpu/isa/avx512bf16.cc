@@ -1,4 +1,4 @@
-// AVX-512 path plus AVX512-BF16: identical to isa_avx512.cc, except that for bfloat16 inputs in
+// AVX-512 path plus AVX512-BF16: identical to avx512.cc, except that for bfloat16 inputs in
 // `half` and `paper` precision the P·V product runs on vdpbf16ps (32 multiply-adds per
 // instruction). There P is already rounded to bfloat16 and V is bfloat16, so the products are
 // exact and accumulate in fp32, as the contract asks; everywhere else (fp16 inputs, where P and V
@@ -6,12 +6,12 @@
 // flags plus -mavx512bf16.
 #include <immintrin.h>
 
-#include "isa_kernels.h"
+#include "cpu/isa/kernels.h"
 
 namespace pasa {
 namespace isa_avx512bf16 {
 
-#include "isa_avx512_vec.h"  // struct V
+#include "cpu/isa/avx512_vec.h"  // struct V
 
 // Packs the bf16 halves of two consecutive keys into one dword per column (low: key r, high:
 // key r+1), the operand layout of vdpbf16ps. Exact for values that are bf16 already.
@@ -37,13 +37,7 @@ struct Bf16Pack {
 }  // namespace pasa
 
 #define PASA_ISA_NAMESPACE isa_avx512bf16
+#define PASA_ISA_NAME avx512bf16
 #define PASA_PV_BF16 1
-#include "isa_kernels_impl.h"
-
-namespace pasa {
-const KernelTable* Avx512Bf16Kernels() {
-  static const KernelTable table{"avx512bf16", isa_avx512bf16::ConvertRow, isa_avx512bf16::ShiftTranspose, isa_avx512bf16::DirectKeySum, isa_avx512bf16::StoreRow,
-                                 isa_avx512bf16::AttendBlock};
-  return &table;
-}
-}  // namespace pasa
+#define PASA_PRODUCTS Bf16PvProducts
+#include "cpu/isa/kernels_impl.h"

@@ -1,21 +1,17 @@
-// The instruction-set-specific inner loops of the attention core, behind a table of function
-// pointers. One implementation (isa_kernels_impl.h) is compiled once per instruction set, each in
-// its own file with that file's flags (isa_avx512.cc, isa_avx2.cc, isa_portable.cc); the table is
-// chosen once, when the library loads, from the CPU's features or from PASA_ONNX_ISA.
+// The instruction-set-specific inner loops of the CPU kernel, behind a table of function pointers.
+// One implementation (kernels_impl.h) is compiled once per instruction set, each in its own file
+// with that file's flags (avx512bf16.cc, avx512.cc, avx2.cc, portable.cc: the list is
+// isa_list.def); the table is chosen once, when the library loads, from the CPU's features or
+// from PASA_ONNX_ISA.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
-#include "attention_core.h"
+#include "cpu/geometry.h"
+#include "problem/attention_problem.h"
 
 namespace pasa {
-
-// Keys of a block are padded to a multiple of this (zero keys, masked), so row passes and tile
-// products never need a tail loop. Also the padding of the value width.
-constexpr int64_t kKeyAlign = 16;
-
-inline int64_t AlignUp(int64_t n, int64_t a) { return (n + a - 1) / a * a; }
 
 // How one query row meets one key block.
 enum RowKind : uint8_t {
@@ -99,13 +95,12 @@ struct KernelTable {
 const KernelTable& ActiveKernels();
 // Empty when the selection succeeded, else why PASA_ONNX_ISA could not be honoured.
 const std::string& IsaSelectionError();
-// Comma-separated instruction sets this CPU (and this build) can run, best first.
-const char* SupportedIsas();
+// The selection as JSON: {"active": name, "supported": [...], "known": [...], "error": "..."}.
+const char* IsaInfoJson();
 
-// Per-instruction-set tables; nullptr when the build does not carry that path.
-const KernelTable* Avx512Bf16Kernels();
-const KernelTable* Avx512Kernels();
-const KernelTable* Avx2Kernels();
-const KernelTable* PortableKernels();
+// Per-instruction-set tables (isa_list.def); nullptr when the build does not carry that path.
+#define PASA_ISA(name, features) const KernelTable* Kernels_##name();
+#include "cpu/isa/isa_list.def"
+#undef PASA_ISA
 
 }  // namespace pasa

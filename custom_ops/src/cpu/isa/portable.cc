@@ -4,8 +4,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "half_types.h"
-#include "isa_kernels.h"
+#include "problem/half_types.h"
+#include "cpu/isa/kernels.h"
 
 namespace pasa {
 namespace isa_portable {
@@ -46,9 +46,7 @@ struct V {
   static T fma(const T& a, const T& b, const T& c) { return map([&](int i) { return a.v[i] * b.v[i] + c.v[i]; }); }
   // max/min return the second operand when either is NaN, as the x86 instructions do.
   static T max(const T& a, const T& b) { return map([&](int i) { return a.v[i] > b.v[i] ? a.v[i] : b.v[i]; }); }
-  static T min(const T& a, const T& b) { return map([&](int i) { return a.v[i] < b.v[i] ? a.v[i] : b.v[i]; }); }
   static T abs(const T& a) { return map([&](int i) { return std::fabs(a.v[i]); }); }
-  static M lt(const T& a, const T& b) { return mmap([&](int i) { return a.v[i] < b.v[i]; }); }
   static M gt(const T& a, const T& b) { return mmap([&](int i) { return a.v[i] > b.v[i]; }); }
   static M ge(const T& a, const T& b) { return mmap([&](int i) { return a.v[i] >= b.v[i]; }); }
   static M eq(const T& a, const T& b) { return mmap([&](int i) { return a.v[i] == b.v[i]; }); }
@@ -102,12 +100,5 @@ struct V {
 }  // namespace pasa
 
 #define PASA_ISA_NAMESPACE isa_portable
-#include "isa_kernels_impl.h"
-
-namespace pasa {
-const KernelTable* PortableKernels() {
-  static const KernelTable table{"portable", isa_portable::ConvertRow, isa_portable::ShiftTranspose, isa_portable::DirectKeySum, isa_portable::StoreRow,
-                                 isa_portable::AttendBlock};
-  return &table;
-}
-}  // namespace pasa
+#define PASA_ISA_NAME portable
+#include "cpu/isa/kernels_impl.h"

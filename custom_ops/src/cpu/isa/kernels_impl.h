@@ -1,11 +1,11 @@
-// The attention core's inner loops, written once against a small vector interface `V` and compiled
-// once per instruction set (isa_avx512.cc, isa_avx2.cc, isa_portable.cc include this file after
-// defining their `V`). Every path runs the same algorithm; only the vector width and whether a
+// The CPU kernel's inner loops, written once against a small vector interface `V` and compiled
+// once per instruction set (the files of isa_list.def include this file after defining their `V`,
+// PASA_ISA_NAMESPACE and PASA_ISA_NAME, and optionally PASA_PRODUCTS: the tile products). Every path runs the same algorithm; only the vector width and whether a
 // multiply-add is fused differ.
 //
 // `V` provides: W (lanes), T (vector), M (lane mask), kTileRows/kTileVecs (register block of the
-// tile products), zero/load/store/set1, add/sub/mul/div/fma(a,b,c)=a·b+c, max/min/abs,
-// lt/gt/ge/eq/unord -> M, mor/mand/mfalse, any, select(m, a, b) = m ? a : b, round_nearest, pow2i (2^n for
+// tile products), zero/load/store/set1, add/sub/mul/div/fma(a,b,c)=a·b+c, max/abs,
+// gt/ge/eq/unord -> M, mor/mand/mfalse, any, select(m, a, b) = m ? a : b, round_nearest, pow2i (2^n for
 // integral n in [-127, 127]), scale2(p, n) = p·2^n for integral n in [-127, 0], round_half/round_bf16 (round-to-nearest-even and back),
 // reduce_add/reduce_max, load_f16/load_bf16/store_f16/store_bf16 (W elements).
 //
@@ -21,8 +21,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "half_types.h"
-#include "isa_kernels.h"
+#include "problem/half_types.h"
+#include "cpu/isa/kernels.h"
 
 namespace pasa {
 namespace PASA_ISA_NAMESPACE {
@@ -392,40 +392,62 @@ inline void Rescale(float* o, const float* pv, float corr, int64_t n) {
 
 // ---- One key block for one query tile ------------------------------------------------------
 
+// ---- The tile products: the seam between the row pipeline and an instruction set's products ---
+//
+// A Products type offers
+//   Score(t, kv):            t.s[rows][n_pad] = Q · K'ᵀ of the block (fp32 accumulation),
+//   Pv<R>(t, kv, n_keys, vrow): t.pv[rows][dv_pad] = P · V over the first n_keys keys,
+// where vrow(k, c) gives the W values of V at key k, columns c.. . FmaProducts runs them on the
+// vector FMA units; a path with its own dot-product instructions (bf16 pairs, AMX tiles)
+// provides another type and names it PASA_PRODUCTS.
+struct FmaProducts {
+  static void Score(TileState& t, const RowParams& rp, const KvBlock& kv) {
+    const int64_t D = rp.head_dim, n = kv.n_pad;
+    if (kv.k_src != nullptr) {  // direct block: K' = scale·(K − mean) formed from the input
+      WithSrcType(kv.src_type, [&](auto e) {
+        constexpr ElemType E = decltype(e)::value;
+        const T c = V::set1(kv.scale);
+        ScoreRows(t.q, t.rows, D, n, kv.n,
+                  [&](int64_t r, int64_t d) { return V::mul(c, V::sub(LoadSrc<E>(kv.k_src, r * kv.k_stride + d), V::load(kv.mean + d))); },
+                  [&](int64_t r, int64_t d) { return kv.scale * (LoadSrcScalar<E>(kv.k_src, r * kv.k_stride + d) - kv.mean[d]); },
+                  t.s);
+      });
+    } else if (kv.k_rows) {
+      ScoreRows(t.q, t.rows, D, n, n, [&](int64_t r, int64_t d) { return V::load(kv.kt + r * D + d); },
+                [&](int64_t r, int64_t d) { return kv.kt[r * D + d]; }, t.s);
+    } else {
+      ScoreTile(t.q, t.rows, D, kv.kt, n, t.s);
+    }
+  }
+  template <int R, class VRow>
+  static void Pv(TileState& t, const RowParams& rp, const KvBlock& kv, int64_t n_keys, const VRow& vrow) {
+    PvTile(t.s, t.rows, kv.n_pad, n_keys, vrow, rp.dv_pad, t.pv);
+  }
+};
+
+#if defined(PASA_PV_BF16)
+// P·V on vdpbf16ps where P and V are bf16 values (bf16 inputs, half/paper precision): exact
+// products accumulated in fp32, as the contract asks; everything else as FmaProducts.
+struct Bf16PvProducts : FmaProducts {
+  template <int R, class VRow>
+  static void Pv(TileState& t, const RowParams& rp, const KvBlock& kv, int64_t n_keys, const VRow& vrow) {
+    if constexpr (R == kRoundBF16) PvTileBf16(t.s, t.rows, kv.n_pad, n_keys, vrow, rp.dv_pad, t.pv, t.pack_p, t.pack_v);
+    else FmaProducts::Pv<R>(t, rp, kv, n_keys, vrow);
+  }
+};
+#endif
+
+#if !defined(PASA_PRODUCTS)
+#define PASA_PRODUCTS FmaProducts
+#endif
+using Products = PASA_PRODUCTS;
+
 template <int R>
 void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   const int64_t n = kv.n_pad;
   const bool paper = rp.precision == Precision::kPaper;
   const float overflow_at = R == kRoundBF16 ? BitsFloat(0x7f7f8000u) : 65520.0f;
-
-  const int64_t D = rp.head_dim, dv = rp.dv_pad;
-  // P·V over the first n_keys keys, V rows from vrow (see PvMicro).
-  const auto pv_tile = [&](int64_t n_keys, const auto& vrow) {
-#if defined(PASA_PV_BF16)
-    if constexpr (R == kRoundBF16) {  // P and V are bf16 values: exact bf16 products
-      PvTileBf16(t.s, t.rows, n, n_keys, vrow, dv, t.pv, t.pack_p, t.pack_v);
-      return;
-    }
-#endif
-    PvTile(t.s, t.rows, n, n_keys, vrow, dv, t.pv);
-  };
-  const auto prepared_v = [&](int64_t k, int64_t c) { return V::load(kv.v + k * dv + c); };
-
-  if (kv.k_src != nullptr) {  // direct block: K' = scale·(K − mean) formed from the input
-    WithSrcType(kv.src_type, [&](auto e) {
-      constexpr ElemType E = decltype(e)::value;
-      const T c = V::set1(kv.scale);
-      ScoreRows(t.q, t.rows, D, n, kv.n,
-                [&](int64_t r, int64_t d) { return V::mul(c, V::sub(LoadSrc<E>(kv.k_src, r * kv.k_stride + d), V::load(kv.mean + d))); },
-                [&](int64_t r, int64_t d) { return kv.scale * (LoadSrcScalar<E>(kv.k_src, r * kv.k_stride + d) - kv.mean[d]); },
-                t.s);
-    });
-  } else if (kv.k_rows) {
-    ScoreRows(t.q, t.rows, D, n, n, [&](int64_t r, int64_t d) { return V::load(kv.kt + r * D + d); },
-              [&](int64_t r, int64_t d) { return kv.kt[r * D + d]; }, t.s);
-  } else {
-    ScoreTile(t.q, t.rows, D, kv.kt, n, t.s);
-  }
+  Products::Score(t, rp, kv);
 
   bool any = false;
   for (int64_t i = 0; i < t.rows; ++i) {
@@ -490,10 +512,11 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
   if (kv.k_src != nullptr) {  // direct block: V read from the input, padding keys skipped
     WithSrcType(kv.src_type, [&](auto e) {
       constexpr ElemType E = decltype(e)::value;
-      pv_tile(kv.n, [&](int64_t k, int64_t c) { return LoadSrc<E>(kv.v_src, k * kv.v_stride + c); });
+      Products::Pv<R>(t, rp, kv, kv.n, [&](int64_t k, int64_t c) { return LoadSrc<E>(kv.v_src, k * kv.v_stride + c); });
     });
   } else {
-    pv_tile(n, prepared_v);
+    const int64_t dv = rp.dv_pad;
+    Products::Pv<R>(t, rp, kv, n, [&](int64_t k, int64_t c) { return V::load(kv.v + k * dv + c); });
   }
   for (int64_t i = 0; i < t.rows; ++i) {
     if (!t.upd[i]) continue;
@@ -614,4 +637,18 @@ inline void StoreRow(const float* o, float l, int64_t n, ElemType type, void* ds
 
 }  // namespace
 }  // namespace PASA_ISA_NAMESPACE
+}  // namespace pasa
+
+#define PASA_CAT2(a, b) a##b
+#define PASA_CAT(a, b) PASA_CAT2(a, b)
+#define PASA_STR2(a) #a
+#define PASA_STR(a) PASA_STR2(a)
+
+namespace pasa {
+const KernelTable* PASA_CAT(Kernels_, PASA_ISA_NAME)() {
+  static const KernelTable table{PASA_STR(PASA_ISA_NAME), PASA_ISA_NAMESPACE::ConvertRow,
+                                 PASA_ISA_NAMESPACE::ShiftTranspose, PASA_ISA_NAMESPACE::DirectKeySum,
+                                 PASA_ISA_NAMESPACE::StoreRow, PASA_ISA_NAMESPACE::AttendBlock};
+  return &table;
+}
 }  // namespace pasa

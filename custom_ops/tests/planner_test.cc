@@ -1,0 +1,116 @@
+// Unit tests of the CPU planner (cpu/planner.h), a plain function from a problem to a plan.
+// Built and run by tests/test_cpu_planner.py: g++ -std=c++17 -I custom_ops/src planner_test.cc
+// ../src/cpu/planner.cc. Prints one line per failed check; exit code 1 when any failed.
+#include <cstdio>
+#include <vector>
+
+#include "cpu/planner.h"
+
+namespace {
+
+int failures = 0;
+
+#define CHECK(cond)                                                  \
+  do {                                                               \
+    if (!(cond)) {                                                   \
+      std::printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                    \
+    }                                                                \
+  } while (0)
+
+pasa::AttentionProblem Problem(int64_t hq, int64_t hkv, int64_t sq, int64_t skv, int64_t d, bool causal) {
+  pasa::AttentionProblem p;
+  p.batch = 1;
+  p.q_heads = hq;
+  p.kv_heads = hkv;
+  p.q_len = sq;
+  p.kv_len = skv;
+  p.head_dim = d;
+  p.v_head_dim = d;
+  p.causal = causal;
+  p.query_offset = {skv - sq};
+  p.valid_kv_len = {skv};
+  for (pasa::TensorView* v : {&p.q, &p.k, &p.v}) {
+    v->type = pasa::ElemType::kFloat16;
+    v->stride[3] = 1;
+    v->stride[2] = d;
+  }
+  return p;
+}
+
+int64_t StageItems(const pasa::CpuPlan& plan) {
+  int64_t n = 0;
+  for (const auto& s : plan.stages) n += static_cast<int64_t>(s.items.size());
+  return n;
+}
+
+void CausalTilesLongestFirst() {
+  const pasa::AttentionProblem p = Problem(2, 2, 256, 256, 64, true);
+  const pasa::CpuPlan plan = pasa::MakeCpuPlan(p);
+  CHECK(plan.q_blocks == 4 && plan.kv_blocks == 2);
+  CHECK(plan.shared);  // every unit's blocks are read by 4 query tiles
+  CHECK(plan.stages.size() == 2 && plan.stages[0].prepare && !plan.stages[1].prepare);
+  const std::vector<int64_t>& items = plan.stages[1].items;
+  CHECK(items.size() == 8);
+  // Query blocks 2 and 3 see both key blocks, blocks 0 and 1 only the first: they come first.
+  CHECK(items.size() == 8 && items[0] % plan.q_blocks >= 2 && items[3] % plan.q_blocks >= 2 && items.back() % plan.q_blocks <= 1);
+  CHECK(plan.cache_floats == 2 * plan.kv_blocks * plan.slot_keys * (64 + plan.dv_pad));
+}
+
+void GqaDecodeReadsGroupsInPlace() {
+  const pasa::AttentionProblem p = Problem(8, 2, 1, 4096, 128, false);
+  const pasa::CpuPlan plan = pasa::MakeCpuPlan(p);
+  CHECK(plan.k_rows);
+  CHECK(plan.heads_per_tile == 4);
+  CHECK(!plan.shared && plan.direct_ok);
+  CHECK(StageItems(plan) == 2);  // one tile per KV group
+  CHECK(plan.cache_floats == 0);
+}
+
+void MaskedKeysAreInvalidAndSplitUnits() {
+  pasa::AttentionProblem p = Problem(2, 1, 4, 64, 16, false);
+  // Per-head bool mask [1, 2, 4, 64]: head 0 masks key 5 for every query, head 1 masks nothing.
+  std::vector<uint8_t> mask(2 * 4 * 64, 1);
+  for (int i = 0; i < 4; ++i) mask[static_cast<size_t>(i * 64 + 5)] = 0;
+  p.mask.kind = pasa::MaskKind::kBool;
+  p.mask.data = mask.data();
+  p.mask.mask_len = 64;
+  p.mask.stride[0] = 0;
+  p.mask.stride[1] = 4 * 64;
+  p.mask.stride[2] = 64;
+  p.mask.stride[3] = 1;
+  const pasa::CpuPlan plan = pasa::MakeCpuPlan(p);
+  CHECK(!plan.KeyValid(p, 0, 0, 5) && plan.KeyValid(p, 0, 1, 5) && plan.KeyValid(p, 0, 0, 4));
+  CHECK(plan.units.size() == 2);  // the heads disagree on key 5: their shifted blocks differ
+  CHECK(plan.heads_per_tile == 1);  // a per-head mask: no group tiles
+}
+
+void PaddingBeyondNonpadIsInvalid() {
+  pasa::AttentionProblem p = Problem(1, 1, 8, 200, 16, false);
+  p.valid_kv_len = {150};
+  const pasa::CpuPlan plan = pasa::MakeCpuPlan(p);
+  CHECK(plan.KeyValid(p, 0, 0, 149) && !plan.KeyValid(p, 0, 0, 150));
+}
+
+void LargeProblemsPrepareInChunks() {
+  // 64 heads of 16k keys x 128 dims: the prepared blocks exceed the cache budget.
+  const pasa::AttentionProblem p = Problem(64, 64, 16384, 16384, 128, false);
+  const pasa::CpuPlan plan = pasa::MakeCpuPlan(p);
+  int64_t prepares = 0;
+  for (const auto& s : plan.stages) prepares += s.prepare;
+  CHECK(plan.shared && prepares > 1);
+  CHECK(plan.units_per_chunk < 64);
+  CHECK(StageItems(plan) == 64 * plan.q_blocks);
+}
+
+}  // namespace
+
+int main() {
+  CausalTilesLongestFirst();
+  GqaDecodeReadsGroupsInPlace();
+  MaskedKeysAreInvalidAndSplitUnits();
+  PaddingBeyondNonpadIsInvalid();
+  LargeProblemsPrepareInChunks();
+  if (failures == 0) std::printf("planner tests passed\n");
+  return failures == 0 ? 0 : 1;
+}
