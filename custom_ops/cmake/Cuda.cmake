@@ -41,8 +41,11 @@ if(PASA_HAVE_CUDA)
   file(GLOB _pasa_cuda_sources CONFIGURE_DEPENDS
        ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/*.cc
        ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/flash/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/flash/*.cc)
-  add_library(pasa_cuda STATIC ${_pasa_cuda_sources})
-  target_include_directories(pasa_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  # The CUDA execution provider's onnxruntime kernel class (plain C++, no CUDA headers) lives
+  # with the kernels it launches; the binding registers it when PASA_HAVE_CUDA is defined.
+  add_library(pasa_cuda STATIC ${_pasa_cuda_sources} ${CMAKE_CURRENT_SOURCE_DIR}/src/ort/cuda_kernel.cc)
+  target_include_directories(pasa_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src ${PASA_GENERATED_DIR})
+  target_include_directories(pasa_cuda SYSTEM PRIVATE ${ORT_INCLUDE_DIR})
   target_compile_definitions(pasa_cuda PUBLIC PASA_HAVE_CUDA=1)
   set_target_properties(pasa_cuda PROPERTIES
     CUDA_RUNTIME_LIBRARY Static POSITION_INDEPENDENT_CODE ON
