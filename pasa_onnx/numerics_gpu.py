@@ -1,12 +1,17 @@
 """Numpy emulation of the CUDA kernels' pipeline (docs/numerics.md, "The CUDA pipeline").
 
-On a GPU the products run on tensor cores, whose operands are half-precision values: in
-``half`` mode the CUDA kernels round the *operands* of both products to the half type — Q, the
-shifted keys ``K' = c·(K − α·mean)`` (computed in float32 first) and V for the score and P·V
-products, and the probabilities P — and keep every accumulation and statistic in float32:
-scores ``S = Q·K'ᵀ`` are float32 sums (never rounded), and so are the block row mean μ, the
-running pseudo-average ā, the offsets, m, l and O. An operand whose rounding would overflow the
-half type (possible only for float32 inputs, or a scale above 0.5) keeps its float32 value.
+On a GPU the products run on tensor cores, whose operands are half-precision values. In
+``half`` mode the CUDA kernels (the flash kernels and the generic kernel alike), per key block:
+
+- take the block mean over the valid keys in float32 and form ``K' = c·(K − α·mean)`` in
+  float32, rounded to the half type (the MMA operand); Q and V are operands too (rounded: a
+  no-op for fp16/bf16 inputs; an operand whose rounding would overflow keeps float32);
+- accumulate ``S = Q·K'ᵀ`` in float32, then round S to the half type per row and 64-key tile
+  (aligned to absolute key positions), except a tile where an attended ``|S|`` would overflow,
+  which keeps float32;
+- recover the removed shift directly, ``c·(q·α·mean)`` (one float32 dot product per row and
+  block), so ``x = (S + mask) + shift`` are the scores themselves: no pseudo-average bookkeeping;
+- run the online softmax with float32 m, l, O; P is rounded to the half type for P·V.
 
 ``float`` and ``paper`` mode are the CPU kernel's pipelines (``numerics.attention_emulated``):
 the generic CUDA kernel runs them with the same rounding points.
@@ -31,6 +36,9 @@ from pasa_onnx.numerics import (
     default_alpha,
     round_to,
 )
+
+
+OVERFLOW_TILE = 64  # keys per tile of the overflow fallback (the flash kernels' tile)
 
 
 def round_operand(x: np.ndarray, half_type: np.dtype) -> np.ndarray:
@@ -113,8 +121,8 @@ def attention_emulated_gpu(
     )
     f32 = np.float32
     alpha = f32(0.0 if p.softcap > 0 else (default_alpha(half_type, "half") if alpha is None else alpha))
-    beta = f32(alpha / (f32(1.0) - alpha))
     c = f32(p.scale)
+    overflow_at = f32(65520.0) if half_type != BFLOAT16 else np.uint32(0x7F7F8000).view(np.float32)
 
     def op(x):
         return round_operand(x, half_type)
@@ -133,8 +141,6 @@ def attention_emulated_gpu(
             bias = _bias(p, i0, i1)
             m = np.full((b, hq, rows), ninf, dtype=f32)
             l_ = np.zeros((b, hq, rows), dtype=f32)
-            abar = np.zeros((b, hq, rows), dtype=f32)
-            nblk = np.zeros((b, hq, rows), dtype=f32)
             o = np.zeros((b, hq, rows, dv), dtype=f32)
             for r0 in range(0, skv, block_kv):
                 r1 = min(r0 + block_kv, skv)
@@ -147,24 +153,26 @@ def attention_emulated_gpu(
                 kbar = alpha * (kb.sum(axis=2, dtype=f32) * inv_count[..., None])
                 # K' in float32, then rounded to the half type for the tensor cores.
                 kshift = np.where(valid[..., None], op(c * (kb - kbar[:, :, None, :])), f32(0))
-                s = np.matmul(qc, np.swapaxes(kshift, 2, 3))  # float32 accumulation, not rounded
+                s = np.matmul(qc, np.swapaxes(kshift, 2, 3))  # float32 accumulation
                 if p.softcap > 0:
                     s = f32(p.softcap) * np.tanh(s / f32(p.softcap))
                 add = np.where(valid[:, :, None, :], bias[..., r0:r1], -np.inf).astype(f32)
                 attended = add != ninf
                 part = attended.any(axis=-1) & (count[..., None] > 0)
-                s = np.where(valid[:, :, None, :], s, 0)
-                mu = s.sum(axis=-1, dtype=f32) * inv_count[..., None]
-                nb = nblk + part
-                abar_new = np.where(part, abar + (mu - abar) / np.maximum(nb, 1), abar).astype(f32)
-                off_cur = beta * (mu - abar_new)
-                off_old = beta * (abar - abar_new)
-                x = np.where(attended, (s + add) + off_cur[..., None], ninf)
+                # S rounded per row and 64-key tile, unless an attended score there overflows.
+                tile = np.arange(r0, r1) // OVERFLOW_TILE
+                big = attended & ~(np.abs(s) < overflow_at)
+                ovf = np.zeros_like(attended)
+                for t in np.unique(tile):
+                    cols = tile == t
+                    ovf[..., cols] = big[..., cols].any(axis=-1, keepdims=True)
+                s = np.where(ovf, s, round_to(s, half_type))
+                shift = c * np.matmul(qc, kbar[..., None])[..., 0]  # [B,H,R]: c·(q·α·mean)
+                x = np.where(attended, (s + add) + shift[..., None], ninf).astype(f32)
                 mx = x.max(axis=-1)
-                m_old = np.where(m == ninf, ninf, m + off_old)
-                m_new = np.maximum(m_old, mx)
+                m_new = np.maximum(m, mx)
                 upd = part & (m_new != ninf)
-                corr = np.where(m_old == ninf, f32(0), np.exp(m_old - m_new)).astype(f32)
+                corr = np.where(m == ninf, f32(0), np.exp(m - m_new)).astype(f32)
                 prob = np.where(attended, np.exp(x - m_new[..., None]), f32(0)).astype(f32)
                 prob = round_to(prob, half_type)  # P: the operand of the P·V product
                 psum = prob.sum(axis=-1, dtype=f32)
@@ -173,8 +181,6 @@ def attention_emulated_gpu(
                 l_ = np.where(upd, l_ * corr + psum, l_)
                 o = np.where(upd[..., None], o * corr[..., None] + pv, o)
                 m = np.where(upd, m_new, m)
-                abar = np.where(part, abar_new, abar)
-                nblk = nb
             safe_l = np.where(l_ != 0, l_, 1)[..., None]
             out[:, :, i0:i1] = np.where(l_[..., None] != 0, o / safe_l, 0)
     return _finish(p, out, in_dtype)

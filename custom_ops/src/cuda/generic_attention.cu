@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "cuda/generic_attention.cuh"
@@ -29,6 +30,9 @@ constexpr int kChunk = 32;     // keys per shared-memory chunk (one per lane)
 constexpr int kMaxRows = 32;   // query rows per CTA (8 per warp)
 constexpr int kRowsPerWarp = kMaxRows / kWarps;
 constexpr int kColGroup = 128;  // value columns per P·V pass (4 per lane)
+// Half mode: a row's scores are rounded to the half type per tile of 64 keys (aligned to absolute
+// key positions) unless one of its attended scores there would overflow (the flash kernels' tile).
+constexpr int kOverflowTile = 64;
 
 enum Prec : int { kPrecHalf = 0, kPrecPaper = 1, kPrecFloat = 2 };
 enum RoundType : int { kRoundNone = 0, kRoundF16 = 1, kRoundBF16 = 2 };
@@ -52,6 +56,7 @@ struct Args {
   int B, Hq, Hkv, U, G, Sq, Skv, D, Dv, Dp, nblk, block_kv;
   int unit_per_qhead;  // 1: one unit per query head (the mask varies over heads); 0: per kv head
   float scale, softcap, alpha, beta;
+  float overflow_at;  // |S| at or above this rounds to inf in the half type
   int causal;
   int64_t left, right;
   int prec;
@@ -244,6 +249,8 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
   float* corr_s = nb_s + R;
   int* upd_s = reinterpret_cast<int*>(corr_s + R);            // [R]
   int* valid_s = upd_s + R;                                   // [NB]
+  const int n_tiles = NB / kOverflowTile + 2;                 // 64-key tiles a block touches
+  int* ovf_s = valid_s + NB;                                  // [R][n_tiles] (half mode)
 
   const int b = blockIdx.z;
   const int h0 = blockIdx.y * a.hp;
@@ -342,7 +349,77 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
     }
 
     // Row pipeline: one warp per row; lanes stride over the block's keys.
-    for (int ri = warp; ri < rows; ri += kWarps) {
+    for (int ri = warp; ri < rows && half_mode; ri += kWarps) {
+      // Half mode, as the flash kernels: S rounded to the half type per 64-key tile (a tile
+      // whose attended |S| would overflow keeps float32), the removed shift recovered directly,
+      // x = (S + mask) + c·(q·α·mean), online softmax in float32, P rounded.
+      const int h = h0 + ri / q_rows;
+      const int64_t i = i0 + ri % q_rows;
+      const int64_t pos = i + offset;
+      int64_t lo, hi;
+      KeyRange(a, pos, valid_len, &lo, &hi);
+      float* s = s_s + ri * NB;
+      int* ovf = ovf_s + ri * n_tiles;
+      const int tile0 = static_cast<int>(r0 / kOverflowTile);
+      for (int t = lane; t < n_tiles; t += 32) ovf[t] = 0;
+      float dot = 0.0f;
+      for (int d = lane; d < Dp; d += 32) dot = fmaf(q_s[ri * Dp + d], mean_s[d], dot);
+      const float shift = c * WarpSum(dot);
+      __syncwarp();
+      bool any = false;
+      for (int k = lane; k < n; k += 32) {
+        float x = s[k];
+        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+        const int64_t r = r0 + k;
+        float add = 0.0f;
+        const bool att = valid_s[k] && r >= lo && r < hi && MaskAttends(a, b, h, i, r, &add);
+        any = any || att;
+        if (att && !(fabsf(x) < a.overflow_at)) ovf[static_cast<int>(r / kOverflowTile) - tile0] = 1;
+        s[k] = att ? x : -INFINITY;
+      }
+      any = __any_sync(0xffffffffu, any);
+      __syncwarp();
+      if (!any) {
+        if (lane == 0) upd_s[ri] = 0;
+        continue;
+      }
+      float mx = -INFINITY;
+      for (int k = lane; k < n; k += 32) {
+        float x = s[k];
+        if (x != -INFINITY) {
+          const int64_t r = r0 + k;
+          float add = 0.0f;
+          MaskAttends(a, b, h, i, r, &add);
+          if (!ovf[static_cast<int>(r / kOverflowTile) - tile0]) x = Round(x, rt);
+          x = (x + add) + shift;
+        }
+        s[k] = x;
+        mx = NanMax(mx, x);
+      }
+      mx = WarpNanMax(mx);
+      const float m_old = m_s[ri];
+      const float m_new = NanMax(m_old, mx);
+      if (m_new == -INFINITY) {
+        if (lane == 0) upd_s[ri] = 0;
+        continue;
+      }
+      const float corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+      float psum = 0.0f;
+      for (int k = lane; k < n; k += 32) {
+        const float x = s[k];
+        const float p = x == -INFINITY ? 0.0f : Round(expf(x - m_new), rt);
+        s[k] = p;
+        psum += p;
+      }
+      psum = WarpSum(psum);
+      if (lane == 0) {
+        l_s[ri] = l_s[ri] * corr + psum;
+        m_s[ri] = m_new;
+        corr_s[ri] = corr;
+        upd_s[ri] = 1;
+      }
+    }
+    for (int ri = warp; ri < rows && !half_mode; ri += kWarps) {
       const int h = h0 + ri / q_rows;
       const int64_t i = i0 + ri % q_rows;
       const int64_t pos = i + offset;
@@ -512,7 +589,7 @@ struct Plan {
 size_t SmemBytes(int R, int Dp, int Dv, int NB, int kst) {
   const size_t floats = static_cast<size_t>(R) * Dp + static_cast<size_t>(kChunk) * std::max(kst, kColGroup) +
                         static_cast<size_t>(R) * NB + static_cast<size_t>(R) * Dv + Dp + 5 * static_cast<size_t>(R);
-  return (floats + R + NB) * 4;
+  return (floats + R + NB + static_cast<size_t>(R) * (NB / kOverflowTile + 2)) * 4;
 }
 
 int MaxSmemOptin() {
@@ -660,6 +737,11 @@ std::string RunGeneric(const AttentionProblem& p, cudaStream_t stream, void* wor
   a.softcap = p.softcap;
   a.alpha = p.softcap > 0.0f ? 0.0f : p.alpha;
   a.beta = a.alpha / (1.0f - a.alpha);
+  a.overflow_at = 65520.0f;
+  if (p.half_type == ElemType::kBFloat16) {  // the largest float that rounds to a finite bf16, + 1 ulp
+    const uint32_t bits = 0x7f7f8000u;
+    std::memcpy(&a.overflow_at, &bits, sizeof bits);
+  }
   a.causal = p.causal ? 1 : 0;
   a.left = p.left_window;
   a.right = p.right_window;
