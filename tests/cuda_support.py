@@ -71,7 +71,7 @@ def cuda_session(model, options=None, profile: bool = False):
     opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     if profile:
         opts.enable_profiling = True
-    return pasa_onnx.inference_session(model, opts, providers=[CUDA_EP, "CPUExecutionProvider"])
+    return pasa_onnx.inference_session(model, opts, providers=[CUDA_EP])
 
 
 def _lowered(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -92,4 +92,14 @@ def run_pasa_cuda(inputs: dict[str, np.ndarray | None], n_outputs: int = 1, thre
     sess = cuda_session(pasa_model(inputs, n_outputs, **attrs), ort.SessionOptions())
     feeds = {k: v for k, v in inputs.items() if v is not None}
     out = pasa_onnx.run(sess, feeds)
+    return out[0] if n_outputs == 1 else out
+
+
+def run_pasa_cpu(inputs: dict[str, np.ndarray | None], n_outputs: int = 1, **attrs):
+    """conftest.run_pasa on the CPU EP, with the model's IR version lowered like the CUDA runs
+    (the same onnxruntime build serves both)."""
+    from conftest import pasa_model
+
+    sess = pasa_onnx.inference_session(_lowered(pasa_model(inputs, n_outputs, **attrs)))
+    out = pasa_onnx.run(sess, {k: v for k, v in inputs.items() if v is not None})
     return out[0] if n_outputs == 1 else out
