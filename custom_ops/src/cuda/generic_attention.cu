@@ -412,6 +412,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
         psum += p;
       }
       psum = WarpSum(psum);
+      __syncwarp();  // every lane has read m_s/l_s of this row before lane 0 writes them
       if (lane == 0) {
         l_s[ri] = l_s[ri] * corr + psum;
         m_s[ri] = m_new;
@@ -498,6 +499,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
         psum += p;
       }
       psum = WarpSum(psum);
+      __syncwarp();  // every lane has read m_s/l_s of this row before lane 0 writes them
       if (lane == 0) {
         const float l = l_s[ri];
         l_s[ri] = paper ? Round(Round(l * corr, rt) + Round(psum, rt), rt) : l * corr + psum;
