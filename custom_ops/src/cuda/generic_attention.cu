@@ -218,6 +218,7 @@ __global__ void __launch_bounds__(kThreads) BlockMeanKernel(Args a) {
     const int d = c0 + lane;
     float sum = 0.0f;
     if (total > 0 && d < a.D) {
+#pragma unroll 8
       for (int r = warp; r < n; r += kWarps)
         if (KeyValid(a, b, u, r0 + r, valid_len)) sum += Load<T>(a.k, kbase + (r0 + r) * a.ks[2] + d * a.ks[3]);
     }
@@ -309,6 +310,9 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
 
     // Scores S = Q·K'ᵀ, chunk by chunk of 32 keys (lane = key, warp = rows w, w+4, ...).
     for (int c0 = 0; c0 < n; c0 += kChunk) {
+      // Unrolled so that several global loads are in flight per thread (latency, not bandwidth,
+      // bounds these tile loads).
+#pragma unroll 8
       for (int e = threadIdx.x; e < kChunk * Dp; e += kThreads) {
         const int kk = e / Dp, d = e % Dp;
         float x = 0.0f;
@@ -518,6 +522,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
 #pragma unroll
         for (int q = 0; q < 4; ++q) acc[j][q] = 0.0f;
       for (int c0 = 0; c0 < n; c0 += kChunk) {
+#pragma unroll 8
         for (int e = threadIdx.x; e < kChunk * kColGroup; e += kThreads) {
           const int kk = e / kColGroup, col = cg + e % kColGroup;
           float x = 0.0f;
