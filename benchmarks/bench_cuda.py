@@ -83,8 +83,15 @@ def _bhsd(c: Case):
 
 
 def pasa_model(c: Case):
-    node = helper.make_node("PasaAttention", ["Q", "K", "V"], ["Y"], domain="ai.pasa", is_causal=int(c.causal))
-    return _model([node], _bhsd(c), [helper.make_tensor_value_info("Y", F16, None)], [("", 23), ("ai.pasa", 1)])
+    node = helper.make_node(
+        "PasaAttention", ["Q", "K", "V"], ["Y"], domain="ai.pasa", is_causal=int(c.causal)
+    )
+    return _model(
+        [node],
+        _bhsd(c),
+        [helper.make_tensor_value_info("Y", F16, None)],
+        [("", 23), ("ai.pasa", 1)],
+    )
 
 
 def attn23_model(c: Case):
@@ -98,10 +105,19 @@ def mha_model(c: Case):
         for n, s in (("Q", c.q_len), ("K", c.kv_len), ("V", c.kv_len))
     ]
     node = helper.make_node(
-        "MultiHeadAttention", ["Q", "K", "V"], ["Y"], domain="com.microsoft", num_heads=c.heads,
+        "MultiHeadAttention",
+        ["Q", "K", "V"],
+        ["Y"],
+        domain="com.microsoft",
+        num_heads=c.heads,
         unidirectional=int(c.causal),
     )
-    return _model([node], io, [helper.make_tensor_value_info("Y", F16, None)], [("", 17), ("com.microsoft", 1)])
+    return _model(
+        [node],
+        io,
+        [helper.make_tensor_value_info("Y", F16, None)],
+        [("", 17), ("com.microsoft", 1)],
+    )
 
 
 def unfused_model(c: Case):
@@ -119,10 +135,15 @@ def unfused_model(c: Case):
         inits.append(onnx.numpy_helper.from_array(mask, "mask"))
         nodes.append(helper.make_node("Add", ["Ss", "mask"], ["Sm"]))
         scores = "Sm"
-    nodes += [helper.make_node("Softmax", [scores], ["P"], axis=-1), helper.make_node("MatMul", ["P", "V"], ["Y"])]
+    nodes += [
+        helper.make_node("Softmax", [scores], ["P"], axis=-1),
+        helper.make_node("MatMul", ["P", "V"], ["Y"]),
+    ]
     if c.kv != c.heads:
         raise ValueError("unfused graph: no GQA")
-    return _model(nodes, _bhsd(c), [helper.make_tensor_value_info("Y", F16, None)], [("", 17)], inits)
+    return _model(
+        nodes, _bhsd(c), [helper.make_tensor_value_info("Y", F16, None)], [("", 17)], inits
+    )
 
 
 def _ort_runner(model, feeds: dict[str, np.ndarray], custom_ops: bool):
@@ -134,7 +155,9 @@ def _ort_runner(model, feeds: dict[str, np.ndarray], custom_ops: bool):
     if custom_ops:
         opts = pasa_onnx.session_options(opts)
     opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CUDAExecutionProvider"])
+    sess = ort.InferenceSession(
+        model.SerializeToString(), opts, providers=["CUDAExecutionProvider"]
+    )
     binding = sess.io_binding()
     keep = []
     for name, arr in feeds.items():
@@ -162,7 +185,9 @@ def _torch_runner(c: Case, q, k, v):
 
     def run():
         start.record()
-        F.scaled_dot_product_attention(tq, tk, tv, is_causal=c.causal and c.q_len > 1, enable_gqa=gqa)
+        F.scaled_dot_product_attention(
+            tq, tk, tv, is_causal=c.causal and c.q_len > 1, enable_gqa=gqa
+        )
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1e3
@@ -198,7 +223,10 @@ def bench_case(c: Case, variants, reps: int, warmup: int, max_matrix_gb: float) 
             elif variant == "mha":
                 if c.kv != c.heads:
                     continue
-                bsh = {n: np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(1, x.shape[2], -1) for n, x in bhsd.items()}
+                bsh = {
+                    n: np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(1, x.shape[2], -1)
+                    for n, x in bhsd.items()
+                }
                 run = _ort_runner(mha_model(c), bsh, False)
             elif variant == "unfused":
                 if c.kv != c.heads or c.heads * c.q_len * c.kv_len * 2 * 3 > max_matrix_gb * 2**30:
@@ -221,15 +249,37 @@ def bench_case(c: Case, variants, reps: int, warmup: int, max_matrix_gb: float) 
                 times = time_runner(run, reps, warmup)
                 extra["timing"] = "wall per run_with_iobinding"
         except Exception as e:  # noqa: BLE001 - a variant that cannot run is reported, not fatal
-            results.append(Result(c.name, variant, float("nan"), float("nan"), float("nan"), float("nan"), 0,
-                                  {"error": str(e).splitlines()[0][:300]}))
+            results.append(
+                Result(
+                    c.name,
+                    variant,
+                    float("nan"),
+                    float("nan"),
+                    float("nan"),
+                    float("nan"),
+                    0,
+                    {"error": str(e).splitlines()[0][:300]},
+                )
+            )
             print(f"{c.name:40s} {variant:8s} error: {str(e).splitlines()[0][:120]}", flush=True)
             continue
         med = statistics.median(times)
-        r = Result(c.name, variant, med * 1e3, min(times) * 1e3, max(times) * 1e3, c.flops / med / 1e12, len(times), extra)
+        r = Result(
+            c.name,
+            variant,
+            med * 1e3,
+            min(times) * 1e3,
+            max(times) * 1e3,
+            c.flops / med / 1e12,
+            len(times),
+            extra,
+        )
         results.append(r)
-        print(f"{c.name:40s} {variant:8s} {r.median_ms:9.3f} ms  [{r.min_ms:.3f}, {r.max_ms:.3f}]  {r.tflops:7.1f} TFLOP/s",
-              flush=True)
+        print(
+            f"{c.name:40s} {variant:8s} {r.median_ms:9.3f} ms  [{r.min_ms:.3f}, {r.max_ms:.3f}]"
+            f"  {r.tflops:7.1f} TFLOP/s",
+            flush=True,
+        )
     return results
 
 
@@ -265,7 +315,9 @@ def machine_info() -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seq", type=int, nargs="*", default=[1024, 4096, 16384])
     ap.add_argument("--decode", type=int, nargs="*", default=[4096, 32768])
     ap.add_argument("--variants", nargs="*", default=["pasa", "mha", "attn23", "unfused", "sdpa"])
@@ -283,8 +335,11 @@ def main(argv=None) -> int:
         results += bench_case(c, args.variants, args.reps, args.warmup, args.max_matrix_gb)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"command": " ".join(["python", "benchmarks/bench_cuda.py", *(argv or sys.argv[1:])]),
-                   "machine": machine_info(), "results": [asdict(r) for r in results]}
+        payload = {
+            "command": " ".join(["python", "benchmarks/bench_cuda.py", *(argv or sys.argv[1:])]),
+            "machine": machine_info(),
+            "results": [asdict(r) for r in results],
+        }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0
 

@@ -37,7 +37,6 @@ from pasa_onnx.numerics import (
     round_to,
 )
 
-
 OVERFLOW_TILE = 64  # keys per tile of the overflow fallback (the flash kernels' tile)
 
 
@@ -120,7 +119,9 @@ def attention_emulated_gpu(
         np.float32,
     )
     f32 = np.float32
-    alpha = f32(0.0 if p.softcap > 0 else (default_alpha(half_type, "half") if alpha is None else alpha))
+    alpha = f32(
+        0.0 if p.softcap > 0 else (default_alpha(half_type, "half") if alpha is None else alpha)
+    )
     c = f32(p.scale)
     overflow_at = f32(65520.0) if half_type != BFLOAT16 else np.uint32(0x7F7F8000).view(np.float32)
 

@@ -83,7 +83,9 @@ def _lowered(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def run_pasa_cuda(inputs: dict[str, np.ndarray | None], n_outputs: int = 1, threads: int = 0, **attrs):
+def run_pasa_cuda(
+    inputs: dict[str, np.ndarray | None], n_outputs: int = 1, threads: int = 0, **attrs
+):
     """conftest.run_pasa on the CUDA EP."""
     import onnxruntime as ort
     from conftest import pasa_model

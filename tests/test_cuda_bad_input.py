@@ -43,7 +43,7 @@ def test_non_finite_input_shows_in_the_output(name, bad):
         assert not np.isfinite(y[0, hkv_head, 3]).all()  # the row that read it
     else:
         assert not np.isfinite(y[0, 2:4]).all()  # the query heads of kv head 1 read key 3
-    assert np.isfinite(y[0, 0:2 if name != "Q" else 1]).all()  # other heads are untouched
+    assert np.isfinite(y[0, 0 : 2 if name != "Q" else 1]).all()  # other heads are untouched
 
 
 def test_plus_inf_in_additive_mask_shows_in_the_output():
@@ -66,10 +66,14 @@ def test_nonpad_out_of_range_gives_nan_for_that_batch():
 
 def test_head_size_beyond_the_cuda_kernel_is_a_clear_error():
     x = _qkv(d=520, dv=16)
-    with pytest.raises(Exception, match=r"PasaAttention node 'attn0': head sizes D=520, Dv=16 .*at most 512"):
+    with pytest.raises(
+        Exception, match=r"PasaAttention node 'attn0': head sizes D=520, Dv=16 .*at most 512"
+    ):
         run_pasa_cuda(x)
 
 
 def test_block_kv_beyond_the_cuda_kernel_is_a_clear_error_at_session_creation():
-    with pytest.raises(Exception, match=r"attribute block_kv=2048 is not supported by the CUDA kernel"):
+    with pytest.raises(
+        Exception, match=r"attribute block_kv=2048 is not supported by the CUDA kernel"
+    ):
         run_pasa_cuda(_qkv(), block_kv=2048)

@@ -16,7 +16,9 @@ import pasa_onnx
 
 @pytest.mark.skipif(shutil.which("ldd") is None, reason="ldd is not available")
 def test_library_needs_no_cuda_library_at_load_time():
-    out = subprocess.run(["ldd", pasa_onnx.library_path()], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ldd", pasa_onnx.library_path()], capture_output=True, text=True, check=True
+    ).stdout
     needed = [line.split()[0] for line in out.splitlines() if line.strip()]
     assert not [n for n in needed if "cuda" in n.lower() or "cublas" in n.lower()], out
 

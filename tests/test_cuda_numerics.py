@@ -24,7 +24,9 @@ from pasa_onnx.numerics_gpu import attention_emulated_gpu
 pytestmark = requires_cuda()
 
 S, D, HQ, HKV = 1407, 128, 14, 2
-CASES = [(d, m, a) for d in ("uniform", "normal") for m in (0, 10, 20, 30) for a in (0.5, 5, 10, 20)]
+CASES = [
+    (d, m, a) for d in ("uniform", "normal") for m in (0, 10, 20, 30) for a in (0.5, 5, 10, 20)
+]
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +52,11 @@ def test_paper_grid_on_cuda(dist, mean, am, record_property):
         # Kernel == GPU emulation up to rounding (float32 sums in another order).
         diff = error_metrics(gpu, emu.astype(np.float64), v)
         assert diff.rel_rmse <= 0.35 * emu_err.rel_rmse + 1e-6, (precision, diff, emu_err)
-        assert abs(err.rel_rmse - emu_err.rel_rmse) <= 0.1 * emu_err.rel_rmse + 1e-6, (precision, err, emu_err)
+        assert abs(err.rel_rmse - emu_err.rel_rmse) <= 0.1 * emu_err.rel_rmse + 1e-6, (
+            precision,
+            err,
+            emu_err,
+        )
 
 
 def _features(rng, dtype):

@@ -19,8 +19,12 @@ pytestmark = requires_cuda()
 def _model(with_past: bool) -> tuple:
     rng = np.random.default_rng(0)
     h, d, s, p = 4, 32, 16, 24
-    w = {n: numpy_helper.from_array((0.1 * rng.standard_normal((h * d, h * d))).astype(np.float16), n)
-         for n in ("wq", "wk", "wv")}
+    w = {
+        n: numpy_helper.from_array(
+            (0.1 * rng.standard_normal((h * d, h * d))).astype(np.float16), n
+        )
+        for n in ("wq", "wk", "wv")
+    }
     nodes = [
         helper.make_node("MatMul", ["x", "wq"], ["q"]),
         helper.make_node("MatMul", ["x", "wk"], ["k"]),
@@ -29,7 +33,11 @@ def _model(with_past: bool) -> tuple:
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, s, h * d])]
     feeds = {"x": rng.standard_normal((1, s, h * d)).astype(np.float16)}
     attn_in = ["q", "k", "v", "mask"]
-    inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 1, s, s + (p if with_past else 0)]))
+    inputs.append(
+        helper.make_tensor_value_info(
+            "mask", TensorProto.BOOL, [1, 1, s, s + (p if with_past else 0)]
+        )
+    )
     feeds["mask"] = np.ones((1, 1, s, s + (p if with_past else 0)), dtype=bool)
     if with_past:
         attn_in += ["past_key", "past_value"]
@@ -41,13 +49,25 @@ def _model(with_past: bool) -> tuple:
         inputs.append(helper.make_tensor_value_info("nonpad", TensorProto.INT64, [1]))
         feeds["nonpad"] = np.array([s - 3], dtype=np.int64)
     outs = ["y", "present_key", "present_value"] if with_past else ["y"]
-    nodes.append(helper.make_node("PasaAttention", attn_in, outs, domain="ai.pasa", name="attn0",
-                                  q_num_heads=h, kv_num_heads=h, is_causal=1))
+    nodes.append(
+        helper.make_node(
+            "PasaAttention",
+            attn_in,
+            outs,
+            domain="ai.pasa",
+            name="attn0",
+            q_num_heads=h,
+            kv_num_heads=h,
+            is_causal=1,
+        )
+    )
     nodes.append(helper.make_node("Add", ["y", "x"], ["out"]))
     outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT16, None)]
     outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT16, None) for n in outs[1:]]
     graph = helper.make_graph(nodes, "placed", inputs, outputs, initializer=list(w.values()))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("ai.pasa", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("ai.pasa", 1)]
+    )
     return model, feeds
 
 
@@ -67,5 +87,7 @@ def test_pasa_attention_runs_on_cuda_without_copies(with_past, tmp_path):
     pasa = [e for e in nodes if e["args"]["op_name"] == "PasaAttention"]
     assert pasa, "no PasaAttention node in the profile"
     assert {e["args"].get("provider") for e in pasa} == {"CUDAExecutionProvider"}
-    assert not [e["name"] for e in nodes if "Memcpy" in e["args"]["op_name"] or "Memcpy" in e["name"]]
+    assert not [
+        e["name"] for e in nodes if "Memcpy" in e["args"]["op_name"] or "Memcpy" in e["name"]
+    ]
     assert {e["args"].get("provider") for e in nodes} == {"CUDAExecutionProvider"}
