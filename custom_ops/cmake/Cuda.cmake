@@ -41,6 +41,8 @@ if(PASA_HAVE_CUDA)
   file(GLOB _pasa_cuda_sources CONFIGURE_DEPENDS
        ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/*.cc
        ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/flash/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/flash/*.cc)
+  # Standalone test programs (a main() each) are not part of the library.
+  list(FILTER _pasa_cuda_sources EXCLUDE REGEX "selftest|_test\\.cu$")
   # The CUDA execution provider's onnxruntime kernel class (plain C++, no CUDA headers) lives
   # with the kernels it launches; the binding registers it when PASA_HAVE_CUDA is defined.
   add_library(pasa_cuda STATIC ${_pasa_cuda_sources} ${CMAKE_CURRENT_SOURCE_DIR}/src/ort/cuda_kernel.cc)
