@@ -233,8 +233,58 @@ __global__ void __launch_bounds__(kThreads) BlockMeanKernel(Args a) {
 }
 
 // ---- 3. attention ------------------------------------------------------------------------------
+// The shared-memory carve-up and the constants of one CTA (see AttendKernel).
+struct Tile {
+  float *q_s, *kv_s, *s_s, *o_s, *mean_s, *m_s, *l_s, *abar_s, *nb_s, *corr_s;
+  int *upd_s, *valid_s, *ovf_s;
+  int R, NB, Dp, Dv, kst, n_tiles;
+  int b, h0, q_rows, rows, u, kvh, warp, lane, rt;
+  int64_t i0, valid_len, offset, kbase, vbase;
+  float c;
+  bool half_mode, paper;
+};
+
+// Every member of the Tile as a local of the same name (the pieces below read as one kernel).
+#define PASA_TILE_LOCALS(t)                                                                     \
+  [[maybe_unused]] const auto q_s = (t).q_s; \
+  [[maybe_unused]] const auto kv_s = (t).kv_s; \
+  [[maybe_unused]] const auto s_s = (t).s_s; \
+  [[maybe_unused]] const auto o_s = (t).o_s; \
+  [[maybe_unused]] const auto mean_s = (t).mean_s; \
+  [[maybe_unused]] const auto m_s = (t).m_s; \
+  [[maybe_unused]] const auto l_s = (t).l_s; \
+  [[maybe_unused]] const auto abar_s = (t).abar_s; \
+  [[maybe_unused]] const auto nb_s = (t).nb_s; \
+  [[maybe_unused]] const auto corr_s = (t).corr_s; \
+  [[maybe_unused]] const auto upd_s = (t).upd_s; \
+  [[maybe_unused]] const auto valid_s = (t).valid_s; \
+  [[maybe_unused]] const auto ovf_s = (t).ovf_s; \
+  [[maybe_unused]] const auto R = (t).R; \
+  [[maybe_unused]] const auto NB = (t).NB; \
+  [[maybe_unused]] const auto Dp = (t).Dp; \
+  [[maybe_unused]] const auto Dv = (t).Dv; \
+  [[maybe_unused]] const auto kst = (t).kst; \
+  [[maybe_unused]] const auto n_tiles = (t).n_tiles; \
+  [[maybe_unused]] const auto b = (t).b; \
+  [[maybe_unused]] const auto h0 = (t).h0; \
+  [[maybe_unused]] const auto q_rows = (t).q_rows; \
+  [[maybe_unused]] const auto rows = (t).rows; \
+  [[maybe_unused]] const auto u = (t).u; \
+  [[maybe_unused]] const auto kvh = (t).kvh; \
+  [[maybe_unused]] const auto warp = (t).warp; \
+  [[maybe_unused]] const auto lane = (t).lane; \
+  [[maybe_unused]] const auto rt = (t).rt; \
+  [[maybe_unused]] const auto i0 = (t).i0; \
+  [[maybe_unused]] const auto valid_len = (t).valid_len; \
+  [[maybe_unused]] const auto offset = (t).offset; \
+  [[maybe_unused]] const auto kbase = (t).kbase; \
+  [[maybe_unused]] const auto vbase = (t).vbase; \
+  [[maybe_unused]] const auto c = (t).c; \
+  [[maybe_unused]] const auto half_mode = (t).half_mode; \
+  [[maybe_unused]] const auto paper = (t).paper;
+
 template <typename T>
-__global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
+__device__ __forceinline__ Tile MakeTile(const Args& a) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   const int R = a.rows_cap, NB = a.block_kv, Dp = a.Dp, Dv = a.Dv, kst = a.kst;
@@ -265,7 +315,50 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
   const int64_t offset = QueryOffset(a, b);
   const bool half_mode = a.prec == kPrecHalf, paper = a.prec == kPrecPaper;
   const int rt = a.rt;
+  Tile t;
+  t.q_s = q_s;
+  t.kv_s = kv_s;
+  t.s_s = s_s;
+  t.o_s = o_s;
+  t.mean_s = mean_s;
+  t.m_s = m_s;
+  t.l_s = l_s;
+  t.abar_s = abar_s;
+  t.nb_s = nb_s;
+  t.corr_s = corr_s;
+  t.upd_s = upd_s;
+  t.valid_s = valid_s;
+  t.ovf_s = ovf_s;
+  t.R = R;
+  t.NB = NB;
+  t.Dp = Dp;
+  t.Dv = Dv;
+  t.kst = kst;
+  t.n_tiles = n_tiles;
+  t.b = b;
+  t.h0 = h0;
+  t.q_rows = q_rows;
+  t.rows = rows;
+  t.u = u;
+  t.kvh = kvh;
+  t.warp = warp;
+  t.lane = lane;
+  t.rt = rt;
+  t.i0 = i0;
+  t.valid_len = valid_len;
+  t.offset = offset;
+  t.half_mode = half_mode;
+  t.paper = paper;
+  t.c = a.scale;
+  t.kbase = b * a.ks[0] + kvh * a.ks[1];
+  t.vbase = b * a.vs[0] + kvh * a.vs[1];
+  return t;
+}
 
+// Queries and the row state of the tile.
+template <typename T>
+__device__ __forceinline__ void LoadQueries(const Args& a, const Tile& t) {
+  PASA_TILE_LOCALS(t);
   // Queries (half mode: rounded to the half type, the tensor-core operand), zero-padded to Dp.
   for (int e = threadIdx.x; e < rows * Dp; e += kThreads) {
     const int ri = e / Dp, d = e % Dp;
@@ -285,290 +378,288 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
     abar_s[ri] = 0.0f;
     nb_s[ri] = 0.0f;
   }
+}
 
-  // Key blocks any row of the tile may attend (causal and window skip whole blocks).
-  int64_t lo0, hi0, lo1, hi1;
-  KeyRange(a, i0 + offset, valid_len, &lo0, &hi0);
-  KeyRange(a, i0 + q_rows - 1 + offset, valid_len, &lo1, &hi1);
-  const int64_t key_lo = min(lo0, lo1), key_hi = max(hi0, hi1);
-  const int first_block = key_hi > key_lo ? static_cast<int>(key_lo / NB) : 0;
-  const int end_block = key_hi > key_lo ? static_cast<int>((key_hi - 1) / NB + 1) : 0;
-  const float c = a.scale;
-  const int64_t kbase = b * a.ks[0] + kvh * a.ks[1];
-  const int64_t vbase = b * a.vs[0] + kvh * a.vs[1];
-  __syncthreads();
-
-  for (int blk = first_block; blk < end_block; ++blk) {
-    const int64_t slot = (static_cast<int64_t>(b) * a.U + u) * a.nblk + blk;
-    const float inv_count = a.inv_count[slot];
-    if (inv_count == 0.0f) continue;  // no valid key in the block: it contributes nothing
-    const int64_t r0 = static_cast<int64_t>(blk) * NB;
-    const int n = static_cast<int>(MinI64(NB, a.Skv - r0));
-    for (int d = threadIdx.x; d < Dp; d += kThreads) mean_s[d] = a.amean[slot * Dp + d];
-    for (int k = threadIdx.x; k < NB; k += kThreads) valid_s[k] = k < n && KeyValid(a, b, u, r0 + k, valid_len);
-    __syncthreads();
-
-    // Scores S = Q·K'ᵀ, chunk by chunk of 32 keys (lane = key, warp = rows w, w+4, ...).
-    for (int c0 = 0; c0 < n; c0 += kChunk) {
-      // Unrolled so that several global loads are in flight per thread (latency, not bandwidth,
-      // bounds these tile loads).
+// S = Q·K'ᵀ of one key block into s_s.
+template <typename T>
+__device__ __forceinline__ void BlockScores(const Args& a, const Tile& t, int64_t r0, int n) {
+  PASA_TILE_LOCALS(t);
+  // Scores S = Q·K'ᵀ, chunk by chunk of 32 keys (lane = key, warp = rows w, w+4, ...).
+  for (int c0 = 0; c0 < n; c0 += kChunk) {
+    // Unrolled so that several global loads are in flight per thread (latency, not bandwidth,
+    // bounds these tile loads).
 #pragma unroll 8
-      for (int e = threadIdx.x; e < kChunk * Dp; e += kThreads) {
-        const int kk = e / Dp, d = e % Dp;
-        float x = 0.0f;
-        if (c0 + kk < n && d < a.D && valid_s[c0 + kk]) {
-          x = c * (Load<T>(a.k, kbase + (r0 + c0 + kk) * a.ks[2] + d * a.ks[3]) - mean_s[d]);
-          if (half_mode) x = RoundOperand(x, rt);
-          else if (paper) x = Round(x, rt);
-        }
-        kv_s[kk * kst + d] = x;
+    for (int e = threadIdx.x; e < kChunk * Dp; e += kThreads) {
+      const int kk = e / Dp, d = e % Dp;
+      float x = 0.0f;
+      if (c0 + kk < n && d < a.D && valid_s[c0 + kk]) {
+        x = c * (Load<T>(a.k, kbase + (r0 + c0 + kk) * a.ks[2] + d * a.ks[3]) - mean_s[d]);
+        if (half_mode) x = RoundOperand(x, rt);
+        else if (paper) x = Round(x, rt);
       }
-      __syncthreads();
-      float acc[kRowsPerWarp];
-#pragma unroll
-      for (int j = 0; j < kRowsPerWarp; ++j) acc[j] = 0.0f;
-      const float* kr = kv_s + lane * kst;
-      for (int d = 0; d < Dp; d += 4) {
-        const float4 kf = *reinterpret_cast<const float4*>(kr + d);
-#pragma unroll
-        for (int j = 0; j < kRowsPerWarp; ++j) {
-          const int ri = warp + kWarps * j;
-          if (ri < rows) {
-            const float4 qf = *reinterpret_cast<const float4*>(q_s + ri * Dp + d);
-            acc[j] = fmaf(qf.x, kf.x, acc[j]);
-            acc[j] = fmaf(qf.y, kf.y, acc[j]);
-            acc[j] = fmaf(qf.z, kf.z, acc[j]);
-            acc[j] = fmaf(qf.w, kf.w, acc[j]);
-          }
-        }
-      }
-      if (c0 + lane < n) {
-#pragma unroll
-        for (int j = 0; j < kRowsPerWarp; ++j) {
-          const int ri = warp + kWarps * j;
-          if (ri < rows) s_s[ri * NB + c0 + lane] = acc[j];
-        }
-      }
-      __syncthreads();
-    }
-
-    // Row pipeline: one warp per row; lanes stride over the block's keys.
-    for (int ri = warp; ri < rows && half_mode; ri += kWarps) {
-      // Half mode, as the flash kernels: S rounded to the half type per 64-key tile (a tile
-      // whose attended |S| would overflow keeps float32), the removed shift recovered directly,
-      // x = (S + mask) + c·(q·α·mean), online softmax in float32, P rounded.
-      const int h = h0 + ri / q_rows;
-      const int64_t i = i0 + ri % q_rows;
-      const int64_t pos = i + offset;
-      int64_t lo, hi;
-      KeyRange(a, pos, valid_len, &lo, &hi);
-      float* s = s_s + ri * NB;
-      int* ovf = ovf_s + ri * n_tiles;
-      const int tile0 = static_cast<int>(r0 / kOverflowTile);
-      for (int t = lane; t < n_tiles; t += 32) ovf[t] = 0;
-      float dot = 0.0f;
-      for (int d = lane; d < Dp; d += 32) dot = fmaf(q_s[ri * Dp + d], mean_s[d], dot);
-      const float shift = c * WarpSum(dot);
-      __syncwarp();
-      bool any = false;
-      for (int k = lane; k < n; k += 32) {
-        float x = s[k];
-        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
-        const int64_t r = r0 + k;
-        float add = 0.0f;
-        const bool att = valid_s[k] && r >= lo && r < hi && MaskAttends(a, b, h, i, r, &add);
-        any = any || att;
-        if (att && !(fabsf(x) < a.overflow_at)) ovf[static_cast<int>(r / kOverflowTile) - tile0] = 1;
-        s[k] = att ? x : -INFINITY;
-      }
-      any = __any_sync(0xffffffffu, any);
-      __syncwarp();
-      if (!any) {
-        if (lane == 0) upd_s[ri] = 0;
-        continue;
-      }
-      float mx = -INFINITY;
-      for (int k = lane; k < n; k += 32) {
-        float x = s[k];
-        if (x != -INFINITY) {
-          const int64_t r = r0 + k;
-          float add = 0.0f;
-          MaskAttends(a, b, h, i, r, &add);
-          if (!ovf[static_cast<int>(r / kOverflowTile) - tile0]) x = Round(x, rt);
-          x = (x + add) + shift;
-        }
-        s[k] = x;
-        mx = NanMax(mx, x);
-      }
-      mx = WarpNanMax(mx);
-      const float m_old = m_s[ri];
-      const float m_new = NanMax(m_old, mx);
-      if (m_new == -INFINITY) {
-        if (lane == 0) upd_s[ri] = 0;
-        continue;
-      }
-      const float corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
-      float psum = 0.0f;
-      for (int k = lane; k < n; k += 32) {
-        const float x = s[k];
-        const float p = x == -INFINITY ? 0.0f : Round(expf(x - m_new), rt);
-        s[k] = p;
-        psum += p;
-      }
-      psum = WarpSum(psum);
-      __syncwarp();  // every lane has read m_s/l_s of this row before lane 0 writes them
-      if (lane == 0) {
-        l_s[ri] = l_s[ri] * corr + psum;
-        m_s[ri] = m_new;
-        corr_s[ri] = corr;
-        upd_s[ri] = 1;
-      }
-    }
-    for (int ri = warp; ri < rows && !half_mode; ri += kWarps) {
-      const int h = h0 + ri / q_rows;
-      const int64_t i = i0 + ri % q_rows;
-      const int64_t pos = i + offset;
-      int64_t lo, hi;
-      KeyRange(a, pos, valid_len, &lo, &hi);
-      float* s = s_s + ri * NB;
-      // a) softcap (paper: S rounded), the block row sum over all keys (invalid keys score 0),
-      //    and t = S + mask where the row attends the key, -inf elsewhere.
-      float sum = 0.0f;
-      bool any = false;
-      for (int k = lane; k < n; k += 32) {
-        float x = s[k];
-        if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
-        if (paper) x = Round(x, rt);
-        sum += x;
-        const int64_t r = r0 + k;
-        float add = 0.0f;
-        const bool att = valid_s[k] && r >= lo && r < hi && MaskAttends(a, b, h, i, r, &add);
-        any = any || att;
-        s[k] = att ? x + add : -INFINITY;
-      }
-      any = __any_sync(0xffffffffu, any);
-      sum = WarpSum(sum);
-      if (!any) {  // the row meets no key of this block: its state is unchanged
-        if (lane == 0) upd_s[ri] = 0;
-        continue;
-      }
-      // b) global recovery: offsets of this block and of the running state against the new ā.
-      float mu = sum * inv_count;
-      if (paper) mu = Round(mu, rt);
-      const float abar_old = abar_s[ri];
-      const float nb = nb_s[ri] + 1.0f;
-      float abar_new = abar_old + (mu - abar_old) / nb;
-      if (paper) abar_new = Round(abar_new, rt);
-      float off_cur = a.beta * (mu - abar_new);
-      float off_old = a.beta * (abar_old - abar_new);
-      if (paper) {
-        off_cur = Round(off_cur, rt);
-        off_old = Round(off_old, rt);
-      }
-      float mx = -INFINITY;
-      for (int k = lane; k < n; k += 32) {
-        float x = s[k];
-        if (x != -INFINITY) {
-          x = x + off_cur;
-          if (paper) x = Round(x, rt);
-        }
-        s[k] = x;
-        mx = NanMax(mx, x);
-      }
-      mx = WarpNanMax(mx);
-      float m_old = m_s[ri];
-      if (m_old != -INFINITY) {
-        m_old = m_old + off_old;
-        if (paper) m_old = Round(m_old, rt);
-      }
-      const float m_new = NanMax(m_old, mx);
-      __syncwarp();
-      if (lane == 0) {
-        abar_s[ri] = abar_new;
-        nb_s[ri] = nb;
-      }
-      if (m_new == -INFINITY) {
-        if (lane == 0) upd_s[ri] = 0;
-        continue;
-      }
-      // c) probabilities (rounded to the half type unless float mode) and the running sum.
-      float corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
-      if (paper) corr = Round(corr, rt);
-      float psum = 0.0f;
-      for (int k = lane; k < n; k += 32) {
-        const float x = s[k];
-        float p = x == -INFINITY ? 0.0f : expf(x - m_new);
-        if (a.prec != kPrecFloat) p = Round(p, rt);
-        s[k] = p;
-        psum += p;
-      }
-      psum = WarpSum(psum);
-      __syncwarp();  // every lane has read m_s/l_s of this row before lane 0 writes them
-      if (lane == 0) {
-        const float l = l_s[ri];
-        l_s[ri] = paper ? Round(Round(l * corr, rt) + Round(psum, rt), rt) : l * corr + psum;
-        m_s[ri] = m_new;
-        corr_s[ri] = corr;
-        upd_s[ri] = 1;
-      }
+      kv_s[kk * kst + d] = x;
     }
     __syncthreads();
-
-    // O = O·corr + P·V, per group of 128 value columns (lane = columns lane + 32j).
-    for (int cg = 0; cg < Dv; cg += kColGroup) {
-      float acc[kRowsPerWarp][4];
+    float acc[kRowsPerWarp];
 #pragma unroll
-      for (int j = 0; j < kRowsPerWarp; ++j)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) acc[j][q] = 0.0f;
-      for (int c0 = 0; c0 < n; c0 += kChunk) {
-#pragma unroll 8
-        for (int e = threadIdx.x; e < kChunk * kColGroup; e += kThreads) {
-          const int kk = e / kColGroup, col = cg + e % kColGroup;
-          float x = 0.0f;
-          if (c0 + kk < n && col < Dv && valid_s[c0 + kk]) {
-            x = Load<T>(a.v, vbase + (r0 + c0 + kk) * a.vs[2] + col * a.vs[3]);
-            if (half_mode) x = RoundOperand(x, rt);
-          }
-          kv_s[e] = x;
-        }
-        __syncthreads();
-        const int kn = min(kChunk, n - c0);
-        for (int kk = 0; kk < kn; ++kk) {
-          const float* vr = kv_s + kk * kColGroup + lane;
-          const float v0 = vr[0], v1 = vr[32], v2 = vr[64], v3 = vr[96];
-#pragma unroll
-          for (int j = 0; j < kRowsPerWarp; ++j) {
-            const int ri = warp + kWarps * j;
-            if (ri < rows) {
-              const float p = s_s[ri * NB + c0 + kk];
-              acc[j][0] = fmaf(p, v0, acc[j][0]);
-              acc[j][1] = fmaf(p, v1, acc[j][1]);
-              acc[j][2] = fmaf(p, v2, acc[j][2]);
-              acc[j][3] = fmaf(p, v3, acc[j][3]);
-            }
-          }
-        }
-        __syncthreads();
-      }
+    for (int j = 0; j < kRowsPerWarp; ++j) acc[j] = 0.0f;
+    const float* kr = kv_s + lane * kst;
+    for (int d = 0; d < Dp; d += 4) {
+      const float4 kf = *reinterpret_cast<const float4*>(kr + d);
 #pragma unroll
       for (int j = 0; j < kRowsPerWarp; ++j) {
         const int ri = warp + kWarps * j;
-        if (ri >= rows || !upd_s[ri]) continue;
-        const float corr = corr_s[ri];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int col = cg + lane + 32 * q;
-          if (col >= Dv) continue;
-          float* o = o_s + ri * Dv + col;
-          *o = paper ? Round(Round(*o * corr, rt) + Round(acc[j][q], rt), rt) : *o * corr + acc[j][q];
+        if (ri < rows) {
+          const float4 qf = *reinterpret_cast<const float4*>(q_s + ri * Dp + d);
+          acc[j] = fmaf(qf.x, kf.x, acc[j]);
+          acc[j] = fmaf(qf.y, kf.y, acc[j]);
+          acc[j] = fmaf(qf.z, kf.z, acc[j]);
+          acc[j] = fmaf(qf.w, kf.w, acc[j]);
         }
+      }
+    }
+    if (c0 + lane < n) {
+#pragma unroll
+      for (int j = 0; j < kRowsPerWarp; ++j) {
+        const int ri = warp + kWarps * j;
+        if (ri < rows) s_s[ri * NB + c0 + lane] = acc[j];
       }
     }
     __syncthreads();
   }
-  __syncthreads();
+}
 
+// The row pipeline of half mode over one key block (S in s_s becomes P).
+__device__ __forceinline__ void RowsHalf(const Args& a, const Tile& t, int64_t r0, int n) {
+  PASA_TILE_LOCALS(t);
+  // Row pipeline: one warp per row; lanes stride over the block's keys.
+  for (int ri = warp; ri < rows && half_mode; ri += kWarps) {
+    // Half mode, as the flash kernels: S rounded to the half type per 64-key tile (a tile
+    // whose attended |S| would overflow keeps float32), the removed shift recovered directly,
+    // x = (S + mask) + c·(q·α·mean), online softmax in float32, P rounded.
+    const int h = h0 + ri / q_rows;
+    const int64_t i = i0 + ri % q_rows;
+    const int64_t pos = i + offset;
+    int64_t lo, hi;
+    KeyRange(a, pos, valid_len, &lo, &hi);
+    float* s = s_s + ri * NB;
+    int* ovf = ovf_s + ri * n_tiles;
+    const int tile0 = static_cast<int>(r0 / kOverflowTile);
+    for (int t = lane; t < n_tiles; t += 32) ovf[t] = 0;
+    float dot = 0.0f;
+    for (int d = lane; d < Dp; d += 32) dot = fmaf(q_s[ri * Dp + d], mean_s[d], dot);
+    const float shift = c * WarpSum(dot);
+    __syncwarp();
+    bool any = false;
+    for (int k = lane; k < n; k += 32) {
+      float x = s[k];
+      if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+      const int64_t r = r0 + k;
+      float add = 0.0f;
+      const bool att = valid_s[k] && r >= lo && r < hi && MaskAttends(a, b, h, i, r, &add);
+      any = any || att;
+      if (att && !(fabsf(x) < a.overflow_at)) ovf[static_cast<int>(r / kOverflowTile) - tile0] = 1;
+      s[k] = att ? x : -INFINITY;
+    }
+    any = __any_sync(0xffffffffu, any);
+    __syncwarp();
+    if (!any) {
+      if (lane == 0) upd_s[ri] = 0;
+      continue;
+    }
+    float mx = -INFINITY;
+    for (int k = lane; k < n; k += 32) {
+      float x = s[k];
+      if (x != -INFINITY) {
+        const int64_t r = r0 + k;
+        float add = 0.0f;
+        MaskAttends(a, b, h, i, r, &add);
+        if (!ovf[static_cast<int>(r / kOverflowTile) - tile0]) x = Round(x, rt);
+        x = (x + add) + shift;
+      }
+      s[k] = x;
+      mx = NanMax(mx, x);
+    }
+    mx = WarpNanMax(mx);
+    const float m_old = m_s[ri];
+    const float m_new = NanMax(m_old, mx);
+    if (m_new == -INFINITY) {
+      if (lane == 0) upd_s[ri] = 0;
+      continue;
+    }
+    const float corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+    float psum = 0.0f;
+    for (int k = lane; k < n; k += 32) {
+      const float x = s[k];
+      const float p = x == -INFINITY ? 0.0f : Round(expf(x - m_new), rt);
+      s[k] = p;
+      psum += p;
+    }
+    psum = WarpSum(psum);
+    __syncwarp();  // every lane has read m_s/l_s of this row before lane 0 writes them
+    if (lane == 0) {
+      l_s[ri] = l_s[ri] * corr + psum;
+      m_s[ri] = m_new;
+      corr_s[ri] = corr;
+      upd_s[ri] = 1;
+    }
+  }
+}
+
+// The row pipeline of paper and float mode (the CPU's, with the authors' recovery).
+__device__ __forceinline__ void RowsCpuPipeline(const Args& a, const Tile& t, int64_t r0, int n, float inv_count) {
+  PASA_TILE_LOCALS(t);
+  for (int ri = warp; ri < rows && !half_mode; ri += kWarps) {
+    const int h = h0 + ri / q_rows;
+    const int64_t i = i0 + ri % q_rows;
+    const int64_t pos = i + offset;
+    int64_t lo, hi;
+    KeyRange(a, pos, valid_len, &lo, &hi);
+    float* s = s_s + ri * NB;
+    // a) softcap (paper: S rounded), the block row sum over all keys (invalid keys score 0),
+    //    and t = S + mask where the row attends the key, -inf elsewhere.
+    float sum = 0.0f;
+    bool any = false;
+    for (int k = lane; k < n; k += 32) {
+      float x = s[k];
+      if (a.softcap > 0.0f) x = a.softcap * tanhf(x / a.softcap);
+      if (paper) x = Round(x, rt);
+      sum += x;
+      const int64_t r = r0 + k;
+      float add = 0.0f;
+      const bool att = valid_s[k] && r >= lo && r < hi && MaskAttends(a, b, h, i, r, &add);
+      any = any || att;
+      s[k] = att ? x + add : -INFINITY;
+    }
+    any = __any_sync(0xffffffffu, any);
+    sum = WarpSum(sum);
+    if (!any) {  // the row meets no key of this block: its state is unchanged
+      if (lane == 0) upd_s[ri] = 0;
+      continue;
+    }
+    // b) global recovery: offsets of this block and of the running state against the new ā.
+    float mu = sum * inv_count;
+    if (paper) mu = Round(mu, rt);
+    const float abar_old = abar_s[ri];
+    const float nb = nb_s[ri] + 1.0f;
+    float abar_new = abar_old + (mu - abar_old) / nb;
+    if (paper) abar_new = Round(abar_new, rt);
+    float off_cur = a.beta * (mu - abar_new);
+    float off_old = a.beta * (abar_old - abar_new);
+    if (paper) {
+      off_cur = Round(off_cur, rt);
+      off_old = Round(off_old, rt);
+    }
+    float mx = -INFINITY;
+    for (int k = lane; k < n; k += 32) {
+      float x = s[k];
+      if (x != -INFINITY) {
+        x = x + off_cur;
+        if (paper) x = Round(x, rt);
+      }
+      s[k] = x;
+      mx = NanMax(mx, x);
+    }
+    mx = WarpNanMax(mx);
+    float m_old = m_s[ri];
+    if (m_old != -INFINITY) {
+      m_old = m_old + off_old;
+      if (paper) m_old = Round(m_old, rt);
+    }
+    const float m_new = NanMax(m_old, mx);
+    __syncwarp();
+    if (lane == 0) {
+      abar_s[ri] = abar_new;
+      nb_s[ri] = nb;
+    }
+    if (m_new == -INFINITY) {
+      if (lane == 0) upd_s[ri] = 0;
+      continue;
+    }
+    // c) probabilities (rounded to the half type unless float mode) and the running sum.
+    float corr = m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+    if (paper) corr = Round(corr, rt);
+    float psum = 0.0f;
+    for (int k = lane; k < n; k += 32) {
+      const float x = s[k];
+      float p = x == -INFINITY ? 0.0f : expf(x - m_new);
+      if (a.prec != kPrecFloat) p = Round(p, rt);
+      s[k] = p;
+      psum += p;
+    }
+    psum = WarpSum(psum);
+    __syncwarp();  // every lane has read m_s/l_s of this row before lane 0 writes them
+    if (lane == 0) {
+      const float l = l_s[ri];
+      l_s[ri] = paper ? Round(Round(l * corr, rt) + Round(psum, rt), rt) : l * corr + psum;
+      m_s[ri] = m_new;
+      corr_s[ri] = corr;
+      upd_s[ri] = 1;
+    }
+  }
+}
+
+// O = O·corr + P·V of one key block.
+template <typename T>
+__device__ __forceinline__ void BlockPV(const Args& a, const Tile& t, int64_t r0, int n) {
+  PASA_TILE_LOCALS(t);
+  // O = O·corr + P·V, per group of 128 value columns (lane = columns lane + 32j).
+  for (int cg = 0; cg < Dv; cg += kColGroup) {
+    float acc[kRowsPerWarp][4];
+#pragma unroll
+    for (int j = 0; j < kRowsPerWarp; ++j)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[j][q] = 0.0f;
+    for (int c0 = 0; c0 < n; c0 += kChunk) {
+#pragma unroll 8
+      for (int e = threadIdx.x; e < kChunk * kColGroup; e += kThreads) {
+        const int kk = e / kColGroup, col = cg + e % kColGroup;
+        float x = 0.0f;
+        if (c0 + kk < n && col < Dv && valid_s[c0 + kk]) {
+          x = Load<T>(a.v, vbase + (r0 + c0 + kk) * a.vs[2] + col * a.vs[3]);
+          if (half_mode) x = RoundOperand(x, rt);
+        }
+        kv_s[e] = x;
+      }
+      __syncthreads();
+      const int kn = min(kChunk, n - c0);
+      for (int kk = 0; kk < kn; ++kk) {
+        const float* vr = kv_s + kk * kColGroup + lane;
+        const float v0 = vr[0], v1 = vr[32], v2 = vr[64], v3 = vr[96];
+#pragma unroll
+        for (int j = 0; j < kRowsPerWarp; ++j) {
+          const int ri = warp + kWarps * j;
+          if (ri < rows) {
+            const float p = s_s[ri * NB + c0 + kk];
+            acc[j][0] = fmaf(p, v0, acc[j][0]);
+            acc[j][1] = fmaf(p, v1, acc[j][1]);
+            acc[j][2] = fmaf(p, v2, acc[j][2]);
+            acc[j][3] = fmaf(p, v3, acc[j][3]);
+          }
+        }
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < kRowsPerWarp; ++j) {
+      const int ri = warp + kWarps * j;
+      if (ri >= rows || !upd_s[ri]) continue;
+      const float corr = corr_s[ri];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int col = cg + lane + 32 * q;
+        if (col >= Dv) continue;
+        float* o = o_s + ri * Dv + col;
+        *o = paper ? Round(Round(*o * corr, rt) + Round(acc[j][q], rt), rt) : *o * corr + acc[j][q];
+      }
+    }
+  }
+}
+
+// The normalised output of the tile.
+template <typename T>
+__device__ __forceinline__ void StoreOutput(const Args& a, const Tile& t) {
+  PASA_TILE_LOCALS(t);
   // Y = O / l; a row that attended nothing is 0 (ONNX Attention semantics). A batch whose
   // nonpad_kv_seqlen is out of [0, Skv] (which the device cannot report) gets NaN, not a guess.
   const bool bad_nonpad = a.nonpad != nullptr && (a.nonpad[b] < 0 || a.nonpad[b] > a.Skv);
@@ -581,6 +672,42 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
     Store<T>(a.y, b * a.ys[0] + h * a.ys[1] + i * a.ys[2] + d * a.ys[3], y);
   }
 }
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
+  const Tile t = MakeTile<T>(a);
+  PASA_TILE_LOCALS(t);
+  LoadQueries<T>(a, t);
+
+  // Key blocks any row of the tile may attend (causal and window skip whole blocks).
+  int64_t lo0, hi0, lo1, hi1;
+  KeyRange(a, i0 + offset, valid_len, &lo0, &hi0);
+  KeyRange(a, i0 + q_rows - 1 + offset, valid_len, &lo1, &hi1);
+  const int64_t key_lo = min(lo0, lo1), key_hi = max(hi0, hi1);
+  const int first_block = key_hi > key_lo ? static_cast<int>(key_lo / NB) : 0;
+  const int end_block = key_hi > key_lo ? static_cast<int>((key_hi - 1) / NB + 1) : 0;
+  __syncthreads();
+
+  for (int blk = first_block; blk < end_block; ++blk) {
+    const int64_t slot = (static_cast<int64_t>(b) * a.U + u) * a.nblk + blk;
+    const float inv_count = a.inv_count[slot];
+    if (inv_count == 0.0f) continue;  // no valid key in the block: it contributes nothing
+    const int64_t r0 = static_cast<int64_t>(blk) * NB;
+    const int n = static_cast<int>(MinI64(NB, a.Skv - r0));
+    for (int d = threadIdx.x; d < Dp; d += kThreads) mean_s[d] = a.amean[slot * Dp + d];
+    for (int k = threadIdx.x; k < NB; k += kThreads) valid_s[k] = k < n && KeyValid(a, b, u, r0 + k, valid_len);
+    __syncthreads();
+    BlockScores<T>(a, t, r0, n);
+    if (half_mode) RowsHalf(a, t, r0, n);
+    else RowsCpuPipeline(a, t, r0, n, inv_count);
+    __syncthreads();
+    BlockPV<T>(a, t, r0, n);
+    __syncthreads();
+  }
+  __syncthreads();
+  StoreOutput<T>(a, t);
+}
+#undef PASA_TILE_LOCALS
 
 size_t AlignUp(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
