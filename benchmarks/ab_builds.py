@@ -10,7 +10,7 @@ picks its path when it loads).
 (CPU time of one intra-op thread), median and interquartile range.
 
 Usage:
-  python benchmarks/ab_builds.py --a OLD.so --b NEW.so --check [--isa avx512bf16,avx512,avx2,portable]
+  python benchmarks/ab_builds.py --a OLD.so --b NEW.so --check [--isa avx512,avx2]
   python benchmarks/ab_builds.py --a OLD.so --b NEW.so --speed [--seq 128,1024] [--reps 15]
 """
 
@@ -120,11 +120,11 @@ def paper_cases() -> Iterator[tuple[str, onnx.ModelProto, dict]]:
     for dist in ("uniform", "normal"):
         for mean in (0, 10, 20, 30):
             for am in (0.5, 5, 10, 20):
-                q, k, v = paper_random_inputs(dist, mean, am, q_heads=4, kv_heads=2, seq=1407, dim=128)
+                q, k, v = paper_random_inputs(
+                    dist, mean, am, q_heads=4, kv_heads=2, seq=1407, dim=128
+                )
                 for precision in ("half", "paper"):
-                    model = _single_node(
-                        TensorProto.FLOAT16, q.shape, k.shape, precision=precision
-                    )
+                    model = _single_node(TensorProto.FLOAT16, q.shape, k.shape, precision=precision)
                     yield f"paper[{dist},{mean},{am},{precision}]", model, {"Q": q, "K": k, "V": v}
 
 
@@ -141,16 +141,28 @@ def extra_cases() -> Iterator[tuple[str, onnx.ModelProto, dict]]:
         def rnd(*shape, bias=0.0, dt=dt):
             return (rng.standard_normal(shape) * 2 + bias).astype(np.float32).astype(dt)
 
-        for hq, hkv, sq, skv, d in ((32, 8, 1, 4096, 128), (12, 12, 3, 777, 64), (8, 2, 200, 300, 80)):
+        for hq, hkv, sq, skv, d in (
+            (32, 8, 1, 4096, 128),
+            (12, 12, 3, 777, 64),
+            (8, 2, 200, 300, 80),
+        ):
             q, k, v = rnd(1, hq, sq, d), rnd(1, hkv, skv, d, bias=5), rnd(1, hkv, skv, d)
             for causal in (0, 1):
                 model = _single_node(elem, q.shape, k.shape, is_causal=causal)
-                yield f"gqa[{type_name},{hq}/{hkv},{sq}x{skv},c{causal}]", model, {"Q": q, "K": k, "V": v}
+                yield (
+                    f"gqa[{type_name},{hq}/{hkv},{sq}x{skv},c{causal}]",
+                    model,
+                    {"Q": q, "K": k, "V": v},
+                )
         q, k, v = rnd(2, 4, 5, 64), rnd(2, 2, 5, 64), rnd(2, 2, 5, 64)
         pk, pv = rnd(2, 2, 300, 64), rnd(2, 2, 300, 64)
         past = {"past_key": (elem, pk.shape), "past_value": (elem, pv.shape)}
         model = _single_node(elem, q.shape, k.shape, extra=past, is_causal=1)
-        yield f"past[{type_name}]", model, {"Q": q, "K": k, "V": v, "past_key": pk, "past_value": pv}
+        yield (
+            f"past[{type_name}]",
+            model,
+            {"Q": q, "K": k, "V": v, "past_key": pk, "past_value": pv},
+        )
         mask = rng.random((2, 1, 40, 250)) > 0.3
         q, k, v = rnd(2, 4, 40, 64), rnd(2, 4, 250, 64), rnd(2, 4, 250, 64)
         model = _single_node(
@@ -176,7 +188,8 @@ def check(lib_a: str, lib_b: str) -> dict:
         out_b = _run(_session(lib_b, model), feeds)
         compared += 1
         same = len(out_a) == len(out_b) and all(
-            a.shape == b.shape and a.tobytes() == b.tobytes() for a, b in zip(out_a, out_b, strict=True)
+            a.shape == b.shape and a.tobytes() == b.tobytes()
+            for a, b in zip(out_a, out_b, strict=True)
         )
         identical += same
         if not same:
@@ -220,7 +233,9 @@ def speed(lib_a: str, lib_b: str, seqs: list[int], reps: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--a", required=True, help="library file of build A (e.g. the previous main)")
     ap.add_argument("--b", required=True, help="library file of build B")
     ap.add_argument("--check", action="store_true", help="bit identity over the case set")

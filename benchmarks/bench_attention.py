@@ -16,7 +16,10 @@ Variants (fp16 in/out unless named fp32/bf16):
   unfused_fp16  the same graph in fp16; onnxruntime's CPU provider runs it with inserted Casts
   attn23_fp16   ONNX Attention (opset 23), fp16
   sdpa_fp32     torch.nn.functional.scaled_dot_product_attention, fp32 (if torch is installed)
-  sdpa_bf16     the same in bfloat16
+  sdpa_bf16     the same in bfloat16 (oneDNN; AMX where the CPU has it)
+  sdpa_fp16     the same in float16
+
+Ratios: pasa against every other variant, and pasa_bf16 against sdpa_bf16 (bf16 in/out both).
 
 FLOPs = 4·B·H·Sq·Skv·D for every case, causal included (a nominal count: causal kernels that
 skip the upper triangle show up to twice this rate).
@@ -61,6 +64,7 @@ VARIANTS = (
     "attn23_fp16",
     "sdpa_fp32",
     "sdpa_bf16",
+    "sdpa_fp16",
 )
 # Variants that materialise the S x S score matrix (per batch and head) in fp32; they are skipped
 # where that would exceed --max-matrix-gb.
@@ -214,7 +218,7 @@ def make_runner(variant: str, c: Case, threads: int, qkv):
             import torch
         except ImportError:
             return None
-        dt = torch.float32 if variant == "sdpa_fp32" else torch.bfloat16
+        dt = {"sdpa_fp32": torch.float32, "sdpa_fp16": torch.float16}.get(variant, torch.bfloat16)
         tq, tk, tv = (torch.from_numpy(t).to(dt) for t in (q, k, v))
         causal = c.causal and c.q_len > 1
 
@@ -345,19 +349,18 @@ def summarise(c: Case, times, cpu) -> tuple[list[Result], list[dict]]:
         )
     ratios = []
     threads = sorted({t for _, t in times})
+    pairs = [("pasa", v) for v, _ in times if v != "pasa"] + [("pasa_bf16", "sdpa_bf16")]
     for t in threads:
-        if ("pasa", t) not in times:
-            continue
-        mine = times[("pasa", t)]
-        for (variant, tb), ts in times.items():
-            if tb != t or variant == "pasa":
+        for me, variant in dict.fromkeys(pairs):
+            if (me, t) not in times or (variant, t) not in times:
                 continue
+            mine, ts = times[(me, t)], times[(variant, t)]
             paired = [b / a for a, b in zip(mine, ts, strict=True)]
-            ratios.append(_ratio(c, f"pasa vs {variant}", t, paired))
+            ratios.append(_ratio(c, f"{me} vs {variant}", t, paired))
             if t == 1:  # CPU time: robust against a loaded machine's scheduling
-                mine_c, theirs_c = cpu[("pasa", 1)], cpu[(variant, 1)]
+                mine_c, theirs_c = cpu[(me, 1)], cpu[(variant, 1)]
                 paired = [b / a for a, b in zip(mine_c, theirs_c, strict=True)]
-                ratios.append(_ratio(c, f"pasa vs {variant} (cpu)", t, paired))
+                ratios.append(_ratio(c, f"{me} vs {variant} (cpu)", t, paired))
     if ("pasa", 1) in times:
         for t in threads:
             if t > 1 and ("pasa", t) in times:
@@ -446,9 +449,14 @@ def machine_info() -> dict:
     }
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
+            lines = f.read().splitlines()
+        info["cpu"] = next(
+            ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")
+        )
+        flags = next(ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags"))
+        info["cpu_flags"] = sorted(
+            f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))
+        )
     except (OSError, StopIteration):
         pass
     with contextlib.suppress(OSError):

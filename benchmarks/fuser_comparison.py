@@ -115,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         "--fixtures", type=Path, default=Path(__file__).parents[1] / "tests/fixtures"
     )
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    parser.add_argument(
+        "--tools-only", action="store_true", help="only the tool outputs (tests/fixtures/tools)"
+    )
     args = parser.parse_args(argv)
     manifest = json.loads((args.fixtures / "manifest.json").read_text())
     logging.disable(logging.WARNING)
     ort.set_default_logger_severity(3)
+    if args.tools_only:
+        return tool_outputs(args.fixtures / "tools")
     rows = []
     totals = dict(found=0, pasa=0, pasa_runs=0, ort=0, ort_runs=0, osx=0, osx_runs=0)
     header = f"{'fixture':34s} {'found':>5s} {'pasa':>5s} {'ORT opt':>8s} {'ort_fusions':>12s}"
@@ -168,6 +173,48 @@ def main(argv: list[str] | None = None) -> int:
     print("(! = the fused model does not run or gives non-finite outputs)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    return tool_outputs(args.fixtures / "tools")
+
+
+def tool_outputs(folder: Path) -> int:
+    """What users' tools write (scripts/make_tool_fixtures.py): pasa-onnx found/replaced per
+    tool, and whether every rewritten model runs on each recorded run and matches (fp32 1e-4,
+    fp16 1e-2 relative)."""
+    from fixtures.support import max_rel_err, run_original, run_rewritten
+    from test_rewrite_tools import tool_feeds
+
+    tools = json.loads((folder / "tools.json").read_text())
+    per_tool: dict[str, list[int]] = {}
+    print(f"\n{'tool output':34s} {'found':>5s} {'pasa':>5s} {'matches':>8s}")
+    for key, entry in sorted(tools.items()):
+        original = onnx.load(folder / entry["file"])
+        rewritten, summary = pasa_onnx.rewrite(original)
+        ok = True
+        for run in entry["runs"]:
+            inputs = tool_feeds(original, run)
+            try:
+                pairs = [
+                    (e, a)
+                    for e, a in zip(
+                        run_original(original, inputs),
+                        run_rewritten(rewritten, inputs),
+                        strict=True,
+                    )
+                    if e.size
+                ]
+                err = max_rel_err([e for e, _ in pairs], [a for _, a in pairs])
+            except Exception:
+                err = float("inf")
+            ok &= err <= (1e-2 if entry["half"] else 1e-4)
+        counts = per_tool.setdefault(entry["tool"].split(" (")[0], [0, 0, 0, 0])
+        counts[0] += summary.found
+        counts[1] += summary.replaced
+        counts[2] += 1
+        counts[3] += int(ok)
+        print(f"{key:34s} {summary.found:5d} {summary.replaced:5d} {'yes' if ok else 'NO':>8s}")
+    print(f"\n{'tool':38s} {'files':>5s} {'found':>5s} {'pasa':>5s} {'match':>5s}")
+    for tool, (found, replaced, files, ok) in sorted(per_tool.items()):
+        print(f"{tool:38s} {files:5d} {found:5d} {replaced:5d} {ok:5d}")
     return 0
 
 

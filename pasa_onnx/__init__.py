@@ -22,13 +22,10 @@ from pasa_onnx.runtime import (
 )
 from pasa_onnx.schema import register_schema
 
-# In a source checkout the graph passes live in ../passes; the wheel ships them as
-# pasa_onnx/passes. Mirror that layout so `python -m pasa_onnx` works from the repository too.
-_source_passes = os.path.join(os.path.dirname(__file__), os.pardir, "passes")
-if not os.path.isdir(os.path.join(os.path.dirname(__file__), "passes")) and os.path.isfile(
-    os.path.join(_source_passes, "__init__.py")
-):
-    __path__.append(os.path.dirname(os.path.abspath(_source_passes)))  # type: ignore[name-defined]
+# An editable install (scikit-build-core's redirect) lists the parent of every mapped source
+# folder as a location of this package: passes/ -> the repository root, which would make
+# pasa_onnx.tests and friends importable. Keep only this package's own folders, as in the wheel.
+__path__[:] = [p for p in __path__ if os.path.basename(os.path.normpath(p)) == "pasa_onnx"]
 
 register_schema()
 

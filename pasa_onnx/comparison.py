@@ -14,7 +14,7 @@ A tensor is within tolerance when every element is acceptable and the shapes agr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,9 +43,6 @@ class Metrics:
     cosine: float
     nonfinite: int
     histogram: Histogram
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def error_histogram(actual: np.ndarray, reference: np.ndarray) -> Histogram:

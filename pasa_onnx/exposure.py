@@ -11,9 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE
+from pasa_onnx.contract import DOMAIN, INPUT_NAMES, OP_TYPE, PATTERN_KEY, REPLACED_KEY
 
-OP_INPUTS = ("Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen")
 # Initializers up to this size stay in the shape-inference probe (Reshape targets and other
 # constants whose values shape inference reads); larger ones become typed inputs.
 _SMALL_CONSTANT = 4096
@@ -33,22 +32,22 @@ class Site:
 
 
 def find_sites(model: onnx.ModelProto) -> list[Site]:
-    sites = []
+    sites: list[Site] = []
     for i, node in enumerate(model.graph.node):
         if node.op_type != OP_TYPE or node.domain != DOMAIN:
             continue
         meta = {p.key: p.value for p in node.metadata_props}
         inputs = {
             op_name: tensor
-            for op_name, tensor in zip(OP_INPUTS, node.input, strict=False)
+            for op_name, tensor in zip(INPUT_NAMES, node.input, strict=False)
             if tensor  # "" marks an absent optional input
         }
-        replaced = [r.strip() for r in meta.get("pasa.replaced", "").split(",") if r.strip()]
+        replaced = [r.strip() for r in meta.get(REPLACED_KEY, "").split(",") if r.strip()]
         sites.append(
             Site(
                 index=len(sites),
                 node=node.name or f"PasaAttention_{i}",
-                pattern=meta.get("pasa.pattern", ""),
+                pattern=meta.get(PATTERN_KEY, ""),
                 replaced=replaced,
                 output=node.output[0],
                 inputs=inputs,

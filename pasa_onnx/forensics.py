@@ -6,6 +6,7 @@ rounded to fp16 before scaling) gives non-finite output where the float64 attent
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -121,7 +122,7 @@ def plain_fp16_check(a: AttentionInputs) -> tuple[int, float]:
         _to_half(t)
         for t in (a.q, a.k, a.v, a.attn_mask, a.past_key, a.past_value, a.nonpad_kv_seqlen)
     ]
-    attrs = dict(
+    attrs: dict[str, Any] = dict(
         scale=a.scale,
         is_causal=a.is_causal,
         q_num_heads=a.q_num_heads,

@@ -5,6 +5,8 @@ position ids, floats in a realistic range). ``--dim name=value`` binds symbolic 
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,15 +60,16 @@ def parse_dims(specs: Iterable[str] | Mapping[str, int] | None) -> dict[str, int
     """``["batch=2", "seq=128"]`` (or a mapping) to ``{"batch": 2, "seq": 128}``."""
     if specs is None:
         return {}
+    items: list[tuple[str, int | str]]
     if isinstance(specs, Mapping):
         items = [(str(k), v) for k, v in specs.items()]
     else:
         items = []
         for spec in specs:
-            name, sep, value = str(spec).partition("=")
-            if not sep or not name.strip():
+            key, sep, text = str(spec).partition("=")
+            if not sep or not key.strip():
                 raise PasaError(f"--dim {spec!r}: expected NAME=VALUE, e.g. --dim batch=2")
-            items.append((name.strip(), value.strip()))
+            items.append((key.strip(), text.strip()))
     dims: dict[str, int] = {}
     for name, value in items:
         try:
@@ -239,15 +242,24 @@ def _check_npz_array(path: str, vi: onnx.ValueInfoProto, arr: np.ndarray, dims: 
             )
 
 
-def load_npz(model: onnx.ModelProto, path: str | Path) -> ModelInputs:
+def load_npz(model: onnx.ModelProto, path: str | os.PathLike) -> ModelInputs:
     """Read feeds from ``path``; every graph input must be there with the right dtype/shape."""
     path = str(path)
     if not Path(path).is_file():
         raise PasaError(f"{path}: no such inputs file")
+    if not zipfile.is_zipfile(path):
+        raise PasaError(f"{path}: not a readable .npz file: not a zip archive")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "pickled" in str(exc):  # an object array inside the archive
+            raise PasaError(
+                f"{path}: an array in it holds Python objects (pickled); the inputs must be "
+                "numeric or bool arrays"
+            ) from None
+        raise PasaError(f"{path}: not a readable .npz file ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise PasaError(f"{path}: not a readable .npz file ({exc})") from None
     return check_arrays(model, arrays, path)
 
@@ -287,6 +299,24 @@ def _sum_of_dims(name: str, bound: dict[str, int], defaults: set[str]) -> int | 
     return total
 
 
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_size(name: str, shape: list[int], dtype: np.dtype) -> None:
+    """An input larger than the machine's memory is a usage error, not a MemoryError."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    limit = _memory_bytes()
+    if limit is not None and nbytes > limit:
+        raise PasaError(
+            f"input '{name}': shape {shape} needs {nbytes / 2**30:.3g} GiB, more than this "
+            f"machine's {limit / 2**30:.3g} GiB of memory; bind smaller dimensions with --dim"
+        )
+
+
 def generate_inputs(
     model: onnx.ModelProto, dims: Mapping[str, int] | None = None, seed: int = 0
 ) -> ModelInputs:
@@ -311,12 +341,14 @@ def generate_inputs(
         shape = []
         for axis, d in enumerate(_dim_names(vi)):
             if isinstance(d, str) and d not in bound:
-                bound[d] = _sum_of_dims(d, bound, defaults)
-                if bound[d] is None:
-                    bound[d] = _default_dim(d, axis)
+                total = _sum_of_dims(d, bound, defaults)
+                if total is None:
+                    total = _default_dim(d, axis)
                     defaults.add(d)
+                bound[d] = total
             shape.append(d if isinstance(d, int) else bound[d])
         dtype = _np_dtype(vi)
+        _check_size(vi.name, shape, dtype)
         arr, kind = _generate(model, vi, tuple(shape), dtype, rng)
         feeds[vi.name] = arr
         info.append(InputInfo(vi.name, tuple(arr.shape), arr.dtype.name, True, kind))

@@ -25,17 +25,43 @@ BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def default_alpha(half_type: np.dtype, precision: str = "half") -> float:
-    """The kernel's default shift strength: the authors' 0.9375 (fp16; alpha/n exact for
-    n = 128) or 0.9689939 (bf16) in ``half`` and ``paper`` mode, 0.9375 in ``float`` mode."""
-    if precision != "float" and np.dtype(half_type) == BFLOAT16:
-        return 0.9689939
-    return 0.9375
+    """The kernel's default shift strength. ``half`` and ``float`` recover the removed shift
+    directly (exact for any alpha), so they remove the whole block mean: 1. ``paper`` keeps the
+    authors' 0.9375 (fp16; alpha/n exact for n = 128) or 0.9689939 (bf16)."""
+    if precision != "paper":
+        return 1.0
+    return 0.9689939 if np.dtype(half_type) == BFLOAT16 else 0.9375
 
 
 def round_to(x: np.ndarray, half_type: np.dtype) -> np.ndarray:
     """Round float32 values to ``half_type`` (round-to-nearest-even) and back to float32."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.asarray(x, dtype=np.float32).astype(half_type).astype(np.float32)
+
+
+def bf16_split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 values as two bfloat16 terms: ``hi`` = the upper 16 bits (truncation), ``lo`` =
+    bf16(x - hi) (round-to-nearest-even). Exact for fp16 and bf16 values (lo = 0 for bf16); for
+    other float32 values |x - hi - lo| <= 2^-16 |x|."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    hi = (x.view(np.uint32) & np.uint32(0xFFFF0000)).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        lo = round_to(x - hi, BFLOAT16)
+    return hi, lo
+
+
+def split_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` as the amx path computes it on AMX tiles: both operands split into bf16 terms
+    (:func:`bf16_split`) and ``ah·bh + ah·bl + al·bh`` (al·bl dropped); every product of bf16
+    values is exact, the sum is rounded to float32 once (the tiles accumulate in float32)."""
+    ah, al = bf16_split(a)
+    bh, bl = bf16_split(b)
+    f64 = np.float64
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.matmul(ah.astype(f64), (bh.astype(f64) + bl)) + np.matmul(
+            al.astype(f64), bh.astype(f64)
+        )
+    return out.astype(np.float32)
 
 
 @dataclass
@@ -263,6 +289,7 @@ def attention_emulated(
     query_chunk: int = 256,
     scale_after_scores: bool = False,
     pv_bfloat16: bool = False,
+    amx_products: bool = False,
 ) -> np.ndarray:
     """Numpy emulation of the PasaAttention kernel (same steps, same rounding points).
 
@@ -275,6 +302,9 @@ def attention_emulated(
 
     ``precision`` defaults as the kernel does: ``half`` for fp16/bf16 inputs, ``float`` for
     fp32. The result has the input's element type and layout.
+
+    ``amx_products`` computes ``Q·K'ᵀ`` and ``P·V`` as the amx path does in ``half`` and ``paper``
+    mode for fp16/bf16 inputs (:func:`split_products`); ``float`` mode keeps float32 products.
     """
     in_dtype = np.asarray(q).dtype
     half_type = BFLOAT16 if in_dtype == BFLOAT16 else np.dtype(np.float16)
@@ -303,7 +333,7 @@ def attention_emulated(
     alpha = f32(
         0.0 if p.softcap > 0 else (default_alpha(half_type, precision) if alpha is None else alpha)
     )
-    beta = f32(alpha / (f32(1.0) - alpha))
+    beta = f32(alpha / (f32(1.0) - alpha)) if alpha < 1 else f32(np.inf)
     c = f32(p.scale)
     paper, rounds = precision == "paper", precision != "float"
 
@@ -343,7 +373,13 @@ def attention_emulated(
                 )
                 if paper:
                     kshift = rnd(kshift)
-                s = np.matmul(qc, np.swapaxes(kshift, 2, 3))  # [B,H,R,n] fp32 accumulation
+                if amx_products and rounds:
+                    s = split_products(qc, np.swapaxes(kshift, 2, 3))
+                    if not paper and half_type == np.float16:  # rows that overflow: fp32 products
+                        big = (np.abs(s) >= f32(65520)).any(axis=-1, keepdims=True)
+                        s = np.where(big, np.matmul(qc, np.swapaxes(kshift, 2, 3)), s)
+                else:
+                    s = np.matmul(qc, np.swapaxes(kshift, 2, 3))  # [B,H,R,n] fp32 accumulation
                 if scale_after_scores:
                     s = rnd(s) * c if rounds else s * c
                 if p.softcap > 0:
@@ -361,12 +397,22 @@ def attention_emulated(
                     if rounds:
                         overflow = (np.isinf(rnd(s)) & attended).any(axis=-1, keepdims=True)
                         s = np.where(overflow, s, rnd(s))
+                if paper:  # the authors' recovery: the shift is beta times the residual mean
+                    shift = mu
+                else:  # the removed shift itself, c·q·(α·mean(K)), exact to fp32 for any α
+                    qk = np.matmul(qc.astype(np.float64), kbar[..., None].astype(np.float64))[
+                        ..., 0
+                    ]
+                    shift = c * qk.astype(f32)
                 nb = nblk + part
-                abar_new = np.where(part, abar + (mu - abar) / np.maximum(nb, 1), abar).astype(f32)
+                abar_new = np.where(part, abar + (shift - abar) / np.maximum(nb, 1), abar).astype(
+                    f32
+                )
                 if paper:
                     abar_new = rnd(abar_new)
-                off_cur = beta * (mu - abar_new)
-                off_old = beta * (abar - abar_new)
+                gain = beta if paper else f32(1.0)
+                off_cur = gain * (shift - abar_new)
+                off_old = gain * (abar - abar_new)
                 if paper:
                     off_cur, off_old = rnd(off_cur), rnd(off_old)
                 x = (s + add) + off_cur[..., None]
@@ -387,7 +433,9 @@ def attention_emulated(
                     prob = rnd(prob)
                 psum = prob.sum(axis=-1, dtype=f32)
                 vb = np.where(valid[..., None], vx[:, :, r0:r1], f32(0))
-                if pv_bfloat16:
+                if amx_products and rounds:
+                    pv = split_products(prob, vb)
+                elif pv_bfloat16:
                     pv = np.matmul(round_to(prob, BFLOAT16), round_to(vb, BFLOAT16))
                 else:
                     pv = np.matmul(prob, vb)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+from pasa_onnx.contract import DOMAIN, OP_TYPE, OP_VERSION
 from pasa_onnx.errors import PasaError
 
-DOMAIN = "ai.pasa"
-OP_TYPE = "PasaAttention"
-OP_VERSION = 1
+__all__ = [
+    "DOMAIN",
+    "OP_TYPE",
+    "OP_VERSION",
+    "inference_session",
+    "isa_info",
+    "library_path",
+    "run",
+    "session_options",
+]
 _LIBRARY_NAME = "libpasa_onnx_ops.so"
 
 
@@ -46,44 +55,37 @@ def _installed_library() -> list[Path]:
     except PackageNotFoundError:
         return []
     return [
-        Path(dist.locate_file(f))
+        Path(str(dist.locate_file(f)))
         for f in dist.files or []
         if f.name == _LIBRARY_NAME and f.parts[0] == "pasa_onnx"
     ]
 
 
-# The CPU features each instruction-set path of the library needs, best path first; the same
-# tests as the library's load-time dispatch (custom_ops/src/isa_dispatch.cc), which exports
-# nothing but RegisterCustomOps and so cannot be asked.
-_ISA_FEATURES = {
-    "avx512bf16": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "f16c", "fma", "avx512_bf16"},
-    "avx512": {"avx512f", "avx512bw", "avx512vl", "avx512dq", "f16c", "fma"},
-    "avx2": {"avx2", "f16c", "fma"},
-}
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def isa_info() -> dict[str, Any]:
-    """The instruction-set path the library runs (``active``: ``avx512bf16``, ``avx512``,
-    ``avx2`` or ``portable``) and the paths this CPU supports (``supported``, best first).
+    """What the library's load-time dispatch selected, as the library reports it.
 
-    The library picks the path once per process when it loads: the best one the CPU supports,
-    or the one named by the environment variable ``PASA_ONNX_ISA`` (set it before the first
-    session; naming a path the CPU lacks makes session creation fail with the reason).
+    ``active``: the instruction-set path the kernel runs; ``supported``: the paths this CPU can
+    run, best first (``portable`` last); ``known``: every path the library was built with;
+    ``error``: non-empty when ``PASA_ONNX_ISA`` names a path that cannot run here (session
+    creation then fails with that reason). The library picks its path once per process, when
+    it is loaded: the best one the CPU supports, or the one ``PASA_ONNX_ISA`` names (set it
+    before the first session).
     """
-    flags = _cpu_flags()
-    supported = [isa for isa, need in _ISA_FEATURES.items() if need <= flags] + ["portable"]
-    return {"active": os.environ.get("PASA_ONNX_ISA") or supported[0], "supported": supported}
+    import ctypes
+
+    # The same file onnxruntime loads: dlopen returns the already loaded copy, so this reports
+    # the dispatch that sessions in this process use.
+    lib = ctypes.CDLL(library_path())
+    try:
+        query = lib.PasaOnnxIsaInfo
+    except AttributeError as exc:
+        raise PasaError(
+            f"{library_path()} does not export PasaOnnxIsaInfo; rebuild it (`pip install .`)"
+        ) from exc
+    query.restype = ctypes.c_char_p
+    query.argtypes = []
+    info: dict[str, Any] = json.loads(query().decode("utf-8"))
+    return info
 
 
 def session_options(options: Any = None) -> Any:
@@ -158,8 +160,10 @@ def run(session: Any, feeds: dict[str, Any], output_names: list[str] | None = No
         if ov.data_type() == "tensor(bfloat16)":
             shape = tuple(ov.shape())
             count = int(np.prod(shape, dtype=np.int64))
-            buf = (ctypes.c_uint16 * count).from_address(ov.data_ptr()) if count else []
-            results.append(np.array(buf, dtype=np.uint16).reshape(shape).view(bf16))
+            raw = np.zeros(0, np.uint16)
+            if count:
+                raw = np.array((ctypes.c_uint16 * count).from_address(ov.data_ptr()), np.uint16)
+            results.append(raw.reshape(shape).view(bf16))
         else:
             results.append(ov.numpy())
     return results

@@ -1,5 +1,6 @@
 """The ``ai.pasa::PasaAttention`` (version 1) operator schema, for ``onnx.checker`` and
-``onnx.shape_inference``. :func:`register_schema` is called on import of :mod:`pasa_onnx`.
+``onnx.shape_inference``, built from ``op_contract.json`` (:mod:`pasa_onnx.contract`).
+:func:`register_schema` is called on import of :mod:`pasa_onnx`.
 
 Inputs, outputs and the standard attributes follow ONNX ``Attention`` (opset 23-25); ``precision``,
 ``alpha``, ``block_q`` and ``block_kv`` are PASA's own (docs/op-reference.md).
@@ -11,14 +12,19 @@ import onnx
 from onnx import TensorProto, TypeProto, helper
 from onnx.defs import OpSchema
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION
+from pasa_onnx.contract import (
+    ATTRIBUTES,
+    DOMAIN,
+    INPUTS,
+    OP_DOC,
+    OP_TYPE,
+    OP_VERSION,
+    OUTPUTS,
+    TYPE_CONSTRAINTS,
+    Param,
+)
 
-_FLOATS = ["tensor(float16)", "tensor(bfloat16)", "tensor(float)"]
 _A = OpSchema.AttrType
-
-
-def _attr(name: str, kind, doc: str) -> OpSchema.Attribute:
-    return OpSchema.Attribute(name, kind, doc, required=False)
 
 
 def _dim_of(shape, i):
@@ -91,47 +97,29 @@ def _infer(ctx) -> None:
         ctx.set_output_type(idx, out)
 
 
+_ATTR_TYPES = {"int": _A.INT, "float": _A.FLOAT, "string": _A.STRING}
+
+
 def make_schema() -> OpSchema:
+    """The schema of the op as ``op_contract.json`` declares it."""
     FP = OpSchema.FormalParameter
     opt = OpSchema.FormalParameterOption.Optional
+    single = OpSchema.FormalParameterOption.Single
+
+    def param(p: Param) -> OpSchema.FormalParameter:
+        return FP(p.name, p.type, p.doc, param_option=opt if p.optional else single)
+
     schema = OpSchema(
         OP_TYPE,
         DOMAIN,
         OP_VERSION,
-        doc="Attention with ONNX Attention semantics, computed with PASA's overflow-safe "
-        "half-precision numerics (online pseudo-average shifting, global recovering).",
-        inputs=[
-            FP("Q", "T", "queries [B,Hq,Sq,D] or [B,Sq,Hq*D]"),
-            FP("K", "T", "keys [B,Hkv,Skv,D] or [B,Skv,Hkv*D]"),
-            FP("V", "T", "values [B,Hkv,Skv,Dv] or [B,Skv,Hkv*Dv]"),
-            FP("attn_mask", "U", "bool (True attends) or additive mask", param_option=opt),
-            FP("past_key", "T", "[B,Hkv,P,D]", param_option=opt),
-            FP("past_value", "T", "[B,Hkv,P,Dv]", param_option=opt),
-            FP("nonpad_kv_seqlen", "tensor(int64)", "[B] valid keys", param_option=opt),
-        ],
-        outputs=[
-            FP("Y", "T", "[B,Hq,Sq,Dv] or [B,Sq,Hq*Dv]"),
-            FP("present_key", "T", "[B,Hkv,P+Skv,D]", param_option=opt),
-            FP("present_value", "T", "[B,Hkv,P+Skv,Dv]", param_option=opt),
-        ],
-        type_constraints=[
-            ("T", _FLOATS, "half, bfloat16 or float"),
-            ("U", [*_FLOATS, "tensor(bool)"], "mask: bool or the element type of Q"),
-        ],
+        doc=OP_DOC,
+        inputs=[param(p) for p in INPUTS],
+        outputs=[param(p) for p in OUTPUTS],
+        type_constraints=list(TYPE_CONSTRAINTS),
         attributes=[
-            _attr("is_causal", _A.INT, "1: causal mask aligned to the past length"),
-            _attr("scale", _A.FLOAT, "score scale; default 1/sqrt(D)"),
-            _attr("q_num_heads", _A.INT, "query heads (3-D inputs)"),
-            _attr("kv_num_heads", _A.INT, "key/value heads (3-D inputs)"),
-            _attr("softcap", _A.FLOAT, "> 0: softcap * tanh(scores / softcap)"),
-            _attr("softmax_precision", _A.INT, "accepted; softmax statistics are fp32"),
-            _attr("qk_matmul_output_mode", _A.INT, "accepted; qk_matmul_output is unsupported"),
-            _attr("left_window_size", _A.INT, "local window to the left (-1: none)"),
-            _attr("right_window_size", _A.INT, "local window to the right (-1: none)"),
-            _attr("precision", _A.STRING, "'half' | 'paper' | 'float'"),
-            _attr("alpha", _A.FLOAT, "PASA shift strength in [0, 1)"),
-            _attr("block_q", _A.INT, "query rows per tile"),
-            _attr("block_kv", _A.INT, "keys per block (the shift's averaging window)"),
+            OpSchema.Attribute(a.name, _ATTR_TYPES[a.type], a.doc, required=False)
+            for a in ATTRIBUTES
         ],
     )
     schema.set_type_and_shape_inference_function(_infer)

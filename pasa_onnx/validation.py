@@ -18,26 +18,26 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from pasa_onnx.comparison import Metrics, compare, within_tolerance
+from pasa_onnx.comparison import compare, within_tolerance
+from pasa_onnx.contract import ATTRIBUTE_DEFAULTS
 from pasa_onnx.errors import PasaError
 from pasa_onnx.exposure import Site, estimate_bytes, expose, find_sites, tensor_names
 from pasa_onnx.forensics import AttentionInputs, Forensics, analyse
 from pasa_onnx.fp32_reference import has_half_types, lift_feeds, lift_to_fp32
 from pasa_onnx.inputs import (
-    InputInfo,
     ModelInputs,
     check_arrays,
     generate_inputs,
     load_npz,
     parse_dims,
 )
+from pasa_onnx.results import AttentionResult, OutputResult, ValidationResult
 
 DEFAULT_ATOL = 1e-3
 DEFAULT_RTOL = 1e-2
@@ -50,102 +50,6 @@ _IN_MEMORY_LIMIT = 256 << 20
 Progress = Callable[[str], None]
 ModelArg = str | os.PathLike | onnx.ModelProto
 InputsArg = str | os.PathLike | Mapping[str, np.ndarray] | None
-
-
-@dataclass
-class OutputResult:
-    name: str
-    shape: list[int]
-    dtype: str
-    vs_original: Metrics | None
-    vs_fp32_reference: Metrics | None
-    original_vs_fp32_reference: Metrics | None
-    within_tolerance: bool
-    note: str = ""
-
-
-@dataclass
-class AttentionResult:
-    node: str
-    pattern: str
-    replaced: list[str]
-    output: str
-    vs_original: Metrics | None
-    vs_fp32_reference: Metrics | None
-    original_vs_fp32_reference: Metrics | None
-    # Forensics (None when the node's Q/K/V could not be read or analysed; see ``note``).
-    max_abs_score: float | None
-    plain_fp16_overflows: bool | None
-    plain_fp16_nonfinite: int | None
-    plain_fp16_max_abs_err: float | None
-    within_tolerance: bool | None  # None: the output has no twin in the original graph
-    note: str = ""
-
-
-@dataclass
-class ValidationResult:
-    original: str
-    rewritten: str
-    verdict: str  # "pass" | "fail"
-    atol: float
-    rtol: float
-    seed: int
-    inputs: list[InputInfo]
-    dims: dict[str, int]
-    outputs: list[OutputResult]
-    attentions: list[AttentionResult]
-    fp32_reference: str  # how the reference was obtained
-    extra_outputs_bytes: int
-    notes: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def failures(self) -> list[str]:
-        """One line per comparison outside tolerance, attentions first (they locate the cause)."""
-        lines = []
-        for a in self.attentions:
-            if a.within_tolerance is False:
-                m = a.vs_original
-                detail = f": max_abs_err {m.max_abs_err:.3g} vs original" if m else ""
-                lines.append(f"attention '{a.node}' (output '{a.output}'){detail}")
-        for o in self.outputs:
-            if not o.within_tolerance:
-                m = o.vs_original
-                detail = f": max_abs_err {m.max_abs_err:.3g} vs original" if m else ""
-                lines.append(f"output '{o.name}'{detail}{' (' + o.note + ')' if o.note else ''}")
-        return lines
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON report's content (field names documented in docs/report-format.md)."""
-        from pasa_onnx import __version__
-
-        return {
-            "pasa_onnx_version": __version__,
-            "verdict": self.verdict,
-            "original": self.original,
-            "rewritten": self.rewritten,
-            "tolerance": {"atol": self.atol, "rtol": self.rtol},
-            "seed": self.seed,
-            "dims": dict(self.dims),
-            "fp32_reference": self.fp32_reference,
-            "inputs": {
-                i.name: {
-                    "shape": list(i.shape),
-                    "dtype": i.dtype,
-                    "generated": i.generated,
-                    "kind": i.kind,
-                }
-                for i in self.inputs
-            },
-            "outputs": [asdict(o) for o in self.outputs],
-            "attentions": [asdict(a) for a in self.attentions],
-            "extra_outputs_bytes": self.extra_outputs_bytes,
-            "notes": list(self.notes),
-            "elapsed_s": round(self.elapsed_s, 3),
-        }
 
 
 def validate(
@@ -173,6 +77,7 @@ def validate(
     report_paths = _report_paths(report)
     bound_dims = parse_dims(dims)
     _precheck(original, rewritten, inputs, bound_dims, atol, rtol)
+    _check_reports_spare_models(report_paths, original, rewritten)
 
     # The rewritten graph's structure only (weights stay on disk): which attentions to pair.
     structure, rw_label = _load(rewritten, "rewritten", external=False)
@@ -322,19 +227,41 @@ def _precheck(original, rewritten, inputs, dims: dict, atol: float, rtol: float)
         raise PasaError("--dim binds generated inputs only; given inputs fix every dimension")
 
 
+def _check_reports_spare_models(reports: list[str], *models: ModelArg) -> None:
+    """A report never overwrites a model being compared, or one of its data files."""
+    from pasa_onnx.safe_io import model_files, same_file
+
+    for model in models:
+        if isinstance(model, onnx.ModelProto):
+            continue
+        files = model_files(os.fspath(model))
+        for report in reports:
+            if same_file(Path(report), files):
+                raise PasaError(
+                    f"--report {report}: that is {os.fspath(model)} or one of its data files; "
+                    "choose another file"
+                )
+
+
 def _load(model: ModelArg, role: str, external: bool = True) -> tuple[onnx.ModelProto, str]:
     """A private ModelProto (outputs get added to it) and a label for messages."""
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         return copy, f"<{role} model>"
+    from pasa_onnx.rewriting import not_onnx_reason
+
     path = os.fspath(model)
     try:
-        return onnx.load(path, load_external_data=external), path
+        proto = onnx.load(path, load_external_data=external)
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
         raise PasaError(
             f"{path}: cannot load the {role} model as ONNX ({_first_line(exc)})"
         ) from None
+    reason = "the file is empty" if Path(path).stat().st_size == 0 else not_onnx_reason(proto)
+    if reason:
+        raise PasaError(f"{path}: cannot load the {role} model as ONNX ({reason})")
+    return proto, path
 
 
 def _mib(n: int) -> str:
@@ -413,28 +340,29 @@ def _forensics(
     """Score forensics for one attention, or None (with a note) when its inputs can't be read."""
     got = {op: available.get(tensor) for op, tensor in site.inputs.items()}
     unread = sorted(op for op, v in got.items() if v is None)
-    if unread or any(op not in got for op in ("Q", "K", "V")):
+    q, k, v = got.get("Q"), got.get("K"), got.get("V")
+    if unread or q is None or k is None or v is None:
         notes.append(f"attention '{site.node}': forensics skipped, inputs not readable: {unread}")
         return None
-    a = site.attrs
+    a = {**ATTRIBUTE_DEFAULTS, **site.attrs}  # what the kernel runs with
     try:
         return analyse(
             AttentionInputs(
-                q=got["Q"],
-                k=got["K"],
-                v=got["V"],
+                q=q,
+                k=k,
+                v=v,
                 attn_mask=got.get("attn_mask"),
                 past_key=got.get("past_key"),
                 past_value=got.get("past_value"),
                 nonpad_kv_seqlen=got.get("nonpad_kv_seqlen"),
                 scale=a.get("scale"),
-                is_causal=bool(a.get("is_causal", 0)),
-                q_num_heads=a.get("q_num_heads"),
-                kv_num_heads=a.get("kv_num_heads"),
-                softcap=float(a.get("softcap", 0.0)),
-                left_window_size=int(a.get("left_window_size", -1)),
-                right_window_size=int(a.get("right_window_size", -1)),
-                block_kv=int(a.get("block_kv", 128)) or 128,
+                is_causal=bool(a["is_causal"]),
+                q_num_heads=a["q_num_heads"] or None,  # 0: not given (4-D inputs)
+                kv_num_heads=a["kv_num_heads"] or None,
+                softcap=float(a["softcap"]),
+                left_window_size=int(a["left_window_size"]),
+                right_window_size=int(a["right_window_size"]),
+                block_kv=int(a["block_kv"]) or ATTRIBUTE_DEFAULTS["block_kv"],
             )
         )
     except ValueError as exc:  # shapes the numpy references reject

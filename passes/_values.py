@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import onnx_ir as ir
 
@@ -19,14 +22,6 @@ def const_array(value: ir.Value | None) -> np.ndarray | None:
         return tensor.numpy()
     except Exception:  # an unreadable external tensor is not a constant we can use
         return None
-
-
-def const_scalar(value: ir.Value | None) -> float | None:
-    """The value's single element as a float (a scalar or a one-element tensor), else None."""
-    arr = const_array(value)
-    if arr is None or arr.size != 1:
-        return None
-    return float(np.asarray(arr, dtype=np.float64).reshape(()))
 
 
 def rank(value: ir.Value | None) -> int | None:
@@ -86,8 +81,18 @@ class _ShapeVec:
 
 
 # Scalar arithmetic that exporters use to compute a scale from a shape at run time.
-_UNARY = {"Sqrt": np.sqrt, "Neg": np.negative, "Reciprocal": np.reciprocal, "Identity": None}
-_BINARY = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Pow": np.power}
+_UNARY: dict[str, Callable[[Any], Any] | None] = {
+    "Sqrt": np.sqrt,
+    "Neg": np.negative,
+    "Reciprocal": np.reciprocal,
+    "Identity": None,
+}
+_BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "Mul": np.multiply,
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Pow": np.power,
+}
 
 
 def _eval(value: ir.Value | None, depth: int):
@@ -106,16 +111,21 @@ def _eval(value: ir.Value | None, depth: int):
         x = node.inputs[0]
         if x is None or x.shape is None:
             raise _Unknown
-        dims = [d if isinstance(d, int) else None for d in x.shape]
+        dims = _static_dims(x, depth + 1)
         s = start.as_int() if start is not None else 0
         e = end.as_int() if end is not None else len(dims)
         return _ShapeVec(dims[s:e])
     if op == "CastLike":
-        like = node.inputs[1].type
+        like = node.inputs[1].type if node.inputs[1] is not None else None
         if like is None:
             raise _Unknown
         return np.asarray(_eval(node.inputs[0], depth + 1)).astype(like.dtype.numpy())
-    args = [_eval(v, depth + 1) if v is not None else None for v in node.inputs]
+    args: list[Any] = [_eval(v, depth + 1) if v is not None else None for v in node.inputs]
+    if op == "Concat":  # of shape pieces: dims known ahead or not
+        pieces: list[int | None] = []
+        for a in args:
+            pieces += a.dims if isinstance(a, _ShapeVec) else [int(x) for x in np.ravel(a)]
+        return _ShapeVec(pieces)
 
     def arr_of(a):
         return a.array() if isinstance(a, _ShapeVec) else a
@@ -126,14 +136,17 @@ def _eval(value: ir.Value | None, depth: int):
             idx = arr_of(args[1])
             picked = [dims[int(i)] for i in np.asarray(idx).reshape(-1)]
             if any(d is None for d in picked):
-                raise _Unknown
+                return _ShapeVec(picked)  # a dim known only at run time (e.g. the batch)
             return np.array(picked, dtype=np.int64).reshape(np.shape(idx))
         starts, ends = arr_of(args[1]), arr_of(args[2])
         steps = arr_of(args[4]) if len(args) > 4 and args[4] is not None else [1]
         return _ShapeVec(dims[int(starts[0]) : int(ends[0]) : int(steps[0])]).array()
+    if op in ("Unsqueeze", "Squeeze", "Cast", "Identity") and isinstance(args[0], _ShapeVec):
+        return args[0]  # still a piece of a shape, possibly with run-time dims
     args = [arr_of(a) if a is not None else None for a in args]
     if op in _UNARY:
-        return args[0] if _UNARY[op] is None else _UNARY[op](args[0])
+        fn = _UNARY[op]
+        return args[0] if fn is None else fn(args[0])
     if op in _BINARY:
         return _BINARY[op](args[0], args[1])
     if op == "Div":
@@ -147,6 +160,37 @@ def _eval(value: ir.Value | None, depth: int):
     if op in ("Squeeze", "Unsqueeze", "Reshape", "Expand") and np.size(args[0]) == 1:
         return np.asarray(args[0]).reshape(())  # only the one value matters for a scale
     raise _Unknown
+
+
+def _static_dims(x: ir.Value, depth: int) -> list[int | None]:
+    """x's dims as far as they are known ahead: its shape, or where that has unknown dims,
+    what its Transpose or Reshape (of a target computed from static shapes) makes them."""
+    dims = [d if isinstance(d, int) else None for d in x.shape or []]
+    node = x.producer()
+    if None not in dims or node is None or depth > 16 or node.domain not in ("", "ai.onnx"):
+        return dims
+    inner: list[int | None] | None = None
+    try:
+        if node.op_type == "Transpose" and node.inputs[0] is not None:
+            src = _static_dims(node.inputs[0], depth + 1)
+            perm = node.attributes.get("perm")
+            order = list(perm.as_ints()) if perm is not None else list(reversed(range(len(src))))
+            inner = [src[p] for p in order] if len(order) == len(src) else None
+        elif node.op_type == "Reshape" and node.inputs[1] is not None:
+            target = _eval(node.inputs[1], depth + 1)
+            entries = target.dims if isinstance(target, _ShapeVec) else list(np.ravel(target))
+            src = _static_dims(node.inputs[0], depth + 1) if node.inputs[0] is not None else []
+            allowzero = node.attributes.get("allowzero")
+            inner = []
+            for i, e in enumerate(entries):
+                if e is not None and e == 0 and not (allowzero and allowzero.as_int()):
+                    e = src[i] if i < len(src) else None
+                inner.append(None if e is None or e < 0 else int(e))
+    except (_Unknown, IndexError, KeyError, ValueError, TypeError):
+        inner = None
+    if inner is None or len(inner) != len(dims):
+        return dims
+    return [d if d is not None else e for d, e in zip(dims, inner, strict=True)]
 
 
 def eval_scalar(value: ir.Value | None) -> float | None:

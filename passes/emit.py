@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from pasa_onnx.passes import masks
-from pasa_onnx.passes._values import elem_type, rank
-from pasa_onnx.passes.match import AttentionMatch
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE, OP_VERSION
+from pasa_onnx.contract import (
+    DOMAIN,
+    EMITTED_KEY,
+    INPUT_NAMES,
+    OP_TYPE,
+    OP_VERSION,
+    PATTERN_KEY,
+    REPLACED_KEY,
+    UPCAST_KEY,
+)
 
-PATTERN_KEY = "pasa.pattern"
-REPLACED_KEY = "pasa.replaced"
-UPCAST_KEY = "pasa.upcast_of"  # on the Cast after Y; the pipeline moves the name onto Y
-EMITTED_KEY = "pasa.emitted"  # on helper nodes we add: a refinement never reports them replaced
+from . import masks
+from ._values import elem_type, rank
+from .match import AttentionMatch
 
 
 def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
@@ -29,6 +34,15 @@ def _mask_input(op, m: AttentionMatch) -> ir.Value | None:
     q_type, mask_type = elem_type(m.q), elem_type(m.masks[0])
     if mask_type not in (None, ir.DataType.BOOL) and q_type is not None and mask_type != q_type:
         mask = op.Cast(mask, to=q_type)
+    if mask_type == ir.DataType.BOOL and q_type is not None and None in (rank(m.q), rank(m.k)):
+        # onnxruntime's generic custom-op type inference gives every output the element type
+        # of the last present input with an open type -- here the bool mask -- and the op's
+        # own inference cannot correct it without Q/K ranks: Y would be typed bool and the
+        # session would fail ("expected tensor(bool)"). The additive form (0 where True, -inf
+        # where False) is the same mask and has Q's type.
+        zero = op.Cast(op.Constant(value_float=0.0), to=q_type)
+        minus_inf = op.Cast(op.Constant(value_float=float("-inf")), to=q_type)
+        mask = op.Where(mask, zero, minus_inf)
     return mask
 
 
@@ -39,7 +53,16 @@ def emit(op, m: AttentionMatch):
     if m.key_perm:
         k = op.Transpose(m.k, perm=m.key_perm)
         k.producer().metadata_props[EMITTED_KEY] = "1"
-    inputs = [m.q, k, m.v, _mask_input(op, m), m.past_key, m.past_value, m.nonpad_kv_seqlen]
+    given = {
+        "Q": m.q,
+        "K": k,
+        "V": m.v,
+        "attn_mask": _mask_input(op, m),
+        "past_key": m.past_key,
+        "past_value": m.past_value,
+        "nonpad_kv_seqlen": m.nonpad_kv_seqlen,
+    }
+    inputs = [given[name] for name in INPUT_NAMES]  # the op's input order
     while inputs[-1] is None:
         inputs.pop()
     attrs: dict = {}
@@ -47,11 +70,16 @@ def emit(op, m: AttentionMatch):
         attrs["scale"] = float(m.scale)
     if m.is_causal:
         attrs["is_causal"] = 1
-    if m.layout == "3d" or rank(m.q) == 3:
+    unknown_rank_heads = rank(m.q) is None and m.q_num_heads and m.kv_num_heads
+    if m.layout == "3d" or rank(m.q) == 3 or unknown_rank_heads:
+        # a family that matches 3-D inputs always knows the head counts
+        assert m.q_num_heads is not None and m.kv_num_heads is not None, m.family
         attrs["q_num_heads"] = int(m.q_num_heads)
         attrs["kv_num_heads"] = int(m.kv_num_heads)
     if m.softcap:
         attrs["softcap"] = float(m.softcap)
+    if m.left_window_size >= 0:
+        attrs["left_window_size"] = int(m.left_window_size)
     outputs = op.PasaAttention(
         *inputs, _domain=DOMAIN, _version=OP_VERSION, _outputs=m.n_outputs, **attrs
     )

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes._values import dim, int_dim, int_list, rank, same_dim
-from pasa_onnx.passes.emit import emit_refined
 
-from pasa_onnx.runtime import DOMAIN
+from pasa_onnx.contract import DOMAIN
+
+from ._values import dim, int_dim, int_list, rank, same_dim
+from .emit import emit_refined
 
 TAG = "3d"
 
@@ -40,39 +41,47 @@ def _shape_entries(shape: ir.Value) -> list[Entry] | None:
     return entries
 
 
+def _producer(value: ir.Value | None) -> ir.Node | None:
+    return value.producer() if value is not None else None
+
+
 def _dims_of_piece(piece: ir.Value) -> list[Entry] | None:
     node = piece.producer()
     if node is not None and node.op_type == "Unsqueeze":
-        node = node.inputs[0].producer()
+        node = _producer(node.inputs[0])
     if node is None:
         return None
     if node.op_type == "Shape":
         t = node.inputs[0]
         start = node.attributes.get("start")
         end = node.attributes.get("end")
-        r = rank(t)
-        if r is None:
+        r = rank(t) if t is not None else None
+        if t is None or r is None:
             return None
         lo = start.as_int() if start is not None else 0
         hi = end.as_int() if end is not None else r
         return [(t, i) for i in range(r)[lo:hi]]
     if node.op_type == "Slice" and len(node.inputs) in (3, 4):
-        src = node.inputs[0].producer()
+        src = _producer(node.inputs[0])
         starts, ends = int_list(node.inputs[1]), int_list(node.inputs[2])
         if src is None or src.op_type != "Shape" or src.attributes or not starts or not ends:
             return None
-        r = rank(src.inputs[0])
-        if r is None:
+        t = src.inputs[0]
+        r = rank(t) if t is not None else None
+        if t is None or r is None:
             return None
-        return [(src.inputs[0], i) for i in range(r)[starts[0] : ends[0]]]
+        return [(t, i) for i in range(r)[starts[0] : ends[0]]]
     if node.op_type == "Gather":
-        src = node.inputs[0].producer()
+        src = _producer(node.inputs[0])
         idx = int_list(node.inputs[1])
         if src is None or src.op_type != "Shape" or idx is None or len(idx) != 1:
             return None
+        t = src.inputs[0]
+        if t is None:
+            return None
         offset = src.attributes.get("start")
         base = offset.as_int() if offset is not None else 0
-        return [(src.inputs[0], base + idx[0])]
+        return [(t, base + idx[0])]
     return None
 
 
@@ -146,13 +155,15 @@ class HeadLayout(pattern.RewriteRuleClassBase):
         )
         return op.Reshape(op.Transpose(y, perm=[0, 2, 1, 3], _outputs=["merged"]), so)
 
-    def check(self, context, xq, xk, xv, sq, sk, sv, so, q4, k4, v4, y, merged, **_):
+    # onnxscript calls check with the pattern variables by name
+    def check(self, context, xq, xk, xv, sq, sk, sv, so, q4, k4, v4, y, merged, **_):  # type: ignore[override]
         result = pattern.MatchResult()
         hq, hk, hv = _split_heads(xq, q4, sq), _split_heads(xk, k4, sk), _split_heads(xv, v4, sv)
         if hq is None or hk is None or hv is None or hk != hv:
             return result.fail("the head split of Q/K/V is not provably [B,S,H*D]->[B,S,H,D]")
         out = context.output_values[0]
-        dv = int_dim(v4, 3) or (int_dim(xv, 2) // hv if int_dim(xv, 2) else None)
+        xv_width = int_dim(xv, 2)
+        dv = int_dim(v4, 3) or (xv_width // hv if xv_width else None)
         width = _merged_width(out, so)  # -1: the rest, H*Dv once [B,S] are kept (below)
         if rank(out) != 3 or dv is None or width not in (hq * dv, -1):
             return result.fail("the output reshape does not merge the heads into [B,S,H*Dv]")

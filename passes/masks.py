@@ -4,8 +4,9 @@ causal one becomes ``is_causal=1`` — only when that is provably the same compu
 from __future__ import annotations
 
 import numpy as np
-from pasa_onnx.passes._values import const_array
-from pasa_onnx.passes.match import AttentionMatch
+
+from ._values import const_array
+from .match import AttentionMatch
 
 # An additive mask value this negative gives exp(s + m - max) == 0 exactly in float32 for any
 # finite score, so it masks the key just as -inf does (finfo(float32).min is -3.4e38).

@@ -34,6 +34,7 @@ class AttentionMatch:
     q_num_heads: int | None = None
     kv_num_heads: int | None = None
     softcap: float = 0.0
+    left_window_size: int = -1  # keys before i + offset - this are masked (-1: unbounded)
     # Adaptations emitted in front of the op:
     key_perm: list[int] | None = None  # Transpose K with this perm first
     mask_unsqueeze: list[int] | None = None  # Unsqueeze the mask on these axes first

@@ -5,12 +5,15 @@ in front of it is absorbed."""
 
 from __future__ import annotations
 
+import math
+
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes._values import elem_type, rank
-from pasa_onnx.passes.emit import emit
-from pasa_onnx.passes.match import OTHER_VARIANT, AttentionMatch
-from pasa_onnx.passes.repeat_kv import strip_repeat_kv
+
+from ._values import elem_type, rank
+from .emit import emit
+from .match import OTHER_VARIANT, AttentionMatch
+from .repeat_kv import strip_repeat_kv
 
 FAMILY = "onnx-attention"
 _FLOATS = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.FLOAT)
@@ -34,7 +37,8 @@ class OnnxAttention(pattern.RewriteRuleClassBase):
             _outputs=self._n_outputs,
         )
 
-    def check(self, context, q, k, v, **_):
+    # onnxscript calls check with the pattern variables by name
+    def check(self, context, q, k, v, **_):  # type: ignore[override]
         result = pattern.MatchResult()
         self._match = None
         node: ir.Node = context.root
@@ -60,6 +64,11 @@ class OnnxAttention(pattern.RewriteRuleClassBase):
                 k, v = rep_k.base, rep_v.base
                 extra_nodes = rep_k.nodes + rep_v.nodes
         scale = attr("scale")
+        if scale is not None and not math.isfinite(float(scale)):
+            return result.fail(f"scale {scale} is not finite (PasaAttention needs finite)", node)
+        softcap = attr("softcap")
+        if softcap is not None and not (math.isfinite(float(softcap)) and float(softcap) >= 0):
+            return result.fail(f"softcap {softcap} is negative or not finite", node)
         self._match = AttentionMatch(
             family=FAMILY,
             q=q,
@@ -88,6 +97,19 @@ class OnnxAttention(pattern.RewriteRuleClassBase):
     def rewrite(self, op, **_):
         assert self._match is not None
         return emit(op, self._match)
+
+
+def find(node: ir.Node) -> ir.Node | None:
+    """An ONNX Attention node is its own instance."""
+    return node if not node.domain and node.op_type == "Attention" else None
+
+
+def diagnose(anchor: ir.Node, root: ir.Node) -> str:
+    if len(root.outputs) > 3:
+        qk = root.outputs[3]
+        if qk.uses() or qk.is_graph_output():
+            return "the QK matmul output (qk_matmul_output) is used"
+    return ""
 
 
 rules = [OnnxAttention.rule(3), OnnxAttention.rule(1)]

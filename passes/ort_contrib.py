@@ -1,14 +1,19 @@
 """Family ``ort-contrib``: onnxruntime's fused ``com.microsoft`` attention nodes, as its
 transformers optimizer and onnxscript's ``ort_fusions`` write them: ``MultiHeadAttention``,
-``Attention`` (packed input projection) and ``GroupQueryAttention`` (prompt form)."""
+``Attention`` (packed input projection) and ``GroupQueryAttention`` (onnxruntime-genai's)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes._values import dim, elem_type, int_dim, rank, same_dim
-from pasa_onnx.passes.emit import emit
-from pasa_onnx.passes.match import OTHER_VARIANT, AttentionMatch
+
+from ._values import dim, elem_type, int_dim, int_list, rank, same_dim
+from .emit import emit
+from .match import OTHER_VARIANT, AttentionMatch
 
 FAMILY = "ort-contrib"
 MS = "com.microsoft"
@@ -40,8 +45,10 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         super().__init__(f"{FAMILY}/{self.op_type}/{n_outputs}-out")
         self._n_outputs = n_outputs
         self._match: AttentionMatch | None = None
-        self._padding: tuple[ir.Value, float] | None = None  # (mask [B,L] 0/1, filter value)
-        self._pre = None  # extra ops to emit: "packed" projection for Attention
+        # (mask, filter value, form): form "raw" = [B,L] 0/1, "lengths" = mask_index key lengths
+        self._padding: tuple[ir.Value, float, str] | None = None
+        # extra ops to emit before the op (bias add, packed projection): op -> [q, k, v]
+        self._pre: Callable[[Any], Any] | None = None
 
     def pattern(self, op, x):
         return getattr(op, self.op_type)(
@@ -52,7 +59,8 @@ class _ContribRule(pattern.RewriteRuleClassBase):
             _outputs=self._n_outputs,
         )
 
-    def check(self, context, x, **_):
+    # onnxscript calls check with the pattern variables by name
+    def check(self, context, x, **_):  # type: ignore[override]
         result = pattern.MatchResult()
         node: ir.Node = context.root
         self._match, self._padding, self._pre = None, None, None
@@ -63,8 +71,8 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         if self._dtype not in _FLOATS:
             return result.fail(f"element type {self._dtype} is not fp16, bf16 or fp32", x)
         reason = self.normalise(node)
-        if reason:
-            return result.fail(reason, node)
+        if reason or self._match is None:
+            return result.fail(reason or "not normalised", node)
         self._match.replaced = [node.name or node.op_type]
         self._match.output_name = node.outputs[0].name or ""
         self._match.n_outputs = self._n_outputs
@@ -79,22 +87,61 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         if self._pre is not None:
             m.q, m.k, m.v = self._pre(op)
         if self._padding is not None:
-            mask, fill = self._padding
-            # ORT adds mask_filter_value where the key padding mask is 0: the same additive mask
-            keep = op.Cast(op.Unsqueeze(mask, op.Constant(value_ints=[1, 2])), to=ir.DataType.BOOL)
+            mask, fill, form = self._padding
+            if form == "raw":
+                keep = op.Cast(
+                    op.Unsqueeze(mask, op.Constant(value_ints=[1, 2])), to=ir.DataType.BOOL
+                )
+            else:  # key j attends iff j < mask_index[b]
+                length = op.Squeeze(op.Shape(m.k, start=1, end=2), op.Constant(value_ints=[0]))
+                keys = op.Range(op.Constant(value_int=0), length, op.Constant(value_int=1))
+                ends = op.Cast(mask, to=ir.DataType.INT64)
+                keep = op.Less(keys, op.Unsqueeze(ends, op.Constant(value_ints=[1, 2, 3])))
+            # ORT adds mask_filter_value where a key is masked: the same additive mask
             zero = op.Constant(value=ir.tensor(0.0, dtype=self._dtype))
+            # (finfo(float32).min, ORT's default in fp16 models, becomes the type's own min)
+            assert self._dtype is not None
+            fill = max(fill, float(np.finfo(self._dtype.numpy()).min))
             filt = op.Constant(value=ir.tensor(fill, dtype=self._dtype))
             m.masks = [op.Where(keep, zero, filt), *m.masks]
         return emit(op, m)
 
 
-def _padding_mask(node: ir.Node, value: ir.Value | None) -> tuple[str, tuple | None]:
-    """A raw 2-D key padding mask [B,L] (1 attends) is supported; other mask_index forms not."""
+def _key_lengths_by_construction(value: ir.Value) -> bool:
+    """``ReduceSum(mask [B,L], axes=[1], keepdims=0)`` or EmbedLayerNormalization's mask_index:
+    one length per batch row, however the shapes are named."""
+    node = value.producer()
+    if node is None or node.domain not in ("", "ai.onnx", "com.microsoft"):
+        return False
+    if node.op_type == "EmbedLayerNormalization":
+        return value is node.outputs[1] if len(node.outputs) > 1 else False
+    if node.op_type != "ReduceSum" or rank(node.inputs[0]) != 2 or _attr(node, "keepdims", 1):
+        return False
+    axes = int_list(node.inputs[1]) if len(node.inputs) > 1 else _attr(node, "axes")
+    return axes is not None and list(axes) in ([1], [-1])
+
+
+def _padding_mask(node: ir.Node, value: ir.Value | None, x: ir.Value) -> tuple[str, tuple | None]:
+    """The key padding forms of ``mask_index``: a raw 2-D mask [B,L] (1 attends), or 1-D key
+    lengths [B] (keys at or after ``mask_index[b]`` are masked: what onnxruntime's optimizer
+    builds with ``ReduceSum(attention_mask)`` or EmbedLayerNormalization). Returns (reason,
+    (mask, filter value, form))."""
     if value is None:
         return "", None
-    if rank(value) != 2:
-        return f"mask form of rank {rank(value)} (only a raw [B,L] 0/1 mask is supported)", None
-    return "", (value, float(_attr(node, "mask_filter_value", -10000.0)))
+    fill = float(_attr(node, "mask_filter_value", -10000.0))
+    if rank(value) == 2:
+        return "", (value, fill, "raw")
+    if rank(value) == 1:
+        if not (same_dim(dim(value, 0), dim(x, 0)) or _key_lengths_by_construction(value)):
+            return (
+                "a 1-D mask_index whose length is not provably the batch size (the [2*B] "
+                "end/start form is not supported)",
+                None,
+            )
+        return "", (value, fill, "lengths")
+    if rank(value) is None:
+        return "the mask_index input has an unknown shape", None
+    return f"a {rank(value)}-D mask_index (only [B] key lengths or a [B,L] 0/1 mask)", None
 
 
 class MultiHeadAttention(_ContribRule):
@@ -102,7 +149,7 @@ class MultiHeadAttention(_ContribRule):
 
     def normalise(self, node: ir.Node) -> str:
         q, k, v = (_input(node, i) for i in range(3))
-        if k is None or v is None or rank(q) != 3 or rank(k) != 3 or rank(v) != 3:
+        if q is None or k is None or v is None or rank(q) != 3 or rank(k) != 3 or rank(v) != 3:
             return "packed or 4-D key/value layouts are not supported"
         for i, what in ((8, "past_sequence_length"), (9, "cache_indirection")):
             if _input(node, i) is not None:
@@ -118,7 +165,7 @@ class MultiHeadAttention(_ContribRule):
                 return [op.Add(t, b) for t, b in zip((q, k, v), parts, strict=True)]
 
             self._pre = add_bias
-        reason, self._padding = _padding_mask(node, _input(node, 4))
+        reason, self._padding = _padding_mask(node, _input(node, 4), q)
         if reason:
             return reason
         heads = int(_attr(node, "num_heads"))
@@ -152,7 +199,7 @@ class PackedAttention(_ContribRule):
 
     def normalise(self, node: ir.Node) -> str:
         x, weights, bias = _input(node, 0), _input(node, 1), _input(node, 2)
-        if rank(x) != 3 or weights is None or rank(weights) != 2:
+        if x is None or rank(x) != 3 or weights is None or rank(weights) != 2:
             return "input must be [B,S,E] with 2-D weights"
         for i, what in ((4, "past"), (6, "past_sequence_length")):
             if _input(node, i) is not None:
@@ -161,7 +208,7 @@ class PackedAttention(_ContribRule):
             return "the present output is used"
         if _attr(node, "do_rotary", 0):
             return "do_rotary is not supported"
-        reason, self._padding = _padding_mask(node, _input(node, 3))
+        reason, self._padding = _padding_mask(node, _input(node, 3), x)
         if reason:
             return reason
         heads = int(_attr(node, "num_heads"))
@@ -197,47 +244,129 @@ class PackedAttention(_ContribRule):
 
 
 class GroupQueryAttention(_ContribRule):
-    """Prompt form only (no past): causal from position 0, keys past seqlens_k[b] masked."""
+    """GroupQueryAttention as onnxruntime-genai's model builder writes it: packed or separate
+    Q/K/V, an optional KV cache (past/present, 4-D ``[B,Hkv,P,D]``), rotary embedding inside the
+    op (``do_rotary``), ``local_window_size``, ``softcap``, and ``seqlens_k``.
+
+    The op computes causal attention at offset P over ``concat(past, new)``, with key ``j``
+    valid iff ``j <= seqlens_k[b]``; rotary runs first as an explicit
+    ``com.microsoft::RotaryEmbedding`` at positions ``P + arange(S)``. onnxruntime places the
+    new keys at ``seqlens_k[b] + 1 - S``: that is ``P`` on the prompt (P = 0) and whenever the
+    cache holds every row unpadded, the way genai runs it; a right-padded row with a past is the
+    one case computed differently."""
 
     op_type = "GroupQueryAttention"
 
     def normalise(self, node: ir.Node) -> str:
         q, k, v = (_input(node, i) for i in range(3))
-        if k is None or v is None:
-            return "packed QKV is not supported"
-        if _input(node, 3) is not None or _input(node, 4) is not None:
-            return "a KV cache (past_key/past_value) is not supported"
-        if _attr(node, "do_rotary", 0) or _attr(node, "smooth_softmax", 0):
-            return "do_rotary/smooth_softmax are not supported"
-        if int(_attr(node, "local_window_size", -1)) != -1:
-            return "local_window_size is not supported"
-        if any(_input(node, i) is not None for i in range(9, 12)):
-            return "position_ids/attention_bias/head_sink are not supported"
-        if _used(node, 1) or _used(node, 2):
-            return "the present outputs are used"
+        past_key, past_value = _input(node, 3), _input(node, 4)
+        heads, kv_heads = int(_attr(node, "num_heads")), int(_attr(node, "kv_num_heads"))
+        if rank(q) != 3:
+            return "the query input is not 3-D [B,S,hidden]"
+        if (k is None) != (v is None):
+            return "only one of key and value is given"
+        if q is None:
+            return "the query input is missing"
+        hidden = int_dim(q, 2)
+        head: int | None
+        if k is None:  # packed [B,S,(Nq+2Nkv)*D]
+            if hidden is None or hidden % (heads + 2 * kv_heads):
+                return "the packed QKV width is not known as a multiple of the head count"
+            head = hidden // (heads + 2 * kv_heads)
+        else:
+            if rank(k) != 3 or rank(v) != 3:
+                return "key/value are not 3-D [B,S,hidden]"
+            head = hidden // heads if hidden is not None and hidden % heads == 0 else None
+        if _attr(node, "smooth_softmax", 0):
+            return "smooth_softmax (an extra zero logit in every softmax) is not supported"
+        for i, what in ((9, "position_ids"), (10, "attention_bias"), (11, "head_sink")):
+            if _input(node, i) is not None:
+                return f"the {what} input is not supported"
+        if _attr(node, "qk_output", 0):
+            return "the QK output (qk_output) is used"
+        if (past_key is None) != (past_value is None):
+            return "only one of past_key and past_value is given"
+        if past_key is not None:
+            if rank(past_key) != 4 or rank(past_value) != 4:
+                return "the KV cache is not 4-D [B,Hkv,P,D]"
+            if self._shared_buffer(node, past_key):
+                return (
+                    "past and present share one buffer (past_present_share_buffer): the cache "
+                    "is a fixed-size buffer, not past + new keys"
+                )
+        elif _used(node, 1) or _used(node, 2):
+            return "present outputs without a past input are not supported"
         self._seqlens = _input(node, 5)
         if self._seqlens is None:
             return "seqlens_k is missing"
-        self._key = k
+        rotary = bool(_attr(node, "do_rotary", 0))
+        cos, sin = _input(node, 7), _input(node, 8)
+        if rotary and (cos is None or sin is None):
+            return "do_rotary without cos_cache/sin_cache"
+        window = int(_attr(node, "local_window_size", -1))
+        if window == 0:
+            return "local_window_size 0 (a window of no keys)"
+        sizes = None
+        if k is None:  # packed: head is known (checked above)
+            assert head is not None
+            sizes = [heads * head, kv_heads * head, kv_heads * head]
+        interleaved = int(_attr(node, "rotary_interleaved", 0))
+
+        def prepare(op, q=q, k=k, v=v):
+            if sizes is not None:
+                q, k, v = op.Split(q, op.Constant(value_ints=sizes), axis=-1, _outputs=3)
+            if rotary:
+                past = op.Shape(past_key, start=2, end=3) if past_key is not None else None
+                start = past if past is not None else op.Constant(value_ints=[0])
+                q, k = (
+                    op.RotaryEmbedding(
+                        x, start, cos, sin, _domain=MS, interleaved=interleaved, num_heads=n
+                    )
+                    for x, n in ((q, heads), (k, kv_heads))
+                )
+            return q, k, v
+
+        self._pre = prepare
+        self._kv_heads = kv_heads
         self._match = AttentionMatch(
-            family=f"{FAMILY}/{self.op_type}",
+            family=f"{FAMILY}/{self.op_type}" + ("+past" if past_key is not None else ""),
             q=q,
-            k=k,
-            v=v,
+            k=q if k is None else k,
+            v=q if v is None else v,
             layout="3d",
+            past_key=past_key,
+            past_value=past_value,
             scale=float(_attr(node, "scale", 0.0)) or None,
             is_causal=True,
-            q_num_heads=int(_attr(node, "num_heads")),
-            kv_num_heads=int(_attr(node, "kv_num_heads")),
+            q_num_heads=heads,
+            kv_num_heads=kv_heads,
             softcap=float(_attr(node, "softcap", 0.0)),
+            # onnxruntime's window of W keys ends at the query's own: W - 1 before it
+            left_window_size=window - 1 if window > 0 else -1,
         )
+        if rotary:
+            self._match.family += "+rotary"
+        if window > 0:
+            self._match.family += "+window"
         return ""
+
+    @staticmethod
+    def _shared_buffer(node: ir.Node, past_key: ir.Value) -> bool:
+        """genai's CUDA builds: present_key has the past buffer's own (maximum) length."""
+        if len(node.outputs) < 2:
+            return False
+        past_len, present_len = dim(past_key, 2), dim(node.outputs[1], 2)
+        return same_dim(past_len, present_len)
 
     def rewrite(self, op, **_):
         m = self._match
-        assert m is not None
-        # key j is valid for batch b iff j <= seqlens_k[b]: a bool mask [B,1,1,L]
-        length = op.Squeeze(op.Shape(self._key, start=1, end=2), op.Constant(value_ints=[0]))
+        assert m is not None and self._pre is not None
+        m.q, m.k, m.v = self._pre(op)
+        # key j (of past + new) is valid for batch b iff j <= seqlens_k[b]: a bool [B,1,1,T]
+        length = op.Shape(m.k, start=1, end=2)
+        if m.past_key is not None:
+            length = op.Add(length, op.Shape(m.past_key, start=2, end=3))
+        length = op.Squeeze(length, op.Constant(value_ints=[0]))
         keys = op.Range(op.Constant(value_int=0), length, op.Constant(value_int=1))
         last = op.Unsqueeze(
             op.Cast(self._seqlens, to=ir.DataType.INT64), op.Constant(value_ints=[1, 2, 3])
@@ -246,9 +375,19 @@ class GroupQueryAttention(_ContribRule):
         return emit(op, m)
 
 
+def find(node: ir.Node) -> ir.Node | None:
+    """A com.microsoft attention node is its own instance."""
+    return node if node.domain == MS and node.op_type in OP_TYPES else None
+
+
+def diagnose(anchor: ir.Node, root: ir.Node) -> str:
+    return ""  # the rules' own failure reasons say it
+
+
 rules = [
     MultiHeadAttention.rule(3),
     MultiHeadAttention.rule(1),
     PackedAttention.rule(1),
-    GroupQueryAttention.rule(1),  # its present outputs must be unused
+    GroupQueryAttention.rule(3),
+    GroupQueryAttention.rule(1),
 ]

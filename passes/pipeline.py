@@ -5,31 +5,54 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 import onnxscript.optimizer
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes import layout, onnx_attention, ort_contrib, primitive
-from pasa_onnx.passes.emit import PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
-from pasa_onnx.passes.match import OTHER_VARIANT
 
-from pasa_onnx.runtime import DOMAIN, OP_TYPE
+from pasa_onnx.contract import DOMAIN, OP_TYPE, PATTERN_KEY, REPLACED_KEY, UPCAST_KEY
 
-# Families in the order they run; each is (name, rules).
-FAMILIES: list[tuple[str, list]] = [
-    (primitive.FAMILY, primitive.rules),
-    (onnx_attention.FAMILY, onnx_attention.rules),
-    (ort_contrib.FAMILY, ort_contrib.rules),
-]
-REFINEMENTS: list = layout.rules
+from . import layout, onnx_attention, ort_contrib, primitive, shapes, subgraphs
+from .match import OTHER_VARIANT
+
+
+class Family(Protocol):
+    """What a pattern-family module exposes (see passes/primitive.py for one)."""
+
+    FAMILY: str  # its name in summaries and reports
+    rules: list  # its onnxscript rewrite rules
+
+    def find(self, node: ir.Node) -> ir.Node | None:
+        """The root node of the instance of this family that ``node`` anchors, else None."""
+        ...
+
+    def diagnose(self, anchor: ir.Node, root: ir.Node) -> str:
+        """Why no rule replaced this instance, when the family can tell ("" otherwise)."""
+        ...
+
+
+# The registry: families in the order they run. A new pattern family is one module in passes/
+# and one entry here.
+FAMILIES: tuple[Family, ...] = (primitive, onnx_attention, ort_contrib)
+REFINEMENTS: list = layout.rules  # run after every family: they improve emitted nodes
 MIN_OPSET = 13
 
-_OP_NODES = {("", "Attention"): onnx_attention.FAMILY}
-_OP_NODES.update({("com.microsoft", t): ort_contrib.FAMILY for t in ort_contrib.OP_TYPES})
-_PROB_PATH = ("Where", "IsNaN", "Cast")  # between Softmax and the value MatMul
-
 # Matcher messages and what they mean for attention.
+# How onnxscript's matcher words its own failures (not meant for users).
+_MATCHER_TEXT = (
+    "Mismatch:",
+    "None of the alternatives matched",
+    "OpType mismatch",
+    "Value ",
+    "Attribute ",
+    "Domain mismatch",
+    "Number of ",
+    "Constant ",
+    "Node ",
+)
+
 _FRIENDLY = {
     "Matched nodes have other uses preventing replacement.": (
         "an intermediate of the attention (scores or probabilities) is used elsewhere"
@@ -47,48 +70,7 @@ class Instance:
     pattern: str = ""  # the family/variant that replaced it
     reason: str = ""  # why it was left alone
     node: str = ""  # the PasaAttention node that replaced it
-
-
-def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
-    """The MatMul that multiplies these probabilities with V, and whether the probabilities
-    (or the tensors between) are consumed by anything else."""
-    value = softmax.outputs[0]
-    shared = False
-    frontier = [value]
-    found = None
-    seen: set[int] = set()
-    while frontier:
-        v = frontier.pop()
-        if v.is_graph_output():
-            shared = True
-        for user, index in v.uses():
-            if id(user) in seen:
-                continue
-            seen.add(id(user))
-            if user.op_type == "MatMul" and index == 0 and found is None:
-                found = user
-            elif user.op_type == "CastLike" and index == 1:
-                continue  # reads only the element type
-            elif user.op_type in _PROB_PATH:
-                frontier.extend(user.outputs)
-            else:
-                shared = True
-    return found, shared
-
-
-def _scores_from_matmul(softmax: ir.Node) -> bool:
-    """Softmax over something computed from a MatMul through the score-path ops."""
-    v = softmax.inputs[0]
-    for _ in range(8):
-        node = v.producer() if v is not None else None
-        if node is None:
-            return False
-        if node.op_type == "MatMul":
-            return True
-        if node.op_type not in ("Add", "Mul", "Div", "Cast", "Sub", "Where"):
-            return False
-        v = node.inputs[0]
-    return False
+    graph: str = ""  # the subgraph that holds it (e.g. "If_0/then_branch"); "" = main graph
 
 
 def find_instances(graph: ir.Graph) -> list[tuple[str, ir.Node, ir.Node]]:
@@ -96,31 +78,25 @@ def find_instances(graph: ir.Graph) -> list[tuple[str, ir.Node, ir.Node]]:
     the value MatMul) or an attention op node (root = the node)."""
     found = []
     for node in graph:
-        key = (node.domain or "", node.op_type)
-        if key in _OP_NODES:
-            found.append((_OP_NODES[key], node, node))
-        elif node.op_type == "Softmax" and node.domain in ("", "ai.onnx"):
-            root, _ = _value_matmul(node)
-            if root is not None and _scores_from_matmul(node):
-                found.append((primitive.FAMILY, node, root))
+        for family in FAMILIES:
+            root = family.find(node)
+            if root is not None:
+                found.append((family.FAMILY, node, root))
+                break
     return found
 
 
 def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> str:
     """Why the family's rules did not replace this instance."""
-    if family == primitive.FAMILY:
-        _, shared = _value_matmul(anchor)
-        if shared:
-            return "the attention probabilities are consumed elsewhere (e.g. returned weights)"
-    if family == onnx_attention.FAMILY and len(root.outputs) > 3:
-        qk = root.outputs[3]
-        if qk.uses() or qk.is_graph_output():
-            return "the QK matmul output (qk_matmul_output) is used"
-    rules = dict(FAMILIES)[family]
+    module = next(f for f in FAMILIES if family == f.FAMILY)
+    specific = module.diagnose(anchor, root)
+    if specific:
+        return specific
+    rules = module.rules
     reasons = []
     for rule in rules:
         tracer = pattern.MatchingTracer()
-        rule.match(model, model.graph, root, tracer=tracer)
+        rule.match(model, root.graph or model.graph, root, tracer=tracer)
         for infos in tracer.best_matches_map.values():
             for info in infos[:1]:
                 if info.match_result.reason != OTHER_VARIANT:
@@ -128,6 +104,8 @@ def _diagnose(model: ir.Model, family: str, anchor: ir.Node, root: ir.Node) -> s
     if not reasons:
         return "no rule of the family matched its structure"
     reason = max(reasons)[1] or "no rule of the family matched its structure"
+    if reason.startswith(_MATCHER_TEXT):  # the matcher's own words, not a rule's reason
+        return "no rule of the family matched its structure"
     return _FRIENDLY.get(reason, reason)
 
 
@@ -139,12 +117,16 @@ def _name_upcast_outputs(graph: ir.Graph) -> None:
         if not of or node.outputs[0].is_graph_output():
             continue
         y = node.inputs[0]
+        if y is None:
+            continue
         y.name, node.outputs[0].name = node.outputs[0].name, f"{node.outputs[0].name}/pasa_cast"
         del node.metadata_props[UPCAST_KEY]
 
 
 def _pasa_nodes(graph: ir.Graph) -> Iterable[ir.Node]:
-    return (n for n in graph if n.domain == DOMAIN and n.op_type == OP_TYPE)
+    """Every PasaAttention node, subgraphs included."""
+    nodes = ir.traversal.RecursiveGraphIterator(graph)
+    return (n for n in nodes if n.domain == DOMAIN and n.op_type == OP_TYPE)
 
 
 def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[Instance]:
@@ -152,24 +134,31 @@ def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[
     ``progress`` gets a line per stage (the CLI prints them to stderr)."""
     declared = [(v, v.shape, v.type) for v in [*model.graph.inputs, *model.graph.outputs]]
     ir_passes.NameFixPass()(model)  # every node named: the summary refers to them by name
-    ir_passes.ShapeInferencePass(strict_mode=False)(model)
+    shapes.infer(model)
     already = {n.name for n in _pasa_nodes(model.graph)}
-    instances = find_instances(model.graph)
+    labels = {id(g): label for label, g in subgraphs.graphs(model.graph)}
+    instances = [found for _, g in subgraphs.graphs(model.graph) for found in find_instances(g)]
+    where = {id(a): subgraphs.owner_label(a, labels) for _, a, _ in instances}
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0))
     if opset < MIN_OPSET:  # the emitted helpers (Unsqueeze/Split with axes inputs) need 13
         reason = f"the model's opset {opset} is below {MIN_OPSET}; upgrade it first"
-        return [Instance(f, a.name or "", False, reason=reason) for f, a, _ in instances]
+        return [
+            Instance(f, a.name or "", False, reason=reason, graph=where[id(a)])
+            for f, a, _ in instances
+        ]
+    local = subgraphs.localize(model)  # undone below, once every instance is accounted for
     if progress:
         progress(f"{len(instances)} attention subgraphs found")
-    for name, rules in FAMILIES:
-        count = pattern.RewriteRuleSet(rules).apply_to_model(model)
+    for fam in FAMILIES:
+        count = pattern.RewriteRuleSet(fam.rules).apply_to_model(model)
         if progress:
-            progress(f"family {name}: {count} replaced")
+            progress(f"family {fam.FAMILY}: {count} replaced")
     count = pattern.RewriteRuleSet(REFINEMENTS).apply_to_model(model)
     if progress:
         progress(f"3-D layout: {count} head splits absorbed")
     onnxscript.optimizer.remove_unused_nodes(model)
-    _name_upcast_outputs(model.graph)
+    for _, g in subgraphs.graphs(model.graph):
+        _name_upcast_outputs(g)
     for value, shape, type_ in declared:  # the interface stays as declared (dynamic dims too)
         value.shape, value.type = shape, type_
 
@@ -191,9 +180,13 @@ def run(model: ir.Model, progress: Callable[[str], None] | None = None) -> list[
                     True,
                     pattern=new.metadata_props.get(PATTERN_KEY, family),
                     node=new.name or "",
+                    graph=where[id(anchor)],
                 )
             )
         else:
             reason = _diagnose(model, family, anchor, root)
-            report.append(Instance(family, anchor.name or "", False, reason=reason))
+            report.append(
+                Instance(family, anchor.name or "", False, reason=reason, graph=where[id(anchor)])
+            )
+    subgraphs.restore(local)
     return report

@@ -14,7 +14,8 @@ import math
 
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
-from pasa_onnx.passes._values import (
+
+from ._values import (
     dim,
     elem_type,
     eval_scalar,
@@ -23,9 +24,9 @@ from pasa_onnx.passes._values import (
     rank,
     same_dim,
 )
-from pasa_onnx.passes.emit import emit
-from pasa_onnx.passes.match import AttentionMatch
-from pasa_onnx.passes.repeat_kv import strip_repeat_kv
+from .emit import emit
+from .match import AttentionMatch
+from .repeat_kv import strip_repeat_kv
 
 FAMILY = "primitive"
 _FLOATS = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.FLOAT)
@@ -128,11 +129,12 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
                 probs,
             ]
         )
-        # fp16 TorchScript SDPA upcasts V too; the output then stays float32.
-        v_in = pattern.OrValue([op.Cast(v, _outputs=["cast_v"]), v])
-        return op.MatMul(probs, v_in)
+        # fp16 TorchScript SDPA upcasts V too (a Cast that ``check`` looks through: V may come
+        # from an enclosing graph, where the matcher takes only plain variables).
+        return op.MatMul(probs, v)
 
-    def check(self, context, q, k, v, key_format, n_masks, guard, probs, **b):
+    # onnxscript calls check with the pattern variables by name
+    def check(self, context, q, k, v, key_format, n_masks, guard, probs, **b):  # type: ignore[override]
         result = pattern.MatchResult()
         self._match = None
         softmax = probs.producer()
@@ -143,6 +145,7 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         if axis not in (-1, scores_rank - 1):
             return result.fail(f"softmax over axis {axis}, not the key axis", softmax)
 
+        v, cast_v = _through_upcast(v, elem_type(q))
         want_rank, key_perm = _KEY_FORMATS[key_format]
         if key_format == "Kt":
             want_rank = rank(q) or 0
@@ -184,11 +187,10 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         if geometry:
             return result.fail(geometry, q)
         output_cast = None
-        cast_v = b.get("cast_v")
         if cast_v is not None:
-            if elem_type(cast_v) != ir.DataType.FLOAT:
-                return result.fail("V is cast to a type other than float32", cast_v)
             output_cast = ir.DataType.FLOAT
+            if len(cast_v.outputs[0].uses()) == 1:
+                extra_nodes.append(cast_v)
 
         scale = 1.0
         for tag, var in (
@@ -249,6 +251,18 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         return emit(op, self._match)
 
 
+def _through_upcast(v: ir.Value, q_type: ir.DataType | None) -> tuple[ir.Value, ir.Node | None]:
+    """(V before its Cast, the Cast) when V is a half-precision tensor of Q's type cast to
+    float32; else (V, None)."""
+    node = v.producer()
+    if node is None or node.op_type != "Cast" or node.domain not in ("", "ai.onnx"):
+        return v, None
+    src = node.inputs[0]
+    if src is None or elem_type(v) != ir.DataType.FLOAT or q_type == ir.DataType.FLOAT:
+        return v, None
+    return (src, node) if elem_type(src) == q_type else (v, None)
+
+
 def _check_geometry(q: ir.Value, k: ir.Value, v: ir.Value, key_perm: list[int] | None) -> str:
     """'' when Q [B,H,S,D], K [B,Hk,Skv,D] (after ``key_perm``) and V [B,Hk,Skv,Dv] fit the
     op; otherwise why not. Unknown dims pass: the original MatMuls constrain them already."""
@@ -293,9 +307,70 @@ def _round_trip_ok(k: ir.Value, k_3d: ir.Value, kt_4d: ir.Value, n_rep: int = 1)
     if n_rep > 1 and (heads is None or int_dim(kt_4d, 1) != heads * n_rep):
         return False
     # the last reshape restores S, or B, and the rest follows from the element count
-    shape = int_list(kt_4d.producer().inputs[1])
+    reshape = kt_4d.producer()
+    shape = int_list(reshape.inputs[1]) if reshape is not None else None
     restores_seq = same_dim(dim(kt_4d, 3), dim(k, 2)) or (shape is not None and shape[3] == -1)
     return restores_seq or same_dim(dim(kt_4d, 0), dim(k, 0))
+
+
+_PROB_PATH = ("Where", "IsNaN", "Cast")  # between Softmax and the value MatMul
+
+
+def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
+    """The MatMul that multiplies these probabilities with V, and whether the probabilities
+    (or the tensors between) are consumed by anything else."""
+    value = softmax.outputs[0]
+    shared = False
+    frontier = [value]
+    found = None
+    seen: set[int] = set()
+    while frontier:
+        v = frontier.pop()
+        if v.is_graph_output():
+            shared = True
+        for user, index in v.uses():
+            if id(user) in seen:
+                continue
+            seen.add(id(user))
+            if user.op_type == "MatMul" and index == 0 and found is None:
+                found = user
+            elif user.op_type == "CastLike" and index == 1:
+                continue  # reads only the element type
+            elif user.op_type in _PROB_PATH:
+                frontier.extend(user.outputs)
+            else:
+                shared = True
+    return found, shared
+
+
+def _scores_from_matmul(softmax: ir.Node) -> bool:
+    """Softmax over something computed from a MatMul through the score-path ops."""
+    v = softmax.inputs[0]
+    for _ in range(8):
+        node = v.producer() if v is not None else None
+        if node is None:
+            return False
+        if node.op_type == "MatMul":
+            return True
+        if node.op_type not in ("Add", "Mul", "Div", "Cast", "Sub", "Where"):
+            return False
+        v = node.inputs[0]
+    return False
+
+
+def find(node: ir.Node) -> ir.Node | None:
+    """A Softmax between two MatMuls anchors an instance; its root is the value MatMul."""
+    if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
+        return None
+    root, _ = _value_matmul(node)
+    return root if root is not None and _scores_from_matmul(node) else None
+
+
+def diagnose(anchor: ir.Node, root: ir.Node) -> str:
+    _, shared = _value_matmul(anchor)
+    if shared:
+        return "the attention probabilities are consumed elsewhere (e.g. returned weights)"
+    return ""
 
 
 rules = [PrimitiveAttention.rule()]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import onnx_ir as ir
-from pasa_onnx.passes._values import dim, int_dim, int_list, rank, same_dim
+
+from ._values import dim, int_dim, int_list, rank, same_dim
 
 
 @dataclass
@@ -20,22 +21,24 @@ def strip_repeat_kv(value: ir.Value) -> Repeated | None:
     """If ``value`` is repeat_kv(x) as [B,Hkv*n,S,D] (Reshape of the Expand) or as the rank-5
     Expand [B,Hkv,n,S,D] itself, return x and n; None when that is not provable."""
     nodes: list[ir.Node] = []
-    expanded = value
+    expanded: ir.Value | None = value
     node = value.producer()
     if node is not None and node.op_type == "Reshape" and rank(value) == 4:
         expanded = node.inputs[0]
         nodes.append(node)
-    expand = expanded.producer() if expanded is not None else None
+    if expanded is None:
+        return None
+    expand = expanded.producer()
     if expand is None or expand.op_type != "Expand" or rank(expanded) != 5:
         return None
-    unsq = expand.inputs[0].producer()
+    unsq = expand.inputs[0].producer() if expand.inputs[0] is not None else None
     if unsq is None or unsq.op_type != "Unsqueeze":
         return None
     axes = int_list(unsq.inputs[1]) if len(unsq.inputs) > 1 else None
     if axes is None and "axes" in unsq.attributes:
         axes = list(unsq.attributes["axes"].as_ints())
     base = unsq.inputs[0]
-    if axes != [2] or rank(base) != 4:
+    if base is None or axes != [2] or rank(base) != 4:
         return None
     n_rep = int_dim(expanded, 2)
     if n_rep is None:

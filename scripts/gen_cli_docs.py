@@ -12,6 +12,38 @@ from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
+# Appended after the --help texts: what the help cannot say in a line.
+FILES = """## How outputs are written
+
+- **Never the input.** `rewrite` refuses (exit 2) an output, or a `--report`, that is the input
+  model or any file it references (its external data), by path or through a hard link; `validate`
+  refuses a `--report` that is one of the two models or their data files.
+- **Checked before written.** A rewritten model is written only if onnxruntime loads it (CPU
+  execution provider, the PasaAttention library registered, no run); otherwise nothing is written
+  and the one-line error gives onnxruntime's reason.
+- **Model and data as one unit.** The model and its external data are written into a fresh
+  temporary folder beside the output. The data file then gets a name that no existing file has:
+  `OUT.data`, or `OUT.1.data` when the output being replaced still uses `OUT.data` (the names
+  alternate between runs). Renaming the model over `OUT` is the one step that switches readers
+  from the old model and weights to the new ones; the replaced data file is removed afterwards.
+  A kill at any moment leaves the old pair or the new pair, never a graph with the other's
+  weights. Copy `OUT` together with the data file it names (`onnx.load(OUT)` finds it).
+- **Temporaries.** They are named `.pasa-tmp-<pid>-<random>` and live beside the output or
+  report. SIGTERM and SIGHUP remove them (exit 143 or 129), as SIGINT does (exit 130). A process
+  killed with SIGKILL cannot: the next write into the same folder removes the temporaries whose
+  process is gone and prints a warning naming each; the next write of `OUT` also removes data
+  files named `OUT.data`/`OUT.N.data` that neither `OUT` nor the input uses.
+- **Permissions.** Models and reports get the mode of a new file under your umask (e.g. 0644).
+
+## Errors
+
+Every usage or input error (a missing, empty or not-ONNX file, a cyclic graph, an output under a
+file or in an unwritable folder, an unwritable report, a `--dim` too large for memory, a bad
+`.npz`) is one line on stderr starting `pasa-onnx: error:`, naming the file, node or tensor, and
+exit code 2. `--debug` (before the command: `pasa-onnx --debug rewrite ...`) adds the traceback.
+Exit code 1 means only one thing: validation found a difference outside tolerance.
+"""
+
 
 def render() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal width: fix it
@@ -31,6 +63,7 @@ def render() -> str:
         text = sub.choices[name].format_help()
         parts.append(f"## pasa-onnx {name}\n")
         parts.append("```text\n" + text + "```\n")
+    parts.append(FILES)
     return "\n".join(parts)
 
 

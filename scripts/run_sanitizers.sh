@@ -17,4 +17,6 @@ if [ $# -eq 0 ]; then
   set -- -q tests/test_op_basics.py tests/test_bad_input.py tests/test_conformance.py \
     tests/test_numerics_stress.py tests/test_schema.py
 fi
-exec python -m pytest "$@"
+# `pytest`, not `python -m pytest`: the latter puts the checkout first on sys.path, shadowing
+# the installed package (whose pasa_onnx.passes the checkout only has as passes/).
+exec pytest "$@"

@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import pasa_onnx
+from pasa_onnx.contract import INPUT_NAMES, OUTPUT_NAMES
 
 NP_TO_ONNX = {
     np.dtype(np.float32): TensorProto.FLOAT,
@@ -31,9 +32,8 @@ def pasa_model(
 ) -> onnx.ModelProto:
     """One PasaAttention node; ``inputs`` in op order (Q, K, V, attn_mask, past_key, past_value,
     nonpad_kv_seqlen), ``None`` for an absent optional input (an empty name)."""
-    order = ["Q", "K", "V", "attn_mask", "past_key", "past_value", "nonpad_kv_seqlen"]
     names, graph_inputs = [], []
-    for name in order:
+    for name in INPUT_NAMES:
         arr = inputs.get(name)
         if arr is None:
             names.append("")
@@ -42,7 +42,7 @@ def pasa_model(
         graph_inputs.append(helper.make_tensor_value_info(name, onnx_type(arr), list(arr.shape)))
     while names and names[-1] == "":
         names.pop()
-    out_names = ["Y", "present_key", "present_value"][:n_outputs]
+    out_names = list(OUTPUT_NAMES[:n_outputs])
     node = helper.make_node(
         "PasaAttention", names, out_names, domain="ai.pasa", name="attn0", **attrs
     )

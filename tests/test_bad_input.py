@@ -154,7 +154,10 @@ def test_nonpad_out_of_range():
 def test_bad_attributes():
     x = _qkv()
     _fails(x, r"attribute precision is 'double'", precision="double")
-    _fails(x, r"attribute alpha must be in \[0, 1\)", alpha=1.0)
+    _fails(x, r"attribute alpha must be in \[0, 1\]", alpha=1.5)
+    _fails(x, r"attribute alpha must be in \[0, 1\]", alpha=-0.25)
+    # Paper mode divides by 1 - alpha; half and float take alpha = 1 (their default).
+    _fails(x, r"attribute alpha=1 needs precision 'half' or 'float'", alpha=1.0, precision="paper")
     _fails(x, r"block_q/block_kv must be in \[1, 4096\]", block_kv=0)
 
 

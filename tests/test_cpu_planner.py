@@ -18,9 +18,19 @@ def test_planner_unit_tests(tmp_path):
     exe = tmp_path / "planner_test"
     src = ROOT / "custom_ops"
     subprocess.run(
-        [cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{src / 'src'}",
-         str(src / "tests" / "planner_test.cc"), str(src / "src" / "cpu" / "planner.cc"),
-         "-o", str(exe)],
+        [
+            cxx,
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{src / 'src'}",
+            str(src / "tests" / "planner_test.cc"),
+            str(src / "src" / "cpu" / "planner.cc"),
+            "-o",
+            str(exe),
+        ],
         check=True,
     )
     out = subprocess.run([str(exe)], capture_output=True, text=True)

@@ -9,6 +9,7 @@ run from the tests folder so that they import the same installed package as this
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,14 @@ import numpy as np
 import pytest
 from conftest import run_pasa
 
-from pasa_onnx.numerics import BFLOAT16
+from pasa_onnx.numerics import (
+    BFLOAT16,
+    attention_emulated,
+    attention_golden,
+    bf16_split,
+    error_metrics,
+    split_products,
+)
 from pasa_onnx.runtime import isa_info
 
 TESTS = Path(__file__).resolve().parent
@@ -36,13 +44,40 @@ SUBSET = [
 ]
 
 
-def test_active_path_is_supported_and_honours_the_request():
+def test_library_reports_its_selection():
     info = isa_info()
-    assert info["active"] in info["supported"]
+    assert set(info) == {"active", "supported", "known", "error"}
+    assert info["error"] == ""
     assert info["supported"][-1] == "portable"
-    forced = os.environ.get("PASA_ONNX_ISA")
-    if forced:
-        assert info["active"] == forced
+    assert set(info["supported"]) <= set(info["known"])
+    assert info["active"] in info["supported"]
+    # unforced, the library runs the best path the CPU has
+    assert info["active"] == (os.environ.get("PASA_ONNX_ISA") or info["supported"][0])
+
+
+def _isa_info_in_child(isa: str) -> dict:
+    """isa_info() of a fresh process started with PASA_ONNX_ISA=isa (the library dispatches
+    once, when it loads)."""
+    code = "import json, pasa_onnx.runtime as r; print(json.dumps(r.isa_info()))"
+    env = dict(os.environ, PASA_ONNX_ISA=isa)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=TESTS
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
+def test_forcing_a_supported_path_makes_it_active(isa):
+    if isa not in isa_info()["supported"]:
+        pytest.skip(f"this CPU does not run the {isa} path")
+    info = _isa_info_in_child(isa)
+    assert (info["active"], info["error"]) == (isa, "")
+
+
+def test_forcing_an_unknown_path_is_reported():
+    info = _isa_info_in_child("sparc")
+    assert "PASA_ONNX_ISA=sparc" in info["error"] and "not a known path" in info["error"]
 
 
 def _other_paths() -> list[str]:
@@ -51,7 +86,7 @@ def _other_paths() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("isa", ["avx512bf16", "avx512", "avx2", "portable"])
+@pytest.mark.parametrize("isa", ["amx", "avx512bf16", "avx512", "avx2", "portable"])
 def test_numerics_subset_on_each_path(isa):
     if os.environ.get("PASA_ONNX_ISA_CHILD"):
         pytest.skip("already inside a per-path run")
@@ -105,6 +140,7 @@ def test_paths_agree_to_rounding(rng, tmp_path, dtype):
     ("value", "message"),
     [
         ("sparc", "not a known path"),
+        ("amx", None),
         ("avx512bf16", None),
         ("avx512", None),
         ("avx2", None),
@@ -128,3 +164,70 @@ def test_forcing_a_path_the_cpu_lacks_fails_with_the_reason(value, message):
     )
     assert out.returncode != 0
     assert f"PASA_ONNX_ISA={value}" in out.stderr and message in out.stderr
+
+
+def _run_on(isa: str, feeds: dict[str, np.ndarray], tmp_path: Path, **attrs) -> np.ndarray:
+    """run_pasa in a child process on one forced path (feeds of one element type)."""
+    dtype = next(iter(feeds.values())).dtype
+    dt = "BFLOAT16" if dtype == BFLOAT16 else f"np.{dtype.name}"
+    inputs, dest = tmp_path / f"in_{isa}.npz", tmp_path / f"out_{isa}.npy"
+    np.savez(inputs, **{n.lower(): t.astype(np.float32) for n, t in feeds.items()})
+    code = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]);"
+        "from conftest import run_pasa; from pasa_onnx.numerics import BFLOAT16;"
+        "d = np.load(sys.argv[2]);"
+        f"t = {{n: d[n.lower()].astype({dt}) for n in {sorted(feeds)!r}}};"
+        f"y = run_pasa(t, **{attrs!r});"
+        "np.save(sys.argv[3], y.astype(np.float32))"
+    )
+    env = dict(os.environ, PASA_ONNX_ISA=isa)
+    subprocess.run(
+        [sys.executable, "-c", code, str(TESTS), str(inputs), str(dest)],
+        env=env,
+        check=True,
+        cwd=TESTS,
+    )
+    return np.load(dest).astype(np.float64)
+
+
+def test_bf16_split_is_exact_for_half_values_and_close_for_float(rng):
+    x16 = (rng.standard_normal(4096) * np.exp2(rng.integers(-20, 15, 4096))).astype(np.float16)
+    hi, lo = bf16_split(x16.astype(np.float32))
+    assert np.array_equal(hi.astype(np.float64) + lo, x16.astype(np.float64))
+    assert np.array_equal(hi, hi.astype(BFLOAT16).astype(np.float32))  # both terms are bf16 values
+    assert np.array_equal(lo, lo.astype(BFLOAT16).astype(np.float32))
+    xb = rng.standard_normal(4096).astype(BFLOAT16).astype(np.float32)
+    assert not bf16_split(xb)[1].any()  # bf16 values: a single term
+    x32 = rng.standard_normal(4096).astype(np.float32)
+    hi, lo = bf16_split(x32)
+    assert np.all(np.abs(x32 - (hi.astype(np.float64) + lo)) <= np.exp2(-16) * np.abs(x32))
+    # fp16 queries against float32 keys: three products stay far below fp16 score rounding.
+    q = (rng.standard_normal((64, 128)) * 4 + 10).astype(np.float16).astype(np.float32)
+    kt = rng.standard_normal((128, 96)).astype(np.float32)
+    exact = q.astype(np.float64) @ kt.astype(np.float64)
+    rel = np.sqrt(np.mean((split_products(q, kt) - exact) ** 2) / np.mean(exact**2))
+    assert rel < 2e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float16, BFLOAT16])
+@pytest.mark.parametrize("precision", ["half", "paper"])
+def test_amx_path_matches_its_split_product_emulation(rng, tmp_path, dtype, precision):
+    """The amx path against the emulation of its own products (split_products), as the paper
+    grid holds the other paths to theirs; odd sizes exercise partial tiles and padding."""
+    if "amx" not in isa_info()["supported"]:
+        pytest.skip("this CPU or OS does not run the amx path (no AMX-BF16 tiles granted)")
+    q = (rng.standard_normal((1, 3, 149, 80)) * 2 + 5).astype(dtype)
+    k = (rng.standard_normal((1, 3, 301, 80)) * 2 + 5).astype(dtype)
+    v = (rng.standard_normal((1, 3, 301, 48)) + 1).astype(dtype)
+    feeds = {"Q": q, "K": k, "V": v}
+    for causal in (0, 1):
+        y = _run_on("amx", feeds, tmp_path, is_causal=causal, precision=precision)
+        emu = attention_emulated(
+            q, k, v, precision=precision, is_causal=bool(causal), amx_products=True
+        )
+        gold = attention_golden(q, k, v, is_causal=bool(causal))
+        err, emu_err = error_metrics(y, gold, v), error_metrics(emu, gold, v)
+        assert err.nonfinite == 0
+        diff = error_metrics(y, emu.astype(np.float64), v)
+        assert diff.rel_rmse <= 0.35 * emu_err.rel_rmse + 1e-6, (causal, diff, emu_err)
+        assert abs(err.rel_rmse - emu_err.rel_rmse) <= 0.05 * emu_err.rel_rmse + 1e-7

@@ -100,3 +100,22 @@ def test_onnx_attention_with_used_qk_output_is_left_alone() -> None:
     (inst,) = summary.left_alone
     assert inst.family == "onnx-attention"
     assert "qk_matmul_output" in inst.reason
+
+
+def test_a_structure_no_rule_knows_gets_words_not_matcher_text() -> None:
+    """Scores minus a constant before Softmax: found, left alone, and the reason is the
+    family's, not onnxscript's matcher diagnostics."""
+    model = _attention_model()
+    sub = numpy_helper.from_array(np.array(1.5, dtype=np.float32), "shift")
+    model.graph.initializer.append(sub)
+    scale = next(n for n in model.graph.node if n.name == "scale")
+    scale.output[0] = "scaled"
+    index = list(model.graph.node).index(scale)
+    model.graph.node.insert(
+        index + 1, helper.make_node("Sub", ["scaled", "shift"], ["scores"], name="shift")
+    )
+    _, summary = pasa_onnx.rewrite(model)
+    (inst,) = summary.left_alone
+    assert inst.reason == "no rule of the family matched its structure"
+    for text in ("Mismatch", "pattern variable", "alternatives", "graph boundaries"):
+        assert text not in summary.format()

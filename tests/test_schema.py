@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 import pasa_onnx
@@ -102,3 +103,111 @@ def test_onnxruntime_infers_3d_and_present_shapes():
     assert shapes["present_key"][0] == "b" and shapes["present_key"][1:] != []
     assert shapes["present_key"][1] == 2 and shapes["present_key"][3] == 64
     assert shapes["present_value"][3] == 48
+
+
+# (Q, K, V, past_key, past_value) shapes and attributes; None: the input is absent.
+_F16 = TensorProto.FLOAT16
+_SHAPE_CASES = {
+    "4d": ([2, 8, 5, 64], [2, 8, 7, 64], [2, 8, 7, 32], None, None, {}),
+    "4d_symbolic_gqa": (
+        ["batch", 8, "seq", 64],
+        ["batch", 2, "kv", 64],
+        ["batch", 2, "kv", 32],
+        None,
+        None,
+        {},
+    ),
+    "4d_past": ([1, 4, 3, 16], [1, 2, 3, 16], [1, 2, 3, 8], [1, 2, 9, 16], [1, 2, 9, 8], {}),
+    "4d_past_symbolic": (
+        ["b", 4, "s", 16],
+        ["b", 2, "s", 16],
+        ["b", 2, "s", 8],
+        ["b", 2, "p", 16],
+        ["b", 2, "p", 8],
+        {},
+    ),
+    "3d_mha": (
+        [2, 6, 256],
+        [2, 9, 256],
+        [2, 9, 256],
+        None,
+        None,
+        {"q_num_heads": 4, "kv_num_heads": 4},
+    ),
+    "3d_gqa_symbolic": (
+        ["b", "s", 512],
+        ["b", "t", 128],
+        ["b", "t", 96],
+        None,
+        None,
+        {"q_num_heads": 8, "kv_num_heads": 2},
+    ),
+    "3d_past": (
+        ["b", 1, 512],
+        ["b", 1, 128],
+        ["b", 1, 96],
+        ["b", 2, 5, 64],
+        ["b", 2, 5, 48],
+        {"q_num_heads": 8, "kv_num_heads": 2},
+    ),
+    "3d_past_symbolic": (
+        ["b", "s", 512],
+        ["b", "t", 128],
+        ["b", "t", 96],
+        ["b", 2, 5, 64],
+        ["b", 2, 5, 48],
+        {"q_num_heads": 8, "kv_num_heads": 2},
+    ),
+}
+
+
+def _case_model(case: str) -> onnx.ModelProto:
+    q, k, v, past_k, past_v, attrs = _SHAPE_CASES[case]
+    names = ["Q", "K", "V"]
+    shapes = [q, k, v]
+    outputs = ["Y"]
+    if past_k is not None:
+        names += ["", "past_key", "past_value"]
+        shapes += [None, past_k, past_v]
+        outputs += ["present_key", "present_value"]
+    node = helper.make_node("PasaAttention", names, outputs, domain="ai.pasa", **attrs)
+    inputs = [
+        helper.make_tensor_value_info(n, _F16, s) for n, s in zip(names, shapes, strict=True) if n
+    ]
+    graph = helper.make_graph(
+        [node], "g", inputs, [helper.make_tensor_value_info(n, _F16, None) for n in outputs]
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("ai.pasa", 1)]
+    )
+
+
+def _known(dims, symbols: set[str]) -> list:
+    """A shape with every unknown dim as None: onnx leaves it empty, onnxruntime writes -1 or
+    a name of its own (anything that is not one of the model's symbols)."""
+    return [d if (isinstance(d, int) and d >= 0) or d in symbols else None for d in dims]
+
+
+@pytest.mark.parametrize("case", list(_SHAPE_CASES))
+def test_python_and_onnxruntime_shape_inference_agree(case):
+    """onnx's shape inference runs the Python schema's function, onnxruntime the library's
+    InferOutputShapeFn; both must give every output the same type and shape."""
+    import onnxruntime as ort
+
+    m = _case_model(case)
+    symbols = {
+        d.dim_param for i in m.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param
+    }
+    inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    python = {o.name: o for o in inferred.graph.output}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    runtime = {o.name: o for o in pasa_onnx.inference_session(m, opts).get_outputs()}
+    assert set(python) == set(runtime)
+    for name, vi in python.items():
+        assert runtime[name].type == "tensor(float16)"
+        assert vi.type.tensor_type.elem_type == _F16
+        assert vi.type.tensor_type.HasField("shape"), f"{case}: Python inferred no shape for {name}"
+        py_shape = _known(_dims(vi), symbols)
+        ort_shape = _known(runtime[name].shape, symbols)
+        assert py_shape == ort_shape, f"{case}/{name}: Python {py_shape}, onnxruntime {ort_shape}"

@@ -38,8 +38,9 @@ def test_cli_exit_1_and_points_at_the_attention(broken, capsys):
     assert all(not o["within_tolerance"] for o in data["outputs"])
     md = reports[1].read_text()
     assert md.splitlines()[0].startswith("### ❌")
-    assert md.splitlines()[0].endswith("outside tolerance; first at attention 'attn_1'")
-    assert "**Outside tolerance:**\n- attention 'attn_1'" in md
+    # (the Markdown report backslash-escapes every punctuation character of a name)
+    assert md.splitlines()[0].endswith("outside tolerance; first at attention 'attn\\_1'")
+    assert "**Outside tolerance:**\n- attention \\'attn\\_1\\'" in md
     html = reports[2].read_text()
     assert "<li>attention &#x27;attn_1&#x27;" in html and "<tr class='bad'>" in html
 

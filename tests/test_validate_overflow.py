@@ -59,7 +59,7 @@ def test_human_reports_say_so(overflow_run):
     md = (tmp / "r.md").read_text()
     assert "would overflow in a plain fp16 flash-attention kernel" in md
     assert "PasaAttention keeps them finite" in md
-    row = next(line for line in md.splitlines() if line.startswith("| `attn_0`"))
+    row = next(line for line in md.splitlines() if line.startswith("| <code>attn\\_0</code>"))
     assert "**yes**" in row
     html = (tmp / "r.html").read_text()
     assert "would overflow: <span class='warn'>YES" in html

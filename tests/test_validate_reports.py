@@ -118,8 +118,11 @@ def test_markdown_report(reports):
         lines[0] == "### ✅ pasa-onnx validation — PASS: 2 output(s) and 2 attention(s) "
         "within tolerance"
     )
-    assert sum(line.startswith("| `attn_") for line in lines) == 2
-    assert sum(line.startswith(("| `hidden`", "| `logits`")) for line in lines) == 2
+    assert sum(line.startswith("| <code>attn\\_") for line in lines) == 2
+    assert (
+        sum(line.startswith(("| <code>hidden</code>", "| <code>logits</code>")) for line in lines)
+        == 2
+    )
     header = next(line for line in lines if line.startswith("| attention"))
     sep = lines[lines.index(header) + 1]
 
@@ -127,7 +130,10 @@ def test_markdown_report(reports):
         return len(re.split(r"(?<!\\)\|", line))  # escaped \| is text, not a separator
 
     assert cells(header) == cells(sep) == 10  # a well-formed table: 8 columns
-    assert "<details><summary>Inputs</summary>" in md and "| `input_ids` | [2, 16] | int64 |" in md
+    assert (
+        "<details><summary>Inputs</summary>" in md
+        and "| <code>input\\_ids</code> | \\[2\\, 16\\] | int64 |" in md
+    )
 
 
 def test_unknown_report_extension_fails_before_running(tmp_path):

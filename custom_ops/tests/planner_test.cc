@@ -54,7 +54,7 @@ void CausalTilesLongestFirst() {
   CHECK(items.size() == 8);
   // Query blocks 2 and 3 see both key blocks, blocks 0 and 1 only the first: they come first.
   CHECK(items.size() == 8 && items[0] % plan.q_blocks >= 2 && items[3] % plan.q_blocks >= 2 && items.back() % plan.q_blocks <= 1);
-  CHECK(plan.cache_floats == 2 * plan.kv_blocks * plan.slot_keys * (64 + plan.dv_pad));
+  CHECK(plan.cache_floats == 2 * plan.kv_blocks * plan.slot_floats);
 }
 
 void GqaDecodeReadsGroupsInPlace() {

@@ -35,8 +35,18 @@ def run(args: argparse.Namespace) -> int:
     validation_only = args.report or args.inputs or args.dim
     if validation_only and not args.validate:
         raise PasaError("--report, --inputs and --dim need --validate")
-    from pasa_onnx.rewriting import rewrite_file
+    from pathlib import Path
 
+    from pasa_onnx.inputs import parse_dims
+    from pasa_onnx.reports import check_report_path
+    from pasa_onnx.rewriting import check_output_path, rewrite_file
+
+    parse_dims(args.dim)  # a malformed --dim fails before anything is written
+    for report in args.report:  # before any work: a report never lands on a model file
+        check_report_path(report)
+        if Path(report).resolve() == Path(args.output).resolve():
+            raise PasaError(f"--report {report}: that is the output model; choose another file")
+        check_output_path(Path(args.model), Path(report), "the --report path")
     start = time.perf_counter()
 
     def progress(message: str) -> None:

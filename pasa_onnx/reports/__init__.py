@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pasa_onnx.errors import PasaError
 
 if TYPE_CHECKING:
-    from pasa_onnx.validation import ValidationResult
+    from pasa_onnx.results import ValidationResult
 
 FORMATS = (".json", ".html", ".md")
 
@@ -23,10 +24,22 @@ def check_report_path(path: str | os.PathLike) -> None:
         raise PasaError(f"--report {p}: unknown report format; use one of {', '.join(FORMATS)}")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise PasaError(f"--report {p}: directory {parent} does not exist")
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise PasaError(f"--report {p}: directory {parent} {what}")
+    if p.is_dir():
+        raise PasaError(f"--report {p}: that is a directory")
+    from pasa_onnx.safe_io import tmp_prefix
+
+    try:  # the one reliable test (root, read-only mounts, /proc): create a file there
+        fd, probe = tempfile.mkstemp(prefix=tmp_prefix(), dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PasaError(f"--report {p}: cannot write in {parent} ({exc.strerror or exc})") from None
 
 
 def render(result: ValidationResult, fmt: str) -> str:
+    r: Callable[[ValidationResult], str]
     if fmt == ".json":
         from pasa_onnx.reports.json_report import render as r
     elif fmt == ".html":
@@ -39,15 +52,25 @@ def render(result: ValidationResult, fmt: str) -> str:
 
 
 def write_report(result: ValidationResult, path: str | os.PathLike) -> None:
-    """Write atomically (temporary file + rename), so a reader never sees half a report."""
+    """Write atomically (temporary file + rename), so a reader never sees half a report. The
+    report gets the mode a new file gets (as the model does), not mkstemp's 0600."""
+    from pasa_onnx.safe_io import default_file_mode, tmp_prefix
+
     check_report_path(path)
     p = Path(path)
     text = render(result, p.suffix.lower())
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent if str(p.parent) else ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(), dir=p.parent if str(p.parent) else ".")
+    except OSError as exc:
+        raise PasaError(f"--report {p}: cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise PasaError(f"--report {p}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pasa_onnx.validation import ValidationResult
+    from pasa_onnx.results import ValidationResult
 
 
 def num(x: float | int | None) -> str:
@@ -25,7 +26,8 @@ def ok(flag: bool | None) -> str:
     return {True: "yes", False: "NO", None: "n/a"}[flag]
 
 
-def headline(result: ValidationResult) -> str:
+def headline(result: ValidationResult, name: Callable[[str], str] = str) -> str:
+    """The verdict in one line; ``name`` quotes the node name for the report's format."""
     n_out, n_att = len(result.outputs), len(result.attentions)
     if result.passed:
         return f"PASS: {n_out} output(s) and {n_att} attention(s) within tolerance"
@@ -33,7 +35,7 @@ def headline(result: ValidationResult) -> str:
     # Nodes are stored in topological order: the first failing attention is the upstream-most,
     # the likely cause of differences further down.
     first = next((a for a in result.attentions if a.within_tolerance is False), None)
-    return f"{text}; first at attention '{first.node}'" if first else text
+    return f"{text}; first at attention '{name(first.node)}'" if first else text
 
 
 def overflow_summary(result: ValidationResult) -> str | None:

@@ -12,7 +12,7 @@ from pasa_onnx.reports.formatting import headline, num, ok, overflow_summary
 from pasa_onnx.reports.svg import COLORS, histogram_svg
 
 if TYPE_CHECKING:
-    from pasa_onnx.validation import AttentionResult, OutputResult, ValidationResult
+    from pasa_onnx.results import AttentionResult, OutputResult, ValidationResult
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}

@@ -8,7 +8,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pasa_onnx.validation import ValidationResult
+    from pasa_onnx.results import ValidationResult
 
 
 def _clean(obj: Any) -> Any:

@@ -83,7 +83,7 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 
 // Per-thread scratch of a tile or a block build, grown on demand (owned by a thread_local).
 struct Scratch {
-  std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, krows, ksum;
+  std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, pack, krows, ksum, kmean;
   std::vector<uint8_t> kind, upd, valid, read;
   std::vector<uint32_t> pack_p, pack_v;
 };
@@ -109,6 +109,7 @@ struct PreparedProblem::TileCtx {
   uint8_t* read;    // [kv_blocks] blocks read by the tile (unshared problems), else null
   float* own_kt;    // unshared problems: the tile's own prepared block
   float* own_v;
+  float* own_pack;  // and its packed copy (null when the path takes none)
   int64_t HeadOf(int64_t i) const { return h + i / q_rows; }
   int64_t QueryOf(int64_t i) const { return i0 + i % q_rows; }
 };
@@ -140,6 +141,7 @@ TileState StartTile(const AttentionProblem& p, int64_t rows, int64_t slot_n, int
   std::fill(st.l, st.l + rows, 0.0f);
   std::fill(st.abar, st.abar + rows, 0.0f);
   std::fill(st.nblocks, st.nblocks + rows, 0.0f);
+  st.q_fresh = true;
   return st;
 }
 
@@ -148,10 +150,12 @@ RowParams RowParamsOf(const AttentionProblem& p, int64_t dvp) {
   rp.precision = p.precision;
   rp.half_type = p.half_type;
   const float alpha = p.softcap > 0.0f ? 0.0f : p.alpha;
-  rp.beta = alpha / (1.0f - alpha);
+  rp.beta = alpha < 1.0f ? alpha / (1.0f - alpha) : 0.0f;  // paper mode only (alpha < 1 there)
   rp.softcap = p.softcap;
   rp.head_dim = p.head_dim;
   rp.dv_pad = dvp;
+  rp.q_type = p.q.type;
+  rp.v_type = p.v.type;
   return rp;
 }
 
@@ -179,17 +183,18 @@ void PreparedProblem::PrepareTask(const CpuPlan::Stage& stage, int64_t task) {
   const CpuPlan& plan = *plan_;
   const int64_t unit = stage.first_unit + task / plan.kv_blocks;
   const int64_t block = task % plan.kv_blocks;
-  const int64_t slot =
-      ((unit % plan.units_per_chunk) * plan.kv_blocks + block) * plan.slot_keys * (p.head_dim + plan.dv_pad);
-  float* kt = cache_ + slot;
+  float* kt = cache_ + ((unit % plan.units_per_chunk) * plan.kv_blocks + block) * plan.slot_floats;
   float* v = kt + plan.slot_keys * p.head_dim;
-  inv_count_[static_cast<size_t>(unit * plan.kv_blocks + block)] = BuildBlock(unit, block, kt, v);
+  float* mean = v + plan.slot_keys * plan.dv_pad;
+  float* pack = plan.pack_floats > 0 ? mean + AlignUp(p.head_dim, kKeyAlign) : nullptr;
+  inv_count_[static_cast<size_t>(unit * plan.kv_blocks + block)] = BuildBlock(unit, block, kt, v, mean, pack);
 }
 
 // 1) block mean over the valid keys, 2) K' = c·(K − α·mean), to kt[D][n_pad] (or kt[n_pad][D])
 // (paper mode rounds K'), 3) V in float to v[n_pad][dv_pad]. Invalid and padding keys are zero.
-// Returns 1 / (number of valid keys), or 0 when the block has none.
-float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v) {
+// 4) α·mean into `mean_out`, 5) the path's packed copy into `pack` (when not null). Returns
+// 1 / (number of valid keys), or 0 when the block has none.
+float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float* v, float* mean_out, float* pack) {
   const AttentionProblem& p = *problem_;
   const CpuPlan::Unit& u = plan_->units[static_cast<size_t>(unit)];
   const int64_t D = p.head_dim, Dv = p.v_head_dim;
@@ -217,6 +222,7 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   if (count == 0) return 0.0f;  // no key here can be attended: the block contributes nothing
   const float inv_count = 1.0f / static_cast<float>(count);
   for (int64_t d = 0; d < D; ++d) sum[d] = alpha * (sum[d] * inv_count);  // α·mean
+  std::copy(sum, sum + D, mean_out);  // the removed shift of row i is c·q_i·(α·mean)
   // Every row and column is written: K' and V of valid keys, zeros for the rest and the padding.
   const bool whole_v = Dv == plan_->dv_pad && count == n;
   uint8_t* valid = Grow(t.valid, n_pad);
@@ -249,6 +255,7 @@ float PreparedProblem::BuildBlock(int64_t unit, int64_t block, float* kt, float*
   }
   if (whole_v) finite = LoadRows(p.v, u.b, u.kvh, r0, n, Dv, v) && finite;
   if (!finite) FlagNonFinite();
+  if (pack != nullptr) ActiveKernels().pack_block(p, kt, v, n_pad, plan_->dv_pad, pack);
   return inv_count;
 }
 
@@ -360,18 +367,23 @@ bool PreparedProblem::ClassifyRows(const TileCtx& c, int64_t r0, int64_t n, int6
 void PreparedProblem::ResolveBlock(const TileCtx& c, int64_t j, KvBlock* kv) {
   const CpuPlan& plan = *plan_;
   const int64_t D = problem_->head_dim, slot_n = plan.slot_keys, dvp = plan.dv_pad;
+  kv->scale = problem_->scale;
   if (plan.shared) {
     kv->inv_count = inv_count_[static_cast<size_t>(c.unit * plan.kv_blocks + j)];
-    const int64_t slot = ((c.unit % plan.units_per_chunk) * plan.kv_blocks + j) * slot_n * (D + dvp);
-    kv->kt = cache_ + slot;
+    kv->kt = cache_ + ((c.unit % plan.units_per_chunk) * plan.kv_blocks + j) * plan.slot_floats;
     kv->v = kv->kt + slot_n * D;
+    kv->mean = kv->v + slot_n * dvp;
+    if (plan.pack_floats > 0) kv->pack = kv->mean + AlignUp(D, kKeyAlign);
   } else if (plan.direct_ok && DirectBlock(c.unit, j, Grow(c.t->ksum, D), kv)) {
     c.read[j] = 1;
   } else {
-    kv->inv_count = BuildBlock(c.unit, j, c.own_kt, c.own_v);
+    float* mean = Grow(c.t->kmean, D);
+    kv->inv_count = BuildBlock(c.unit, j, c.own_kt, c.own_v, mean, c.own_pack);
     c.read[j] = 1;
     kv->kt = c.own_kt;
     kv->v = c.own_v;
+    kv->mean = mean;
+    kv->pack = c.own_pack;
   }
 }
 
@@ -430,6 +442,7 @@ void PreparedProblem::RunTile(int64_t item) {
   if (c.read != nullptr) std::fill(c.read, c.read + plan.kv_blocks, uint8_t{0});
   c.own_kt = plan.shared ? nullptr : Grow(scratch.kt, plan.slot_keys * p.head_dim);
   c.own_v = plan.shared ? nullptr : Grow(scratch.v, plan.slot_keys * plan.dv_pad);
+  c.own_pack = plan.shared || plan.pack_floats == 0 ? nullptr : Grow(scratch.pack, plan.pack_floats);
   const RowParams rp = RowParamsOf(p, plan.dv_pad);
 
   // Key blocks any row of the tile may attend.

@@ -36,7 +36,7 @@ class PreparedProblem {
 
  private:
   struct TileCtx;
-  float BuildBlock(int64_t unit, int64_t block, float* kt, float* v);
+  float BuildBlock(int64_t unit, int64_t block, float* kt, float* v, float* mean, float* pack);
   void PrepareTask(const CpuPlan::Stage& stage, int64_t task);
   void RunTile(int64_t item);
   bool ClassifyRows(const TileCtx& c, int64_t r0, int64_t n, int64_t n_pad);

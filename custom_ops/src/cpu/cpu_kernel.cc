@@ -4,6 +4,7 @@
 
 #include "cpu/attention_cpu.h"
 #include "cpu/geometry.h"
+#include "cpu/isa/kernels.h"
 #include "cpu/planner.h"
 
 namespace pasa {
@@ -90,7 +91,7 @@ void RunCpuAttention(const Inputs& in, ParsedProblem& parsed, const OutputBuffer
   ConcatPresent(in, parsed, out, &scratch_k, &scratch_v);
   CheckHostData(in, &parsed);
 
-  const CpuPlan plan = MakeCpuPlan(p);
+  const CpuPlan plan = MakeCpuPlan(p, ActiveKernels().pack_floats);
   CpuWorkspace::Lease cache = workspace.Acquire();
   PreparedProblem pp(p, plan, plan.cache_floats > 0 ? cache.Floats(static_cast<size_t>(plan.cache_floats)) : nullptr);
   // Stages run one after another; the tasks of a stage go to the pool, which hands them out one

@@ -106,7 +106,7 @@ int64_t TileCost(const AttentionProblem& p, const CpuPlan& plan, int64_t item) {
 // Chunks of units whose prepared blocks fit the budget (all units when not shared); per chunk a
 // prepare stage (when shared) and an attend stage of its tiles, longest first.
 void BuildStages(const AttentionProblem& p, CpuPlan* plan) {
-  const int64_t unit_floats = plan->kv_blocks * plan->slot_keys * (p.head_dim + plan->dv_pad);
+  const int64_t unit_floats = plan->kv_blocks * plan->slot_floats;
   const int64_t num_units = static_cast<int64_t>(plan->units.size());
   const int64_t per_chunk =
       plan->shared ? std::max<int64_t>(1, kCacheBudgetFloats / std::max<int64_t>(1, unit_floats)) : num_units;
@@ -138,13 +138,16 @@ void BuildStages(const AttentionProblem& p, CpuPlan* plan) {
 
 }  // namespace
 
-CpuPlan MakeCpuPlan(const AttentionProblem& p) {
+CpuPlan MakeCpuPlan(const AttentionProblem& p, PackFloatsFn pack_floats) {
   CpuPlan plan;
   plan.q_blocks = (p.q_len + p.block_q - 1) / p.block_q;
   plan.kv_blocks = (p.kv_len + p.block_kv - 1) / p.block_kv;
   plan.slot_keys = AlignUp(std::min(p.block_kv, p.kv_len), kKeyAlign);
   plan.dv_pad = AlignUp(p.v_head_dim, kKeyAlign);
   plan.k_rows = p.q_len <= kRowMajorMaxQueries;
+  if (!plan.k_rows && pack_floats != nullptr) plan.pack_floats = pack_floats(p, plan.slot_keys, plan.dv_pad);
+  plan.slot_floats =
+      plan.slot_keys * (p.head_dim + plan.dv_pad) + AlignUp(p.head_dim, kKeyAlign) + plan.pack_floats;
   MarkValidKeys(p, &plan);
   const std::vector<int64_t> uses = FormUnits(p, &plan);
   ChooseBlockReuse(p, uses, &plan);

@@ -39,19 +39,29 @@ struct CpuPlan {
   int64_t q_blocks = 0, kv_blocks = 0;
   int64_t slot_keys = 0;           // keys of one prepared block, padded
   int64_t dv_pad = 0;              // value width, padded
+  // One prepared block: K' [slot_keys][D], V [slot_keys][dv_pad], α·mean [D, padded], then the
+  // path's packed copy [pack_floats].
+  int64_t slot_floats = 0;
   bool shared = false;             // key blocks are prepared once and read by several tiles
   bool k_rows = false;             // decode-sized queries: K' row-major (see KvBlock)
   bool direct_ok = false;          // unshared decode-sized blocks may be read in place (see KvBlock)
   int64_t heads_per_tile = 1;      // > 1: a tile holds all query heads of a GQA group
   int64_t units_per_chunk = 1;     // chunk c holds units [c·n, (c+1)·n); unit u sits in slot u % n
   int64_t cache_floats = 0;        // floats of the prepared-block cache (0 when not shared)
+  int64_t pack_floats = 0;         // floats of a block's packed copy (KernelTable::pack_block), 0: none
+
+  // Floats of one prepared block's slot: K', V, then the packed copy.
 
   bool KeyValid(const AttentionProblem& p, int64_t b, int64_t h, int64_t r) const {
     return key_valid[static_cast<size_t>((b * p.q_heads + h) * p.kv_len + r)] != 0;
   }
 };
 
-// The plan of `p` (whose query_offset and valid_kv_len are filled).
-CpuPlan MakeCpuPlan(const AttentionProblem& p);
+// Floats of a prepared block's packed copy for the instruction-set path (KernelTable::pack_floats).
+using PackFloatsFn = int64_t (*)(const AttentionProblem& p, int64_t n_pad, int64_t dv_pad);
+
+// The plan of `p` (whose query_offset and valid_kv_len are filled); `pack_floats`, when given,
+// sizes the packed copy of each prepared block (transposed K' only).
+CpuPlan MakeCpuPlan(const AttentionProblem& p, PackFloatsFn pack_floats = nullptr);
 
 }  // namespace pasa

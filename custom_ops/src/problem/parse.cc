@@ -224,7 +224,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 }
 
 float DefaultAlpha(ElemType half_type, Precision precision) {
-  if (precision == Precision::kFloat) return 0.9375f;
+  if (precision != Precision::kPaper) return 1.0f;
   return half_type == ElemType::kBFloat16 ? 0.9689939f : 0.9375f;
 }
 
@@ -349,8 +349,13 @@ std::string CheckAttributes(const OpAttributes& a) {
     return "attributes left_window_size/right_window_size must be -1 or >= 0";
   if (!a.precision.empty() && a.precision != "half" && a.precision != "paper" && a.precision != "float")
     return "attribute precision is '" + a.precision + "'; expected 'half', 'paper' or 'float'";
-  if (a.has_alpha && !(a.alpha >= 0.0f && a.alpha < 1.0f))
-    return "attribute alpha must be in [0, 1), got " + std::to_string(a.alpha);
+  // Half and float precision recover the shift directly, so every alpha up to 1 is exact there;
+  // paper mode's recovery divides by 1 - alpha.
+  if (a.has_alpha && !(a.alpha >= 0.0f && a.alpha <= 1.0f))
+    return "attribute alpha must be in [0, 1], got " + std::to_string(a.alpha);
+  if (a.has_alpha && a.alpha == 1.0f && a.precision == "paper")
+    return "attribute alpha=1 needs precision 'half' or 'float' (paper mode recovers the shift as "
+           "alpha/(1-alpha) times the residual mean); got precision 'paper'";
   if (a.block_q < 1 || a.block_q > 4096 || a.block_kv < 1 || a.block_kv > 4096)
     return "attributes block_q/block_kv must be in [1, 4096]";
   return {};

@@ -96,9 +96,10 @@ OutputDims InferOutputDims(const Dims& q, const Dims& k, const Dims& v, const Di
 
 std::string ShapeString(const std::vector<int64_t>& shape);
 
-// Default shift strength: the authors' values (0.9375 makes alpha/n exact in fp16 for n = 128;
-// 0.9689939 for bf16). In `half` mode a stronger shift (1 - 2^-8) is up to 3.7x more accurate on
-// strongly biased data and up to ~20% less on unbiased data (docs/numerics.md): not the default.
+// Default shift strength. Half and float precision recover the removed shift directly (exact for
+// any alpha), so they remove the whole block mean: 1 (docs/numerics.md measures why). Paper
+// precision keeps the authors' values (0.9375 makes alpha/n exact in fp16 for n = 128; 0.9689939
+// for bf16).
 float DefaultAlpha(ElemType half_type, Precision precision);
 
 }  // namespace pasa

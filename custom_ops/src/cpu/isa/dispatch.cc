@@ -2,6 +2,13 @@
 // that this build carries and this CPU runs, or the one PASA_ONNX_ISA names. A named path that
 // cannot run is an error (reported when the library registers), never a silent fallback.
 #include <cstdlib>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <sstream>
 #include <string>
 #include <vector>
@@ -10,6 +17,32 @@
 
 namespace pasa {
 namespace {
+
+// Whether the OS lets this process use the AMX tile data (Linux asks for it per process: once,
+// at selection). Refused or unknown: the amx path is not offered.
+bool OsAllowsTileData() {
+#if defined(__linux__) && defined(__x86_64__) && defined(SYS_arch_prctl)
+  static const bool ok = [] {
+    constexpr long kArchReqXcompPerm = 0x1023;  // ARCH_REQ_XCOMP_PERM (asm/prctl.h)
+    constexpr long kXfeatureXtiledata = 18;     // XFEATURE_XTILEDATA
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// CPUID.(EAX=7, ECX=0):EDX bit `bit` (22: AMX-BF16, 24: AMX-TILE).
+bool CpuidLeaf7Edx(int bit) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) != 0 && ((d >> bit) & 1u) != 0;
+#else
+  (void)bit;
+  return false;
+#endif
+}
 
 // Whether the CPU has one feature of isa_list.def (GCC's names; __builtin_cpu_supports needs a
 // literal, hence the chain).
@@ -24,6 +57,8 @@ bool CpuHasFeature(const std::string& f) {
   if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
   if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
   if (f == "avx512bf16") return __builtin_cpu_supports("avx512bf16");
+  if (f == "amx-bf16") return CpuidLeaf7Edx(22);  // CPUID directly (older libgcc
+  if (f == "amx-tile") return CpuidLeaf7Edx(24) && OsAllowsTileData();  // lacks the names)
 #endif
   (void)f;
   return false;  // a feature this check does not know: the path is not offered
@@ -137,6 +172,7 @@ const char* IsaInfoJson() {
 }
 
 #if !defined(PASA_HAVE_X86_PATHS)
+const KernelTable* Kernels_amx() { return nullptr; }
 const KernelTable* Kernels_avx512bf16() { return nullptr; }
 const KernelTable* Kernels_avx512() { return nullptr; }
 const KernelTable* Kernels_avx2() { return nullptr; }

@@ -39,8 +39,13 @@ struct KvBlock {
   ElemType src_type = ElemType::kFloat16;
   int64_t k_stride = 0, v_stride = 0;  // elements between consecutive keys
   int64_t n = 0;                        // keys in the block (n_pad − n padding keys score 0)
-  const float* mean = nullptr;          // [D] α·mean of the block's keys
+  // Every block: α·mean of its valid keys and the score scale c. The removed shift of query row
+  // i is c·(q_i · α·mean), recovered directly in half and float precision.
+  const float* mean = nullptr;  // [D]
   float scale = 0.0f;
+
+  // The block's K' and V in a path's own operand layout (KernelTable::pack_block), or null.
+  const void* pack = nullptr;
 };
 
 // Per-problem constants of the row pipeline.
@@ -51,6 +56,7 @@ struct RowParams {
   float softcap = 0.0f;
   int64_t head_dim = 0;
   int64_t dv_pad = 0;
+  ElemType q_type = ElemType::kFloat32, v_type = ElemType::kFloat32;  // the inputs' element types
 };
 
 // The state of one query tile across key blocks (per-thread scratch, allocated once).
@@ -71,6 +77,7 @@ struct TileState {
   uint8_t* upd = nullptr;   // [rows] scratch: whether the row's state takes this block
   uint32_t* pack_p = nullptr;  // [rows][n_pad/2] scratch of paths with bf16 pair products
   uint32_t* pack_v = nullptr;  // [n_pad/2][dv_pad] likewise
+  bool q_fresh = true;      // q was loaded since the last block: a path's packed copy is stale
 };
 
 struct KernelTable {
@@ -89,6 +96,12 @@ struct KernelTable {
   void (*store_row)(const float* o, float l, int64_t n, ElemType type, void* dst);
   // One key block for a query tile: scores, PASA shift bookkeeping, online softmax, P·V.
   void (*attend_block)(const RowParams& rp, const KvBlock& kv, TileState& t);
+  // Optional (null on paths without a packed layout): floats of one prepared block's packed copy
+  // for `p` (0: this problem takes none), and the packing of a prepared block (kt[D][n_pad],
+  // v[n_pad][dv_pad]) into `pack`, once per block, after K' and V are final.
+  int64_t (*pack_floats)(const AttentionProblem& p, int64_t n_pad, int64_t dv_pad);
+  void (*pack_block)(const AttentionProblem& p, const float* kt, const float* v, int64_t n_pad, int64_t dv_pad,
+                     float* pack);
 };
 
 // The table in use (chosen at load time).

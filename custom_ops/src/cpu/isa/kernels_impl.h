@@ -334,6 +334,14 @@ inline float RowSum(const float* s, int64_t n, const float* add, float threshold
   return V::reduce_add(acc);
 }
 
+// The fp32 value of Σ a[d]·b[d] accumulated in double (the removed shift: its rounding must not
+// depend on the length or the order of the sum).
+inline float DotF64(const float* a, const float* b, int64_t n) {
+  double acc = 0.0;
+  for (int64_t d = 0; d < n; ++d) acc += static_cast<double>(a[d]) * static_cast<double>(b[d]);
+  return static_cast<float>(acc);
+}
+
 // 1) s = round(s) in place
 template <int R>
 inline void RoundRow(float* s, int64_t n) {
@@ -437,6 +445,9 @@ struct Bf16PvProducts : FmaProducts {
 };
 #endif
 
+#if defined(PASA_PRODUCTS_HEADER)  // a path's own products, built on FmaProducts (amx.cc)
+#include PASA_PRODUCTS_HEADER
+#endif
 #if !defined(PASA_PRODUCTS)
 #define PASA_PRODUCTS FmaProducts
 #endif
@@ -444,7 +455,7 @@ using Products = PASA_PRODUCTS;
 
 template <int R>
 void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
-  const int64_t n = kv.n_pad;
+  const int64_t n = kv.n_pad, D = rp.head_dim;
   const bool paper = rp.precision == Precision::kPaper;
   const float overflow_at = R == kRoundBF16 ? BitsFloat(0x7f7f8000u) : 65520.0f;
   Products::Score(t, rp, kv);
@@ -458,27 +469,31 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
     if (rp.softcap > 0.0f)
       for (int64_t r = 0; r < n; ++r) s[r] = rp.softcap * std::tanh(s[r] / rp.softcap);
 
-    // Block row mean μ over the valid keys; half mode rounds S unless it would overflow.
-    float mu;
+    // The block's removed shift. Paper mode recovers it as the authors do, β times the row mean
+    // of the (rounded) shifted scores; half and float modes compute it directly, c·q·(α·mean),
+    // exact to fp32 for any α. Half mode rounds S unless a score would overflow.
+    float shift;
     bool round_s = false;
     if (paper) {
       RoundRow<R>(s, n);
-      mu = RoundScalar(RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count, R);
-    } else if (R != kNoRound) {
-      bool overflow = false;
-      mu = RowSum(s, n, add, overflow_at, &overflow) * kv.inv_count;
-      round_s = !overflow;
+      shift = RoundScalar(RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count, R);
     } else {
-      mu = RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count;
+      if (R != kNoRound) {
+        bool overflow = false;
+        RowSum(s, n, add, overflow_at, &overflow);
+        round_s = !overflow;
+      }
+      shift = kv.scale * DotF64(t.q + i * D, kv.mean, D);
     }
 
     // Global recovery: offsets of this block and of the running state against the new ā.
     const float abar_old = t.abar[i];
     const float nb = t.nblocks[i] + 1.0f;
-    float abar_new = abar_old + (mu - abar_old) / nb;
+    float abar_new = abar_old + (shift - abar_old) / nb;
     if (paper) abar_new = RoundScalar(abar_new, R);
-    float off_cur = rp.beta * (mu - abar_new);
-    float off_old = rp.beta * (abar_old - abar_new);
+    const float gain = paper ? rp.beta : 1.0f;
+    float off_cur = gain * (shift - abar_new);
+    float off_old = gain * (abar_old - abar_new);
     if (paper) {
       off_cur = RoundScalar(off_cur, R);
       off_old = RoundScalar(off_old, R);
@@ -644,11 +659,17 @@ inline void StoreRow(const float* o, float l, int64_t n, ElemType type, void* ds
 #define PASA_STR2(a) #a
 #define PASA_STR(a) PASA_STR2(a)
 
+#if !defined(PASA_PACK_FLOATS)  // a path with a packed block layout names its hooks
+#define PASA_PACK_FLOATS nullptr
+#define PASA_PACK_BLOCK nullptr
+#endif
+
 namespace pasa {
 const KernelTable* PASA_CAT(Kernels_, PASA_ISA_NAME)() {
   static const KernelTable table{PASA_STR(PASA_ISA_NAME), PASA_ISA_NAMESPACE::ConvertRow,
                                  PASA_ISA_NAMESPACE::ShiftTranspose, PASA_ISA_NAMESPACE::DirectKeySum,
-                                 PASA_ISA_NAMESPACE::StoreRow, PASA_ISA_NAMESPACE::AttendBlock};
+                                 PASA_ISA_NAMESPACE::StoreRow, PASA_ISA_NAMESPACE::AttendBlock,
+                                 PASA_PACK_FLOATS, PASA_PACK_BLOCK};
   return &table;
 }
 }  // namespace pasa

@@ -1,0 +1,28 @@
+// The fast tensor-core path of PasaAttention on CUDA (mma.sync, sm_80+): forward flash attention
+// with PASA's per-block key shift and a direct recovery of the removed shift. EP-neutral: no
+// onnxruntime types. See docs/cuda-kernels.md for the numerics and what it covers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+#include "../../problem/attention_problem.h"
+
+namespace pasa::cuda {
+
+// True for the cases this path handles (fp16/bf16 in `half` precision, no mask, no softcap,
+// D = Dv in {64, 80, 96, 128, 256}, inner dims contiguous and 16-byte aligned rows, ...).
+bool FlashSupports(const AttentionProblem& p);
+
+// Device scratch RunFlash needs (shifted keys, block means, split-KV partials).
+size_t FlashWorkspaceBytes(const AttentionProblem& p);
+
+// Launches the kernels on `stream` (no sync, no allocation). Returns "" on success, else a message.
+std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* workspace);
+
+// The fixed split-KV factor RunFlash uses for `p` (a function of the problem only; 1 = no split).
+int FlashNumSplits(const AttentionProblem& p);
+
+}  // namespace pasa::cuda

@@ -1,0 +1,723 @@
+// The tensor-core flash path of PasaAttention (mma.sync m16n8k16 + ldmatrix + cp.async, sm_80+).
+//
+// Three kernels, all on the caller's stream:
+//   1. ShiftKeysKernel: per PASA block of n = block_kv keys of one (batch, kv head): the fp32 mean
+//      over the valid keys (key < nonpad[b] or kv_len), kbar = α·mean, and K' = c·(K − kbar)
+//      rounded to the half type, written to the workspace (invalid keys: 0). Shared by every
+//      query tile and every query head of the GQA group.
+//   2. FlashFwdKernel: one CTA per (query tile, kv head, batch[, split]). Query rows of the CTA are
+//      the packed (position, head-of-group) pairs R = i·G + g, so the heads of a GQA group share
+//      every K'/V tile. 64-key tiles stream through shared memory, double-buffered with cp.async.
+//      Per tile: S = Q·K'ᵀ (fp32 accumulation), S rounded to the half type (a row whose tile would
+//      overflow the half type keeps fp32 scores), plus the removed shift recovered directly,
+//      off = c·(q·kbar) (one fp32 dot of length D per row and tile), online softmax in fp32,
+//      P rounded to the half type, O += P·V in fp32.
+//   3. CombineKernel (split-KV only): merges the splits' (m, l, O) in fp32.
+// docs/cuda-kernels.md has the contract; flash_selftest.cu emulates it step by step.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "flash.h"
+#include "flash_ptx.cuh"
+
+namespace pasa::cuda {
+namespace flash {
+
+constexpr int kTileN = 64;     // keys per shared-memory tile (the softmax / overflow-fallback tile)
+constexpr int kPad = 8;        // row padding of the shared tiles (halves): conflict-free ldmatrix
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct FwdParams {
+  const void* q;
+  const void* v;
+  void* y;
+  const void* kp;     // K' [B][Hkv][kv_pad][D], half type
+  const float* kbar;  // [B][Hkv][nblk][D]
+  float* part_o;      // [B][Hkv][splits][rows][D] (splits > 1)
+  float* part_ml;     // [B][Hkv][splits][rows][2]
+  const int64_t* nonpad;
+  int64_t q_sb, q_sh, q_ss, v_sb, v_sh, v_ss, y_sb, y_sh, y_ss;
+  int64_t past_len;
+  int hkv, group, q_len, kv_len, kv_pad, nblk, blk_tiles, rows, splits;
+  int causal, left, right;
+  float scale;
+};
+
+struct ShiftParams {
+  const void* k;
+  void* kp;
+  float* kbar;
+  const int64_t* nonpad;
+  int64_t k_sb, k_sh, k_ss;
+  int hkv, kv_len, kv_pad, n, d;
+  float scale, alpha;
+};
+
+__device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ int ValidLen(const int64_t* nonpad, int b, int kv_len) {
+  if (nonpad == nullptr) return kv_len;
+  const int64_t v = nonpad[b];
+  return static_cast<int>(v < 0 ? 0 : (v > kv_len ? kv_len : v));
+}
+
+// grid (nblk, Hkv, B), block kShiftGroups·D/2 threads: thread (grp, c) owns columns 2c, 2c+1 and
+// sums rows grp, grp + 8, grp + 16, ... in order; the 8 partial sums are added in group order
+// (the emulation sums in the same order: bit-identical K' and kbar).
+constexpr int kShiftGroups = 8;
+template <typename T>
+__global__ void ShiftKeysKernel(ShiftParams sp) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  __shared__ float2 part[kShiftGroups][128];
+  const int blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int half_d = sp.d / 2;
+  const int cp = threadIdx.x % half_d, grp = threadIdx.x / half_d;
+  const int c = cp * 2;
+  const int valid = ValidLen(sp.nonpad, b, sp.kv_len);
+  const int k0 = blk * sp.n;
+  const int count = max(0, min(sp.n, valid - k0));
+  const T* src = static_cast<const T*>(sp.k) + b * sp.k_sb + h * sp.k_sh + static_cast<int64_t>(k0) * sp.k_ss + c;
+  float s0 = 0.f, s1 = 0.f;
+#pragma unroll 4
+  for (int r = grp; r < count; r += kShiftGroups) {
+    const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
+    s0 += x.x;
+    s1 += x.y;
+  }
+  part[grp][cp] = make_float2(s0, s1);
+  __syncthreads();
+  s0 = 0.f;
+  s1 = 0.f;
+  for (int gi = 0; gi < kShiftGroups; ++gi) {
+    s0 += part[gi][cp].x;
+    s1 += part[gi][cp].y;
+  }
+  const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
+  const float kb0 = sp.alpha * (s0 * inv), kb1 = sp.alpha * (s1 * inv);
+  const int64_t slab = static_cast<int64_t>(b) * sp.hkv + h;
+  if (grp == 0) {
+    float* kbar = sp.kbar + (slab * (sp.kv_pad / sp.n) + blk) * sp.d;
+    kbar[c] = kb0;
+    kbar[c + 1] = kb1;
+  }
+  T2* dst = reinterpret_cast<T2*>(static_cast<T*>(sp.kp) + (slab * sp.kv_pad + k0) * sp.d + c);
+#pragma unroll 4
+  for (int r = grp; r < sp.n; r += kShiftGroups) {
+    T2 o = Tr::Pack(0.f, 0.f);
+    if (r < count) {
+      const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
+      o = Tr::Pack(sp.scale * (x.x - kb0), sp.scale * (x.y - kb1));
+    }
+    dst[static_cast<int64_t>(r) * half_d] = o;
+  }
+}
+
+// Key range [lo, hi) a query at absolute position `pos` may attend (before padding).
+struct Geometry {
+  int causal, left, right;
+  __device__ __forceinline__ bool Allowed(int pos, int key) const {
+    const int diff = pos - key;
+    if (causal && diff < 0) return false;
+    if (left >= 0 && diff > left) return false;
+    if (right >= 0 && -diff > right) return false;
+    return true;
+  }
+};
+
+// Round an fp32 score to the half type's precision, round-to-nearest-even on the bit pattern
+// (integer ALU, not the conversion unit): exact for bf16; for fp16 exact in the normal range
+// (|s| < 2^-14 keeps 11 significant bits instead of fp16's subnormal grid; |s| >= 65520 never
+// reaches here: that row uses its fp32 scores).
+template <typename T>
+__device__ __forceinline__ float RoundScore(float s);
+template <>
+__device__ __forceinline__ float RoundScore<__half>(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return __uint_as_float((u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u);
+}
+template <>
+__device__ __forceinline__ float RoundScore<__nv_bfloat16>(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
+// |s| at or above this rounds to inf in the half type.
+template <typename T>
+__device__ __forceinline__ float OverflowThreshold() {
+  return std::is_same<T, __half>::value ? 65520.f : __uint_as_float(0x7F7F8000u);
+}
+
+// MT: 16-row m-tiles per warp (2: 32 rows per warp, K/V fragments reused twice).
+template <int D, typename T, int MT>
+__global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  constexpr int LD = D + kPad;                   // halves per shared row
+  constexpr int KSTEPS = D / 16;                 // k-steps of S = Q·K'ᵀ
+  constexpr int NT_O = D / 8;                    // n-tiles of O
+  constexpr int NT_S = kTileN / 8;               // n-tiles of S
+  constexpr bool kQInRegs = MT == 1 && D <= 128;  // Q fragments kept in registers
+  constexpr int CH = D / 8;                      // 16-byte chunks per row
+
+  extern __shared__ uint4 smem_raw[];
+  const int nthreads = blockDim.x;
+  const int bm = (nthreads / 32) * 16 * MT;
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + bm * LD;
+  T* sV = sK + 2 * kTileN * LD;
+  float* sKb = reinterpret_cast<float*>(sV + 2 * kTileN * LD);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
+  const int hkv = blockIdx.y;
+  const int b = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
+  const int R0 = tile_m * bm, R1 = min(R0 + bm, p.rows);
+
+  const int valid = ValidLen(p.nonpad, b, p.kv_len);
+  const int64_t off = p.nonpad != nullptr ? static_cast<int64_t>(valid) - p.q_len : p.past_len;
+  const int64_t pos_first = R0 / p.group + off, pos_last = (R1 - 1) / p.group + off;
+  // Keys any row of the CTA may attend: [k_lo, k_hi); keys every row attends: [a_lo, a_hi).
+  int64_t k_lo = 0, k_hi = valid, a_lo = 0, a_hi = valid;
+  if (p.left >= 0) {
+    k_lo = Max64(0, pos_first - p.left);
+    a_lo = Max64(0, pos_last - p.left);
+  }
+  if (p.causal) {
+    k_hi = Min64(k_hi, pos_last + 1);
+    a_hi = Min64(a_hi, pos_first + 1);
+  }
+  if (p.right >= 0) {
+    k_hi = Min64(k_hi, pos_last + p.right + 1);
+    a_hi = Min64(a_hi, pos_first + p.right + 1);
+  }
+  int t_begin = 0, t_end = 0;
+  if (k_hi > k_lo) {
+    t_begin = static_cast<int>(k_lo / kTileN);
+    t_end = static_cast<int>((k_hi + kTileN - 1) / kTileN);
+  }
+  {
+    const int nt = t_end - t_begin, per = (nt + p.splits - 1) / p.splits;
+    const int s_begin = min(t_end, t_begin + split * per);
+    t_end = min(t_end, s_begin + per);
+    t_begin = s_begin;
+  }
+
+  const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
+  const T* qbase = static_cast<const T*>(p.q) + b * p.q_sb;
+  const T* kpbase = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
+  const T* vbase = static_cast<const T*>(p.v) + b * p.v_sb + hkv * p.v_sh;
+  const float* kbbase = p.kbar + slab * p.nblk * D;
+
+  auto load_tile = [&](int t, int buf) {
+    T* dk = sK + buf * kTileN * LD;
+    T* dv = sV + buf * kTileN * LD;
+    for (int idx = tid; idx < kTileN * CH; idx += nthreads) {
+      const int r = idx / CH, c = (idx % CH) * 8;
+      const int key = t * kTileN + r;
+      CpAsync16(SmemAddr(dk + r * LD + c), kpbase + static_cast<int64_t>(key) * D + c, 16);
+      const bool ok = key < valid;
+      const T* src = ok ? vbase + static_cast<int64_t>(key) * p.v_ss + c : vbase;
+      CpAsync16(SmemAddr(dv + r * LD + c), src, ok ? 16 : 0);
+    }
+    for (int idx = tid; idx < D / 4; idx += nthreads)
+      CpAsync16(SmemAddr(sKb + buf * D + idx * 4), kbbase + static_cast<int64_t>(t / p.blk_tiles) * D + idx * 4, 16);
+  };
+
+  if (t_begin < t_end) {
+    for (int idx = tid; idx < bm * CH; idx += nthreads) {
+      const int r = idx / CH, c = (idx % CH) * 8;
+      const int R = R0 + r;
+      const bool ok = R < R1;
+      const T* src = qbase;
+      if (ok) {
+        const int i = R / p.group, gh = R % p.group;
+        src = qbase + (static_cast<int64_t>(hkv) * p.group + gh) * p.q_sh + static_cast<int64_t>(i) * p.q_ss + c;
+      }
+      CpAsync16(SmemAddr(sQ + r * LD + c), src, ok ? 16 : 0);
+    }
+    load_tile(t_begin, 0);
+    CpAsyncCommit();
+  }
+
+  float o[MT][NT_O][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT_O; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+  float m_run[MT][2], l_run[MT][2], shift[MT][2];
+  int row_pos[MT][2];  // absolute positions (< 2^31: FlashSupports bounds the lengths)
+  const int wr0 = warp * 16 * MT;  // first row of this warp in the CTA tile
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      m_run[mt][rr] = -INFINITY;
+      l_run[mt][rr] = 0.f;
+      shift[mt][rr] = 0.f;
+      row_pos[mt][rr] = static_cast<int>((R0 + wr0 + mt * 16 + g + rr * 8) / p.group + off);
+    }
+  uint32_t qf[kQInRegs ? KSTEPS : 1][4];
+  const bool warp_active = R0 + wr0 < R1;
+  const Geometry geo{p.causal, p.left, p.right};
+  const float NEG_INF = -INFINITY;
+  const float thr = OverflowThreshold<T>();
+
+  for (int t = t_begin; t < t_end; ++t) {
+    const int buf = (t - t_begin) & 1;
+    CpAsyncWaitAll();
+    __syncthreads();
+    if (t + 1 < t_end) {
+      load_tile(t + 1, buf ^ 1);
+      CpAsyncCommit();
+    }
+    if (!warp_active) continue;
+    const T* tK = sK + buf * kTileN * LD;
+    const T* tV = sV + buf * kTileN * LD;
+    if (kQInRegs && t == t_begin) {
+#pragma unroll
+      for (int kk = 0; kk < (kQInRegs ? KSTEPS : 0); ++kk)
+        LdMatrixX4(SmemAddr(sQ + (wr0 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), qf[kk][0], qf[kk][1],
+                   qf[kk][2], qf[kk][3]);
+    }
+    // The removed shift of this tile's PASA block, per row: c·(q·kbar), quad-reduced.
+    if (t == t_begin || t % p.blk_tiles == 0) {
+      const float* kb = sKb + buf * D;
+      float acc[MT][2];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = 0.f;
+#pragma unroll
+      for (int k2 = 0; k2 < D / 8; ++k2) {
+        const int col = k2 * 8 + tq * 2;
+        const float2 kv2 = *reinterpret_cast<const float2*>(kb + col);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr) {
+            const float2 qv =
+                Tr::Unpack(*reinterpret_cast<const T2*>(sQ + (wr0 + mt * 16 + g + rr * 8) * LD + col));
+            acc[mt][rr] = fmaf(qv.x, kv2.x, acc[mt][rr]);
+            acc[mt][rr] = fmaf(qv.y, kv2.y, acc[mt][rr]);
+          }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 1);
+          acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 2);
+          shift[mt][rr] = p.scale * acc[mt][rr];
+        }
+    }
+
+    // S = Q·K'ᵀ
+    float s[MT][NT_S][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        if constexpr (kQInRegs) {
+          a[mt][0] = qf[kk][0]; a[mt][1] = qf[kk][1]; a[mt][2] = qf[kk][2]; a[mt][3] = qf[kk][3];
+        } else {
+          LdMatrixX4(SmemAddr(sQ + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[mt][0],
+                     a[mt][1], a[mt][2], a[mt][3]);
+        }
+      }
+#pragma unroll
+      for (int jj = 0; jj < NT_S / 2; ++jj) {
+        uint32_t b0, b1, b2, b3;
+        LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
+                   b0, b1, b2, b3);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          Mma16816<T>(s[mt][2 * jj], a[mt], b0, b1);
+          Mma16816<T>(s[mt][2 * jj + 1], a[mt], b2, b3);
+        }
+      }
+    }
+
+    // Mask; overflow test on the attended |S| (a row whose tile would overflow the half type
+    // keeps its fp32 scores); round S, add the shift, online softmax; P rounded for P·V.
+    const bool full = t * kTileN >= a_lo && (t + 1) * kTileN <= a_hi;
+    float amax[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float am = 0.f;
+        if (full) {
+          float t4[4];
+#pragma unroll
+          for (int q4 = 0; q4 < 4; ++q4)
+            t4[q4] = fmaxf(fmaxf(fabsf(s[mt][2 * q4][2 * rr]), fabsf(s[mt][2 * q4][2 * rr + 1])),
+                           fmaxf(fabsf(s[mt][2 * q4 + 1][2 * rr]), fabsf(s[mt][2 * q4 + 1][2 * rr + 1])));
+          am = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+        } else {
+#pragma unroll
+          for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& x = s[mt][j][2 * rr + e];
+              const int key = t * kTileN + j * 8 + tq * 2 + e;
+              if (!(key < valid && geo.Allowed(row_pos[mt][rr], key))) x = NEG_INF;
+              am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
+            }
+        }
+        amax[mt][rr] = am;
+      }
+    bool any_ovf = false;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) any_ovf |= amax[mt][0] >= thr || amax[mt][1] >= thr;
+    any_ovf = __any_sync(0xffffffffu, any_ovf);
+    bool ovf[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) ovf[mt][rr] = false;
+    if (any_ovf) {  // rare: per-row decision, quad-reduced
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          float am = amax[mt][rr];
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+          ovf[mt][rr] = am >= thr;
+        }
+    }
+    // x = round(S) + shift, and the rows' tile maxima (all rows first: independent chains).
+    float mx[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float sh = shift[mt][rr];
+        if (full && !any_ovf) {
+#pragma unroll
+          for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) s[mt][j][2 * rr + e] = RoundScore<T>(s[mt][j][2 * rr + e]) + sh;
+        } else {
+          const bool ov = ovf[mt][rr];
+#pragma unroll
+          for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& x = s[mt][j][2 * rr + e];
+              x = x == NEG_INF ? NEG_INF : (ov ? x : RoundScore<T>(x)) + sh;
+            }
+        }
+        float t4[4];
+#pragma unroll
+        for (int q4 = 0; q4 < 4; ++q4)
+          t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
+                         fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
+        mx[mt][rr] = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+      }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
+    uint32_t pf[MT][NT_S][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float m_new = fmaxf(m_run[mt][rr], mx[mt][rr]);
+        const float mL = m_new == NEG_INF ? 0.f : m_new * kLog2e;
+        const float corr = Exp2(fmaf(m_run[mt][rr], kLog2e, -mL));
+        m_run[mt][rr] = m_new;
+        float ps[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < NT_S; ++j) {
+          const T2 ph = Tr::Pack(Exp2(fmaf(s[mt][j][2 * rr], kLog2e, -mL)), Exp2(fmaf(s[mt][j][2 * rr + 1], kLog2e, -mL)));
+          const float2 pr = Tr::Unpack(ph);
+          ps[j & 3] += pr.x + pr.y;
+          pf[mt][j][rr] = AsU32(ph);
+        }
+        l_run[mt][rr] = l_run[mt][rr] * corr + ((ps[0] + ps[1]) + (ps[2] + ps[3]));
+#pragma unroll
+        for (int j = 0; j < NT_O; ++j) {
+          o[mt][j][2 * rr] *= corr;
+          o[mt][j][2 * rr + 1] *= corr;
+        }
+      }
+
+    // O += P·V
+#pragma unroll
+    for (int kk = 0; kk < kTileN / 16; ++kk) {
+#pragma unroll
+      for (int jj = 0; jj < NT_O / 2; ++jj) {
+        uint32_t b0, b1, b2, b3;
+        LdMatrixX4Trans(SmemAddr(tV + (kk * 16 + (lane & 15)) * LD + jj * 16 + (lane >> 4) * 8), b0, b1, b2, b3);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint32_t a[4] = {pf[mt][2 * kk][0], pf[mt][2 * kk][1], pf[mt][2 * kk + 1][0], pf[mt][2 * kk + 1][1]};
+          Mma16816<T>(o[mt][2 * jj], a, b0, b1);
+          Mma16816<T>(o[mt][2 * jj + 1], a, b2, b3);
+        }
+      }
+    }
+  }
+
+  if (!warp_active) return;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float l = l_run[mt][rr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const int R = R0 + wr0 + mt * 16 + g + rr * 8;
+      if (R >= R1) continue;
+      if (p.splits == 1) {
+        const float inv = l != 0.f ? 1.0f / l : 0.f;
+        const int i = R / p.group, gh = R % p.group;
+        T* y = static_cast<T*>(p.y) + b * p.y_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.y_sh +
+               static_cast<int64_t>(i) * p.y_ss;
+#pragma unroll
+        for (int j = 0; j < NT_O; ++j)
+          *reinterpret_cast<T2*>(y + j * 8 + tq * 2) = Tr::Pack(o[mt][j][2 * rr] * inv, o[mt][j][2 * rr + 1] * inv);
+      } else {
+        const int64_t prow = (slab * p.splits + split) * p.rows + R;
+        float* po = p.part_o + prow * D;
+#pragma unroll
+        for (int j = 0; j < NT_O; ++j)
+          *reinterpret_cast<float2*>(po + j * 8 + tq * 2) = make_float2(o[mt][j][2 * rr], o[mt][j][2 * rr + 1]);
+        if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m_run[mt][rr], l);
+      }
+    }
+}
+
+// grid (rows, Hkv, B), block D/2 threads: merges the splits' (m, l, O) of one row in fp32.
+template <typename T>
+__global__ void CombineKernel(FwdParams p, int d) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  const int R = blockIdx.x, hkv = blockIdx.y, b = blockIdx.z;
+  const int c = threadIdx.x * 2;
+  if (c >= d) return;
+  const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
+  float mmax = -INFINITY;
+  for (int s = 0; s < p.splits; ++s) mmax = fmaxf(mmax, p.part_ml[((slab * p.splits + s) * p.rows + R) * 2]);
+  const float mL = mmax == -INFINITY ? 0.f : mmax * kLog2e;
+  float l = 0.f, o0 = 0.f, o1 = 0.f;
+  for (int s = 0; s < p.splits; ++s) {
+    const int64_t prow = (slab * p.splits + s) * p.rows + R;
+    const float2 ml = *reinterpret_cast<const float2*>(p.part_ml + prow * 2);
+    const float w = Exp2(fmaf(ml.x, kLog2e, -mL));
+    l += w * ml.y;
+    const float2 ov = *reinterpret_cast<const float2*>(p.part_o + prow * d + c);
+    o0 += w * ov.x;
+    o1 += w * ov.y;
+  }
+  const float inv = l != 0.f ? 1.0f / l : 0.f;
+  const int i = R / p.group, gh = R % p.group;
+  T* y = static_cast<T*>(p.y) + b * p.y_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.y_sh +
+         static_cast<int64_t>(i) * p.y_ss;
+  *reinterpret_cast<T2*>(y + c) = Tr::Pack(o0 * inv, o1 * inv);
+}
+
+// ---- host side ----
+
+// Kernel shape, a function of the problem only: 4 warps; 32 rows per warp (MT = 2) for
+// D <= 128 with more than 64 packed query rows, else 16 (D = 256, decode).
+constexpr int kWarps = 4;
+int MTiles(const AttentionProblem& p) {
+  const int64_t rows = p.q_len * (p.q_heads / std::max<int64_t>(1, p.kv_heads));
+  return (p.head_dim <= 128 && rows > 64) ? 2 : 1;
+}
+int BlockM(const AttentionProblem& p) { return 16 * kWarps * MTiles(p); }
+
+size_t SmemBytes(int d, int bm) {
+  return static_cast<size_t>(bm + 4 * kTileN) * (d + kPad) * 2 + 2 * d * sizeof(float);
+}
+
+struct Layout {
+  int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0;
+  int splits = 1;
+  size_t off_kbar = 0, off_po = 0, off_ml = 0, total = 0;
+};
+
+size_t Align256(size_t x) { return (x + 255) / 256 * 256; }
+
+Layout MakeLayout(const AttentionProblem& p) {
+  Layout L;
+  const int64_t n = p.block_kv;
+  L.nblk = (p.kv_len + n - 1) / n;
+  L.kv_pad = L.nblk * n;
+  const int64_t group = p.q_heads / p.kv_heads;
+  L.rows = p.q_len * group;
+  const int bm = BlockM(p);
+  L.q_tiles = (L.rows + bm - 1) / bm;
+  // Fixed split-KV factor, a function of the problem only (never of the device): aim at >= 256
+  // CTAs, with at least 4 key tiles per split and at most 64 splits.
+  const int64_t base = L.q_tiles * p.kv_heads * p.batch;
+  const int64_t kv_tiles = (p.kv_len + kTileN - 1) / kTileN;
+  int64_t s = 1;
+  if (base < 128 && kv_tiles >= 8) s = std::min<int64_t>({(256 + base - 1) / base, kv_tiles / 4, 64});
+  L.splits = static_cast<int>(std::max<int64_t>(1, s));
+  const size_t es = 2;
+  const int64_t slabs = p.batch * p.kv_heads;
+  size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
+  L.off_kbar = off;
+  off += Align256(static_cast<size_t>(slabs * L.nblk * p.head_dim) * sizeof(float));
+  if (L.splits > 1) {
+    L.off_po = off;
+    off += Align256(static_cast<size_t>(slabs * L.splits * L.rows * p.head_dim) * sizeof(float));
+    L.off_ml = off;
+    off += Align256(static_cast<size_t>(slabs * L.splits * L.rows * 2) * sizeof(float));
+  }
+  L.total = off;
+  return L;
+}
+
+bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
+
+int MaxSmemOptin() {
+  int dev = 0, v = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  return v;
+}
+
+template <int D, typename T, int MT>
+std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
+  char* w = static_cast<char*>(ws);
+  if (p.kv_len > 0) {
+    ShiftParams sp{};
+    sp.k = p.k.data;
+    sp.kp = w;
+    sp.kbar = reinterpret_cast<float*>(w + L.off_kbar);
+    sp.nonpad = p.nonpad_kv_seqlen;
+    sp.k_sb = p.k.stride[0];
+    sp.k_sh = p.k.stride[1];
+    sp.k_ss = p.k.stride[2];
+    sp.hkv = static_cast<int>(p.kv_heads);
+    sp.kv_len = static_cast<int>(p.kv_len);
+    sp.kv_pad = static_cast<int>(L.kv_pad);
+    sp.n = static_cast<int>(p.block_kv);
+    sp.d = D;
+    sp.scale = p.scale;
+    sp.alpha = p.alpha;
+    ShiftKeysKernel<T><<<dim3(static_cast<unsigned>(L.nblk), static_cast<unsigned>(p.kv_heads),
+                             static_cast<unsigned>(p.batch)),
+                         kShiftGroups * D / 2, 0, stream>>>(sp);
+  }
+  FwdParams fp{};
+  fp.q = p.q.data;
+  fp.v = p.v.data;
+  fp.y = p.y;
+  fp.kp = w;
+  fp.kbar = reinterpret_cast<const float*>(w + L.off_kbar);
+  fp.part_o = L.splits > 1 ? reinterpret_cast<float*>(w + L.off_po) : nullptr;
+  fp.part_ml = L.splits > 1 ? reinterpret_cast<float*>(w + L.off_ml) : nullptr;
+  fp.nonpad = p.nonpad_kv_seqlen;
+  fp.q_sb = p.q.stride[0];
+  fp.q_sh = p.q.stride[1];
+  fp.q_ss = p.q.stride[2];
+  fp.v_sb = p.v.stride[0];
+  fp.v_sh = p.v.stride[1];
+  fp.v_ss = p.v.stride[2];
+  fp.y_sb = p.y_stride[0];
+  fp.y_sh = p.y_stride[1];
+  fp.y_ss = p.y_stride[2];
+  fp.past_len = p.past_len;
+  fp.hkv = static_cast<int>(p.kv_heads);
+  fp.group = static_cast<int>(p.q_heads / p.kv_heads);
+  fp.q_len = static_cast<int>(p.q_len);
+  fp.kv_len = static_cast<int>(p.kv_len);
+  fp.kv_pad = static_cast<int>(L.kv_pad);
+  fp.nblk = static_cast<int>(L.nblk);
+  fp.blk_tiles = static_cast<int>(p.block_kv / kTileN);
+  fp.rows = static_cast<int>(L.rows);
+  fp.splits = L.splits;
+  fp.causal = p.causal ? 1 : 0;
+  fp.left = static_cast<int>(p.left_window);
+  fp.right = static_cast<int>(p.right_window);
+  fp.scale = p.scale;
+  const size_t smem = SmemBytes(D, 16 * kWarps * MT);
+  cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem));
+  if (e != cudaSuccess) return std::string("flash: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
+  FlashFwdKernel<D, T, MT><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(p.kv_heads),
+                                  static_cast<unsigned>(p.batch * L.splits)),
+                             32 * kWarps, smem, stream>>>(fp);
+  if (L.splits > 1)
+    CombineKernel<T><<<dim3(static_cast<unsigned>(L.rows), static_cast<unsigned>(p.kv_heads),
+                            static_cast<unsigned>(p.batch)),
+                       D / 2, 0, stream>>>(fp, D);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return std::string("flash: launch: ") + cudaGetErrorString(e);
+  return "";
+}
+
+template <typename T>
+std::string LaunchD(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
+  const bool two = MTiles(p) == 2;
+  switch (p.head_dim) {
+    case 64: return two ? Launch<64, T, 2>(p, L, stream, ws) : Launch<64, T, 1>(p, L, stream, ws);
+    case 80: return two ? Launch<80, T, 2>(p, L, stream, ws) : Launch<80, T, 1>(p, L, stream, ws);
+    case 96: return two ? Launch<96, T, 2>(p, L, stream, ws) : Launch<96, T, 1>(p, L, stream, ws);
+    case 128: return two ? Launch<128, T, 2>(p, L, stream, ws) : Launch<128, T, 1>(p, L, stream, ws);
+    case 256: return Launch<256, T, 1>(p, L, stream, ws);
+    default: return "flash: unsupported head size " + std::to_string(p.head_dim);
+  }
+}
+
+}  // namespace flash
+
+bool FlashSupports(const AttentionProblem& p) {
+  using flash::Aligned16;
+  if (p.precision != Precision::kHalf) return false;
+  if (p.q.type != ElemType::kFloat16 && p.q.type != ElemType::kBFloat16) return false;
+  if (p.k.type != p.q.type || p.v.type != p.q.type || p.half_type != p.q.type) return false;
+  if (p.mask.kind != MaskKind::kNone || p.softcap > 0.f) return false;
+  const int64_t d = p.head_dim;
+  if (d != 64 && d != 80 && d != 96 && d != 128 && d != 256) return false;
+  if (p.v_head_dim != d) return false;
+  if (p.batch <= 0 || p.q_heads <= 0 || p.kv_heads <= 0 || p.q_heads % p.kv_heads != 0) return false;
+  if (p.q_len < 0 || p.kv_len < 0 || p.block_kv <= 0 || p.block_kv % flash::kTileN != 0) return false;
+  if (p.batch > 65535 || p.kv_heads > 65535) return false;
+  const int64_t lim = int64_t{1} << 30;
+  if (p.q_len * (p.q_heads / p.kv_heads) >= lim || p.kv_len >= lim) return false;
+  if (p.left_window >= lim || p.right_window >= lim) return false;
+  for (const TensorView* t : {&p.q, &p.k, &p.v}) {
+    if (t->stride[3] != 1 || !Aligned16(t->data)) return false;
+    for (int i = 0; i < 3; ++i)
+      if (t->stride[i] % 8 != 0) return false;
+  }
+  if (p.y_stride[3] != 1 || (reinterpret_cast<uintptr_t>(p.y) & 3u) != 0) return false;
+  for (int i = 0; i < 3; ++i)
+    if (p.y_stride[i] % 2 != 0) return false;
+  if (static_cast<int>(flash::SmemBytes(static_cast<int>(d), flash::BlockM(p))) > flash::MaxSmemOptin()) return false;
+  const flash::Layout L = flash::MakeLayout(p);
+  if (L.q_tiles > 0x7fffffff || p.batch * L.splits > 65535) return false;
+  return true;
+}
+
+size_t FlashWorkspaceBytes(const AttentionProblem& p) { return flash::MakeLayout(p).total; }
+
+int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).splits; }
+
+std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* workspace) {
+  if (!FlashSupports(p)) return "flash: problem not supported by the flash path";
+  if (p.batch == 0 || p.q_len == 0) return "";
+  const flash::Layout L = flash::MakeLayout(p);
+  if (p.q.type == ElemType::kFloat16) return flash::LaunchD<__half>(p, L, stream, workspace);
+  return flash::LaunchD<__nv_bfloat16>(p, L, stream, workspace);
+}
+
+}  // namespace pasa::cuda

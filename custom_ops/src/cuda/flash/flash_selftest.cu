@@ -1,0 +1,738 @@
+// Standalone harness of the flash path: random problems, RunFlash on the GPU, compared against a
+// float64 attention (ONNX semantics) and against a step-by-step CPU emulation of the flash
+// pipeline (same rounding points; docs/cuda-kernels.md), plus cudaEvent timings (medians).
+//
+// Build (no GPU needed):
+//   nvcc -std=c++17 -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+//        -Xcompiler -fopenmp custom_ops/src/cuda/flash/flash_selftest.cu
+//        custom_ops/src/cuda/flash/flash_fwd.cu -o flash_selftest
+// Run:  ./flash_selftest [check|paper|bench|quick]...   (default: check paper bench)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "flash.h"
+
+namespace {
+
+using pasa::AttentionProblem;
+using pasa::ElemType;
+
+#define CK(x)                                                                              \
+  do {                                                                                     \
+    cudaError_t e_ = (x);                                                                  \
+    if (e_ != cudaSuccess) {                                                               \
+      std::fprintf(stderr, "CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(1);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+// ---- host half types (round to nearest even) ----
+uint16_t F2H(float f, bool bf) {
+  if (bf) {
+    const __nv_bfloat16_raw r = static_cast<__nv_bfloat16_raw>(__float2bfloat16_rn(f));
+    return r.x;
+  }
+  const __half_raw r = static_cast<__half_raw>(__float2half_rn(f));
+  return r.x;
+}
+float H2F(uint16_t u, bool bf) {
+  if (bf) {
+    uint32_t x = static_cast<uint32_t>(u) << 16;
+    float f;
+    std::memcpy(&f, &x, 4);
+    return f;
+  }
+  __half_raw r;
+  r.x = u;
+  return __half2float(__half(r));
+}
+float Rnd(float f, bool bf) { return H2F(F2H(f, bf), bf); }
+
+// The kernel's score rounding: round-to-nearest-even on the fp32 bit pattern to the half type's
+// significand (fp16: 11 bits, no subnormal grid; bf16: exact), see RoundScore in flash_fwd.cu.
+float RoundScore(float s, bool bf) {
+  uint32_t u;
+  std::memcpy(&u, &s, 4);
+  u = bf ? (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u : (u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+float OverflowThreshold(bool bf) {
+  const uint32_t u = 0x7F7F8000u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return bf ? f : 65520.f;
+}
+
+struct Case {
+  std::string name;
+  int B = 1, Hq = 8, Hkv = 8, Sq = 256, Skv = 256, D = 128;
+  bool bf = false, causal = false, layout3d = false, packed = false;
+  int left = -1, right = -1, past = 0;
+  std::vector<int64_t> nonpad;  // empty: none
+  int dist = 0;                 // 0 normal(mean, amp); 1 paper uniform; 2 paper normal+spikes
+  float mean = 0.f, amp = 1.f;
+  float kmean = 0.f;            // extra shared offset added to K (O1-like stress)
+  int block_kv = 128;
+  float alpha = -1.f;           // <0: default for the type
+  bool poison = false;          // ±inf / huge values in keys and values beyond nonpad
+  bool fast_fill = false;       // timing only: cheap uniform(-1, 1) inputs
+  unsigned seed = 1;
+};
+
+struct Tensor {
+  std::vector<uint16_t> h;  // storage
+  int64_t stride[4];
+  int64_t offset = 0;
+};
+
+struct Result {
+  double rel_rmse = 0, max_abs = 0, emu_max = 0, emu_rmse = 0, emu_rel_rmse = 0, y_rms = 0;
+  long nonfinite = 0, emu_bad = 0;
+  int splits = 1;
+};
+
+void MakeInputs(const Case& c, std::vector<uint16_t>& buf, Tensor& q, Tensor& k, Tensor& v) {
+  std::mt19937_64 rng(c.seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_real_distribution<float> ud(0.f, 1.f);
+  uint64_t lcg = c.seed * 0x9E3779B97F4A7C15ull + 1;
+  auto draw = [&](float extra) {
+    float x;
+    if (c.fast_fill) {
+      lcg = lcg * 6364136223846793005ull + 1442695040888963407ull;
+      return Rnd(static_cast<float>(static_cast<int32_t>(lcg >> 32)) * 4.6566e-10f + extra, c.bf);
+    }
+    if (c.dist == 1) x = (ud(rng) - 0.5f) * 2.f * c.amp + c.mean;
+    else if (c.dist == 2) x = nd(rng) + c.mean + (ud(rng) < 0.001f ? nd(rng) * c.amp : 0.f);
+    else x = c.mean + c.amp * nd(rng);
+    return Rnd(x + extra, c.bf);
+  };
+  const int64_t D = c.D;
+  if (c.packed) {  // one [B, S, 3, H, D] buffer (Hq == Hkv, Sq == Skv)
+    const int64_t H = c.Hq, S = c.Sq;
+    buf.assign(static_cast<size_t>(c.B * S * 3 * H * D), 0);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t w = 0; w < 3; ++w)
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t d = 0; d < D; ++d)
+              buf[static_cast<size_t>((((b * S + s) * 3 + w) * H + h) * D + d)] =
+                  F2H(draw(w == 1 ? c.kmean : 0.f), c.bf);
+    for (Tensor* t : {&q, &k, &v}) {
+      t->stride[0] = S * 3 * H * D;
+      t->stride[1] = D;
+      t->stride[2] = 3 * H * D;
+      t->stride[3] = 1;
+    }
+    q.offset = 0;
+    k.offset = H * D;
+    v.offset = 2 * H * D;
+    return;
+  }
+  auto fill = [&](Tensor& t, int H, int S, float extra) {
+    t.h.resize(static_cast<size_t>(c.B) * H * S * D);
+    for (auto& x : t.h) x = F2H(draw(extra), c.bf);
+    if (c.layout3d) {
+      t.stride[0] = int64_t{S} * H * D;
+      t.stride[1] = D;
+      t.stride[2] = int64_t{H} * D;
+    } else {
+      t.stride[0] = int64_t{H} * S * D;
+      t.stride[1] = int64_t{S} * D;
+      t.stride[2] = D;
+    }
+    t.stride[3] = 1;
+  };
+  fill(q, c.Hq, c.Sq, 0.f);
+  fill(k, c.Hkv, c.Skv, c.kmean);
+  fill(v, c.Hkv, c.Skv, 0.f);
+  if (c.poison && !c.nonpad.empty()) {
+    for (int b = 0; b < c.B; ++b)
+      for (int h = 0; h < c.Hkv; ++h)
+        for (int64_t s = c.nonpad[static_cast<size_t>(b)]; s < c.Skv; ++s)
+          for (int64_t d = 0; d < D; ++d) {
+            const size_t ik = static_cast<size_t>(b * k.stride[0] + h * k.stride[1] + s * k.stride[2] + d);
+            k.h[ik] = F2H((s + d) % 2 ? INFINITY : -INFINITY, c.bf);
+            v.h[ik] = F2H((s % 3) ? INFINITY : 6e4f, c.bf);
+          }
+  }
+}
+
+float At(const std::vector<uint16_t>& buf, const Tensor& t, bool bf, int64_t b, int64_t h, int64_t s, int64_t d) {
+  const std::vector<uint16_t>& src = t.h.empty() ? buf : t.h;
+  return H2F(src[static_cast<size_t>(t.offset + b * t.stride[0] + h * t.stride[1] + s * t.stride[2] + d)], bf);
+}
+
+struct Geo {
+  bool causal;
+  int left, right;
+  bool Allowed(int64_t pos, int64_t key) const {
+    const int64_t diff = pos - key;
+    if (causal && diff < 0) return false;
+    if (left >= 0 && diff > left) return false;
+    if (right >= 0 && -diff > right) return false;
+    return true;
+  }
+};
+
+// The CTA row tiling and split boundaries of the kernel (copied logic, see flash_fwd.cu).
+struct CtaRange {
+  int t_begin, t_end;
+};
+CtaRange KernelRange(const Case& c, const AttentionProblem& p, int bm, int splits, int tile_m, int split,
+                     int64_t valid, int64_t off) {
+  const int group = c.Hq / c.Hkv;
+  const int rows = c.Sq * group;
+  const int R0 = tile_m * bm, R1 = std::min(R0 + bm, rows);
+  const int64_t pos_first = R0 / group + off, pos_last = (R1 - 1) / group + off;
+  int64_t k_lo = 0, k_hi = valid;
+  if (p.left_window >= 0) k_lo = std::max<int64_t>(0, pos_first - p.left_window);
+  if (p.causal) k_hi = std::min<int64_t>(k_hi, pos_last + 1);
+  if (p.right_window >= 0) k_hi = std::min<int64_t>(k_hi, pos_last + p.right_window + 1);
+  int tb = 0, te = 0;
+  if (k_hi > k_lo) {
+    tb = static_cast<int>(k_lo / 64);
+    te = static_cast<int>((k_hi + 63) / 64);
+  }
+  const int nt = te - tb, per = (nt + splits - 1) / splits;
+  const int sb = std::min(te, tb + split * per);
+  return {sb, std::min(te, sb + per)};
+}
+
+struct Run {
+  Case c;
+  AttentionProblem p;
+  std::vector<uint16_t> packed;
+  Tensor q, k, v;
+  std::vector<uint16_t> y;  // [B,Hq,Sq,D] contiguous or 3-D as the case says
+  int64_t y_stride[4];
+};
+
+float Alpha(const Case& c) { return c.alpha >= 0.f ? c.alpha : (c.bf ? 0.9689939f : 0.9375f); }
+
+void Setup(Run& r) {
+  const Case& c = r.c;
+  MakeInputs(c, r.packed, r.q, r.k, r.v);
+  AttentionProblem& p = r.p;
+  p.batch = c.B;
+  p.q_heads = c.Hq;
+  p.kv_heads = c.Hkv;
+  p.q_len = c.Sq;
+  p.kv_len = c.Skv;
+  p.head_dim = p.v_head_dim = c.D;
+  const ElemType et = c.bf ? ElemType::kBFloat16 : ElemType::kFloat16;
+  for (pasa::TensorView* t : {&p.q, &p.k, &p.v}) t->type = et;
+  p.half_type = et;
+  std::memcpy(p.q.stride, r.q.stride, sizeof(r.q.stride));
+  std::memcpy(p.k.stride, r.k.stride, sizeof(r.k.stride));
+  std::memcpy(p.v.stride, r.v.stride, sizeof(r.v.stride));
+  if (c.layout3d || c.packed) {
+    r.y_stride[0] = int64_t{c.Sq} * c.Hq * c.D;
+    r.y_stride[1] = c.D;
+    r.y_stride[2] = int64_t{c.Hq} * c.D;
+  } else {
+    r.y_stride[0] = int64_t{c.Hq} * c.Sq * c.D;
+    r.y_stride[1] = int64_t{c.Sq} * c.D;
+    r.y_stride[2] = c.D;
+  }
+  r.y_stride[3] = 1;
+  std::memcpy(p.y_stride, r.y_stride, sizeof(r.y_stride));
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.D));
+  p.causal = c.causal;
+  p.left_window = c.left;
+  p.right_window = c.right;
+  p.past_len = c.past;
+  p.precision = pasa::Precision::kHalf;
+  p.alpha = Alpha(c);
+  p.block_kv = c.block_kv;
+}
+
+// float64 attention with ONNX semantics.
+void Golden(const Run& r, std::vector<double>& out) {
+  const Case& c = r.c;
+  const AttentionProblem& p = r.p;
+  const int group = c.Hq / c.Hkv;
+  out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * c.D, 0.0);
+  const Geo geo{c.causal, c.left, c.right};
+#pragma omp parallel for collapse(2) schedule(dynamic)
+  for (int b = 0; b < c.B; ++b)
+    for (int hq = 0; hq < c.Hq; ++hq) {
+      const int64_t valid = c.nonpad.empty() ? c.Skv : std::min<int64_t>(c.Skv, c.nonpad[static_cast<size_t>(b)]);
+      const int64_t off = c.nonpad.empty() ? c.past : valid - c.Sq;
+      const int hk = hq / group;
+      std::vector<double> sc(static_cast<size_t>(c.Skv)), qd(static_cast<size_t>(c.D));
+      for (int i = 0; i < c.Sq; ++i) {
+        for (int d = 0; d < c.D; ++d) qd[static_cast<size_t>(d)] = At(r.packed, r.q, c.bf, b, hq, i, d);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < c.Skv; ++j) {
+          if (j >= valid || !geo.Allowed(i + off, j)) {
+            sc[static_cast<size_t>(j)] = -INFINITY;
+            continue;
+          }
+          double s = 0;
+          for (int d = 0; d < c.D; ++d) s += qd[static_cast<size_t>(d)] * At(r.packed, r.k, c.bf, b, hk, j, d);
+          s *= p.scale;
+          sc[static_cast<size_t>(j)] = s;
+          mx = std::max(mx, s);
+        }
+        double den = 0;
+        std::vector<double> o(static_cast<size_t>(c.D), 0.0);
+        if (mx != -INFINITY) {
+          for (int64_t j = 0; j < c.Skv; ++j) {
+            if (sc[static_cast<size_t>(j)] == -INFINITY) continue;
+            const double e = std::exp(sc[static_cast<size_t>(j)] - mx);
+            den += e;
+            for (int d = 0; d < c.D; ++d) o[static_cast<size_t>(d)] += e * At(r.packed, r.v, c.bf, b, hk, j, d);
+          }
+        }
+        for (int d = 0; d < c.D; ++d)
+          out[static_cast<size_t>(((int64_t{b} * c.Hq + hq) * c.Sq + i) * c.D + d)] =
+              den > 0 ? o[static_cast<size_t>(d)] / den : 0.0;
+      }
+    }
+}
+
+// Step-by-step CPU emulation of the flash pipeline (flash_fwd.cu): block shift, K' rounded,
+// fp32 scores, S rounded (per-row tile fallback), direct shift, exp2 online softmax, P rounded,
+// split-KV combine. Matrix products are accumulated in double and rounded to fp32 once (the
+// tensor cores' accumulation order is not specified); everything else is fp32 in kernel order.
+void Emulate(const Run& r, std::vector<float>& out) {
+  const Case& c = r.c;
+  const AttentionProblem& p = r.p;
+  const bool bf = c.bf;
+  const int group = c.Hq / c.Hkv, D = c.D, n = c.block_kv;
+  const int rows = c.Sq * group;
+  const int bm = (D <= 128 && rows > 64) ? 128 : 64;  // the kernel's CTA rows (flash_fwd.cu)
+  const int q_tiles = (rows + bm - 1) / bm;
+  const int splits = pasa::cuda::FlashNumSplits(p);
+  const int nblk = (c.Skv + n - 1) / n, blk_tiles = n / 64;
+  const float L2E = 1.4426950408889634f, scale = p.scale, alpha = p.alpha;
+  const Geo geo{c.causal, c.left, c.right};
+  out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
+  for (int b = 0; b < c.B; ++b)
+    for (int hk = 0; hk < c.Hkv; ++hk) {
+      const int64_t valid = c.nonpad.empty()
+                                ? c.Skv
+                                : std::max<int64_t>(0, std::min<int64_t>(c.Skv, c.nonpad[static_cast<size_t>(b)]));
+      const int64_t off = c.nonpad.empty() ? c.past : valid - c.Sq;
+      // shift pass
+      std::vector<float> kbar(static_cast<size_t>(nblk) * D), kp(static_cast<size_t>(nblk) * n * D, 0.f);
+      std::vector<float> vv(static_cast<size_t>(nblk) * n * D, 0.f);
+      for (int blk = 0; blk < nblk; ++blk) {
+        const int count = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(n, valid - int64_t{blk} * n)));
+        const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
+        for (int d = 0; d < D; ++d) {
+          float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // the kernel's 8 row groups
+          for (int j = 0; j < count; ++j) part[j % 8] += At(r.packed, r.k, bf, b, hk, blk * n + j, d);
+          float s = 0.f;
+          for (float x : part) s += x;
+          const float kb = alpha * (s * inv);
+          kbar[static_cast<size_t>(blk * D + d)] = kb;
+          for (int j = 0; j < count; ++j) {
+            const size_t ix = static_cast<size_t>((blk * n + j) * D + d);
+            kp[ix] = Rnd(scale * (At(r.packed, r.k, bf, b, hk, blk * n + j, d) - kb), bf);
+            vv[ix] = At(r.packed, r.v, bf, b, hk, blk * n + j, d);
+          }
+        }
+      }
+      (void)q_tiles;
+#pragma omp parallel for schedule(dynamic, 4)
+      for (int R = 0; R < rows; ++R) {
+          std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),
+              pl(static_cast<size_t>(splits)), qv(static_cast<size_t>(D)), s(64), x(64), o(static_cast<size_t>(D));
+          std::vector<double> pv(static_cast<size_t>(D));
+          const int tm = R / bm;
+          const int i = R / group, hq = hk * group + R % group;
+          const int64_t pos = i + off;
+          for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, bf, b, hq, i, d);
+          for (int sp = 0; sp < splits; ++sp) {
+            const CtaRange cr = KernelRange(c, p, bm, splits, tm, sp, valid, off);
+            float m = -INFINITY, l = 0.f, shift = 0.f;
+            std::fill(o.begin(), o.end(), 0.f);
+            for (int t = cr.t_begin; t < cr.t_end; ++t) {
+              if (t == cr.t_begin || t % blk_tiles == 0) {
+                const float* kb = &kbar[static_cast<size_t>((t / blk_tiles) * D)];
+                float part[4];
+                for (int tq = 0; tq < 4; ++tq) {
+                  float acc = 0.f;
+                  for (int k2 = 0; k2 < D / 8; ++k2) {
+                    const int col = k2 * 8 + tq * 2;
+                    acc = std::fma(qv[static_cast<size_t>(col)], kb[col], acc);
+                    acc = std::fma(qv[static_cast<size_t>(col + 1)], kb[col + 1], acc);
+                  }
+                  part[tq] = acc;
+                }
+                shift = scale * ((part[0] + part[1]) + (part[2] + part[3]));
+              }
+              bool ovf = false;
+              for (int j = 0; j < 64; ++j) {
+                const int key = t * 64 + j;
+                double acc = 0;
+                for (int d = 0; d < D; ++d)
+                  acc += static_cast<double>(qv[static_cast<size_t>(d)]) * kp[static_cast<size_t>(key) * D + d];
+                s[static_cast<size_t>(j)] = static_cast<float>(acc);
+                const bool ok = key < valid && geo.Allowed(pos, key);
+                x[static_cast<size_t>(j)] = ok ? 0.f : -INFINITY;
+                if (ok && std::fabs(s[static_cast<size_t>(j)]) >= OverflowThreshold(bf)) ovf = true;
+              }
+              float mx = -INFINITY;
+              for (int j = 0; j < 64; ++j) {
+                float& xj = x[static_cast<size_t>(j)];
+                if (xj == -INFINITY) continue;
+                const float sj = s[static_cast<size_t>(j)];
+                xj = (ovf ? sj : RoundScore(sj, bf)) + shift;
+                mx = std::max(mx, xj);
+              }
+              const float m_new = std::max(m, mx);
+              const float mL = m_new == -INFINITY ? 0.f : m_new * L2E;
+              const float corr = std::exp2(std::fma(m, L2E, -mL));
+              m = m_new;
+              float psum = 0.f;
+              std::fill(pv.begin(), pv.end(), 0.0);
+              for (int j = 0; j < 64; ++j) {
+                const float pj = Rnd(std::exp2(std::fma(x[static_cast<size_t>(j)], L2E, -mL)), bf);
+                psum += pj;
+                if (pj != 0.f)
+                  for (int d = 0; d < D; ++d) pv[static_cast<size_t>(d)] += static_cast<double>(pj) * vv[static_cast<size_t>((t * 64 + j) * D + d)];
+              }
+              l = l * corr + psum;
+              for (int d = 0; d < D; ++d)
+                o[static_cast<size_t>(d)] = static_cast<float>(static_cast<double>(o[static_cast<size_t>(d)] * corr) + pv[static_cast<size_t>(d)]);
+            }
+            pm[static_cast<size_t>(sp)] = m;
+            pl[static_cast<size_t>(sp)] = l;
+            std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
+          }
+          float* y = &out[static_cast<size_t>(((int64_t{b} * c.Hq + hq) * c.Sq + i) * D)];
+          if (splits == 1) {
+            const float inv = pl[0] != 0.f ? 1.0f / pl[0] : 0.f;
+            for (int d = 0; d < D; ++d) y[d] = Rnd(po[static_cast<size_t>(d)] * inv, bf);
+          } else {
+            float mmax = -INFINITY;
+            for (int sp = 0; sp < splits; ++sp) mmax = std::max(mmax, pm[static_cast<size_t>(sp)]);
+            const float mL = mmax == -INFINITY ? 0.f : mmax * L2E;
+            float l = 0.f;
+            std::vector<float> acc(static_cast<size_t>(D), 0.f);
+            for (int sp = 0; sp < splits; ++sp) {
+              const float w = std::exp2(std::fma(pm[static_cast<size_t>(sp)], L2E, -mL));
+              l += w * pl[static_cast<size_t>(sp)];
+              for (int d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w * po[static_cast<size_t>(sp * D + d)];
+            }
+            const float inv = l != 0.f ? 1.0f / l : 0.f;
+            for (int d = 0; d < D; ++d) y[d] = Rnd(acc[static_cast<size_t>(d)] * inv, bf);
+          }
+        }
+    }
+}
+
+struct Dev {
+  void* q = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
+  void* buf = nullptr;
+  void* y = nullptr;
+  void* ws = nullptr;
+  int64_t* nonpad = nullptr;
+  size_t y_elems = 0;
+  ~Dev() {
+    for (void* ptr : {q, k, v, buf, y, ws, static_cast<void*>(nonpad)})
+      if (ptr) cudaFree(ptr);
+  }
+};
+
+void Upload(Run& r, Dev& dv) {
+  const Case& c = r.c;
+  auto up = [](const std::vector<uint16_t>& h, void** d) {
+    CK(cudaMalloc(d, h.size() * 2));
+    CK(cudaMemcpy(*d, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+  };
+  if (c.packed) {
+    up(r.packed, &dv.buf);
+    r.p.q.data = static_cast<uint16_t*>(dv.buf) + r.q.offset;
+    r.p.k.data = static_cast<uint16_t*>(dv.buf) + r.k.offset;
+    r.p.v.data = static_cast<uint16_t*>(dv.buf) + r.v.offset;
+  } else {
+    up(r.q.h, &dv.q);
+    up(r.k.h, &dv.k);
+    up(r.v.h, &dv.v);
+    r.p.q.data = dv.q;
+    r.p.k.data = dv.k;
+    r.p.v.data = dv.v;
+  }
+  dv.y_elems = static_cast<size_t>(c.B) * c.Hq * c.Sq * c.D;
+  CK(cudaMalloc(&dv.y, dv.y_elems * 2));
+  CK(cudaMemset(dv.y, 0xff, dv.y_elems * 2));  // NaN pattern: unwritten outputs show
+  r.p.y = dv.y;
+  if (!c.nonpad.empty()) {
+    CK(cudaMalloc(&dv.nonpad, c.nonpad.size() * 8));
+    CK(cudaMemcpy(dv.nonpad, c.nonpad.data(), c.nonpad.size() * 8, cudaMemcpyHostToDevice));
+    r.p.nonpad_kv_seqlen = dv.nonpad;
+  }
+  const size_t wsb = pasa::cuda::FlashWorkspaceBytes(r.p);
+  CK(cudaMalloc(&dv.ws, std::max<size_t>(wsb, 256)));
+}
+
+// Index of logical element (b, h, s, d) in the output buffer.
+size_t YIndex(const Run& r, int64_t b, int64_t h, int64_t s, int64_t d) {
+  return static_cast<size_t>(b * r.y_stride[0] + h * r.y_stride[1] + s * r.y_stride[2] + d);
+}
+
+int g_fail = 0;
+
+Result Check(Case c, bool with_emu = true) {
+  Run r;
+  r.c = c;
+  Setup(r);
+  Result res;
+  if (!pasa::cuda::FlashSupports(r.p)) {
+    std::printf("%-44s NOT SUPPORTED\n", c.name.c_str());
+    ++g_fail;
+    return res;
+  }
+  Dev dv;
+  Upload(r, dv);
+  res.splits = pasa::cuda::FlashNumSplits(r.p);
+  const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
+  if (!err.empty()) {
+    std::printf("%-44s RunFlash: %s\n", c.name.c_str(), err.c_str());
+    ++g_fail;
+    return res;
+  }
+  CK(cudaDeviceSynchronize());
+  std::vector<uint16_t> yh(dv.y_elems);
+  CK(cudaMemcpy(yh.data(), dv.y, yh.size() * 2, cudaMemcpyDeviceToHost));
+  std::vector<double> gold;
+  Golden(r, gold);
+  std::vector<float> emu;
+  if (with_emu) Emulate(r, emu);
+  double se = 0, sv = 0, see = 0, sye = 0, sy = 0;
+  long nv = 0;
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.Hkv; ++h)
+      for (int s = 0; s < c.Skv; ++s) {
+        if (!c.nonpad.empty() && s >= c.nonpad[static_cast<size_t>(b)]) continue;
+        for (int d = 0; d < c.D; ++d) {
+          const double x = At(r.packed, r.v, c.bf, b, h, s, d);
+          sv += x * x;
+          ++nv;
+        }
+      }
+  const double rms_v = std::sqrt(sv / std::max<long>(1, nv));
+  const size_t N = gold.size();
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.Hq; ++h)
+      for (int s = 0; s < c.Sq; ++s)
+        for (int d = 0; d < c.D; ++d) {
+          const size_t li = static_cast<size_t>(((int64_t{b} * c.Hq + h) * c.Sq + s) * c.D + d);
+          const double y = H2F(yh[YIndex(r, b, h, s, d)], c.bf);
+          if (!std::isfinite(y)) {
+            ++res.nonfinite;
+            continue;
+          }
+          const double e = y - gold[li];
+          se += e * e;
+          sy += gold[li] * gold[li];
+          res.max_abs = std::max(res.max_abs, std::fabs(e));
+          if (with_emu) {
+            const double ee = y - emu[li];
+            see += ee * ee;
+            res.emu_max = std::max(res.emu_max, std::fabs(ee));
+            // a 1-ulp-of-half disagreement (of the larger value) is rounding; more is a bug
+            const double tol = 2.0 * std::max(std::fabs(static_cast<double>(emu[li])), 1e-3) *
+                               (c.bf ? 1.0 / 128 : 1.0 / 1024);
+            if (std::fabs(ee) > tol) ++res.emu_bad;
+            const double eg = emu[li] - gold[li];
+            sye += eg * eg;
+          }
+        }
+  res.rel_rmse = std::sqrt(se / N) / rms_v;
+  res.emu_rmse = std::sqrt(see / N);
+  res.emu_rel_rmse = std::sqrt(sye / N) / rms_v;
+  res.y_rms = std::sqrt(sy / N);
+  // pass: finite, and the kernel agrees with its emulation to rounding (a handful of outliers
+  // may come from an exp2/accumulation-order flip of a rounded P or S element)
+  const bool ok = res.nonfinite == 0 && (!with_emu || res.emu_bad <= static_cast<long>(N / 1000) + 2) &&
+                  (!with_emu || res.rel_rmse <= 1.5 * res.emu_rel_rmse + 1e-4);
+  if (!ok) ++g_fail;
+  std::printf("%-44s %s split=%-2d relRMSE %.3e (emu %.3e) maxabs %.2e | vs emu: rmse %.2e max %.2e off>2ulp %ld/%zu nonfinite %ld\n",
+              c.name.c_str(), ok ? "ok  " : "FAIL", res.splits, res.rel_rmse, res.emu_rel_rmse, res.max_abs,
+              res.emu_rmse, res.emu_max, res.emu_bad, N, res.nonfinite);
+  return res;
+}
+
+void CheckSuite(bool quick) {
+  std::printf("== correctness: flash kernel vs float64 and vs the emulation of its pipeline\n");
+  std::vector<Case> cs;
+  auto add = [&](Case c) { cs.push_back(c); };
+  for (int d : {64, 80, 96, 128, 256})
+    for (bool bf : {false, true}) {
+      Case c;
+      c.name = std::string("D") + std::to_string(d) + (bf ? " bf16" : " fp16") + " H4 S300/333";
+      c.D = d;
+      c.bf = bf;
+      c.Hq = c.Hkv = quick ? 2 : 4;
+      c.Sq = 300;
+      c.Skv = 333;
+      c.seed = static_cast<unsigned>(d * 3 + bf);
+      add(c);
+    }
+  {
+    Case c; c.name = "causal fp16 D128 H4 S777"; c.causal = true; c.Hq = c.Hkv = 4; c.Sq = c.Skv = 777; add(c);
+    c.name = "causal bf16 D64 GQA 8/2 S600 3-D"; c.bf = true; c.D = 64; c.Hq = 8; c.Hkv = 2; c.Sq = c.Skv = 600; c.layout3d = true; add(c);
+    c = Case{}; c.name = "causal past 700 q100 D128 GQA 4/1"; c.causal = true; c.Hq = 4; c.Hkv = 1; c.Sq = 100; c.Skv = 800; c.past = 700; add(c);
+    c = Case{}; c.name = "window L100 R0 causal D96 S500"; c.D = 96; c.causal = true; c.left = 100; c.right = 0; c.Sq = c.Skv = 500; c.Hq = c.Hkv = 2; add(c);
+    c = Case{}; c.name = "window L64 R32 D128 S500"; c.left = 64; c.right = 32; c.Sq = c.Skv = 500; c.Hq = c.Hkv = 2; add(c);
+    c = Case{}; c.name = "nonpad B3 [500,0,131] poison D128"; c.B = 3; c.Sq = 40; c.Skv = 512; c.Hq = 4; c.Hkv = 2; c.nonpad = {500, 0, 131}; c.poison = true; add(c);
+    c.name = "nonpad causal B3 poison D64 bk64"; c.D = 64; c.causal = true; c.block_kv = 64; add(c);
+    c = Case{}; c.name = "packed qkv D64 H6 S513"; c.packed = true; c.D = 64; c.Hq = c.Hkv = 6; c.Sq = c.Skv = 513; add(c);
+    c = Case{}; c.name = "block_kv 64 fp16 D128 mean 30"; c.block_kv = 64; c.dist = 2; c.mean = 30; c.amp = 20; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 600; add(c);
+    c = Case{}; c.name = "O1: K=3e4+noise fp16 D128"; c.kmean = 30000.f; c.amp = 1.f; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 400; add(c);
+    c.name = "O1: K=3e4+noise alpha=1-2^-8"; c.alpha = 0.99609375f; add(c);
+    c = Case{}; c.name = "overflow fallback: amp 300 fp16 D128"; c.amp = 300.f; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 300; add(c);
+    c = Case{}; c.name = "long 8192 keys |V|~10 mean 10"; c.mean = 10.f; c.amp = 1.f; c.Hq = c.Hkv = 1; c.Sq = 64; c.Skv = 8192; add(c);
+  }
+  for (int ql : {1, 5, 16}) {
+    Case c;
+    c.name = "decode q" + std::to_string(ql) + " kv4100 GQA 8/2 D128 nonpad";
+    c.B = 2; c.Hq = 8; c.Hkv = 2; c.Sq = ql; c.Skv = 4100; c.nonpad = {4100, 3001}; c.causal = true;
+    add(c);
+  }
+  { Case c; c.name = "decode q1 kv2048 bf16 D256 past"; c.bf = true; c.D = 256; c.Hq = 4; c.Hkv = 4; c.Sq = 1; c.Skv = 2048; c.past = 2047; c.causal = true; add(c); }
+  if (quick) cs.resize(std::min<size_t>(cs.size(), 6));
+  for (const Case& c : cs) Check(c);
+}
+
+void PaperGrid() {
+  std::printf("== the paper's random benchmark (fp16, 1x14/2 heads, S=1407, D=128)\n");
+  for (int dist : {1, 2})
+    for (float mean : {0.f, 30.f})
+      for (float amp : {0.5f, 20.f}) {
+        if (dist == 2 && amp < 1.f) continue;
+        Case c;
+        c.dist = dist;
+        c.mean = mean;
+        c.amp = amp;
+        c.Hq = 14;
+        c.Hkv = 2;
+        c.Sq = c.Skv = 1407;
+        char nm[96];
+        std::snprintf(nm, sizeof(nm), "paper %s mean %g amp %g", dist == 1 ? "uniform" : "normal", mean, amp);
+        c.name = nm;
+        c.seed = static_cast<unsigned>(dist * 100 + mean * 3 + amp);
+        Check(c);
+      }
+}
+
+double Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void Bench() {
+  std::printf("== timing (B=1 fp16, cudaEvents, median of 50 after 5 warm-up; TFLOP/s = 4*H*Sq*Skv*D/t, half for causal)\n");
+  struct B {
+    int H, Hkv, Sq, Skv, D;
+    bool causal;
+  };
+  std::vector<B> bs;
+  for (int S : {1024, 4096, 16384})
+    for (bool cz : {false, true}) bs.push_back({32, 32, S, S, 128, cz});
+  for (int S : {1024, 4096, 16384})
+    for (bool cz : {false, true}) bs.push_back({12, 12, S, S, 64, cz});
+  for (int S : {4096, 32768})
+    for (int hkv : {32, 8}) bs.push_back({32, hkv, 1, S, 128, false});
+  for (const B& x : bs) {
+    Case c;
+    c.Hq = x.H;
+    c.Hkv = x.Hkv;
+    c.Sq = x.Sq;
+    c.Skv = x.Skv;
+    c.D = x.D;
+    c.causal = x.causal;
+    c.fast_fill = true;
+    Run r;
+    r.c = c;
+    Setup(r);
+    Dev dv;
+    Upload(r, dv);
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> ts;
+    for (int it = 0; it < 55; ++it) {
+      CK(cudaEventRecord(e0));
+      const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
+      CK(cudaEventRecord(e1));
+      if (!err.empty()) {
+        std::printf("RunFlash: %s\n", err.c_str());
+        return;
+      }
+      CK(cudaEventSynchronize(e1));
+      float ms = 0;
+      CK(cudaEventElapsedTime(&ms, e0, e1));
+      if (it >= 5) ts.push_back(ms);
+    }
+    const double ms = Median(ts);
+    double flop = 4.0 * x.H * double(x.Sq) * x.Skv * x.D;
+    if (x.causal) flop /= 2;
+    const double bytes = 2.0 * x.Hkv * double(x.Skv) * x.D * 2;
+    std::printf("H%d/%d D%d Sq %5d Skv %5d %-7s split=%-2d %8.1f us  %6.1f TFLOP/s  (K+V %.0f GB/s)\n", x.H, x.Hkv,
+                x.D, x.Sq, x.Skv, x.causal ? "causal" : "", pasa::cuda::FlashNumSplits(r.p), ms * 1e3,
+                flop / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9);
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+  }
+}
+
+// One run of a few shapes, for Nsight Compute.
+void Prof() {
+  for (int which = 0; which < 3; ++which) {
+    Case c;
+    c.Hq = c.Hkv = which == 2 ? 12 : 32;
+    c.D = which == 2 ? 64 : 128;
+    c.Sq = which == 1 ? 1 : 4096;
+    c.Skv = which == 1 ? 32768 : 4096;
+    if (which == 1) c.Hkv = 8;
+    Run r;
+    r.c = c;
+    Setup(r);
+    Dev dv;
+    Upload(r, dv);
+    const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
+    CK(cudaDeviceSynchronize());
+    if (!err.empty()) std::printf("%s\n", err.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::vector<std::string> modes;
+  for (int i = 1; i < argc; ++i) modes.emplace_back(argv[i]);
+  if (modes.empty()) modes = {"check", "paper", "bench"};
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  for (const std::string& m : modes) {
+    if (m == "check") CheckSuite(false);
+    else if (m == "quick") CheckSuite(true);
+    else if (m == "paper") PaperGrid();
+    else if (m == "bench") Bench();
+    else if (m == "prof") Prof();
+  }
+  std::printf("failures: %d\n", g_fail);
+  return g_fail == 0 ? 0 : 1;
+}
