@@ -39,6 +39,9 @@ def test_float_and_paper_are_the_cpu_pipelines(rng, precision):
 
 def test_score_tiles_that_would_overflow_keep_float32():
     # Scores ~ +-68000 (spread, which the shift cannot remove): rounded to fp16 they would be inf.
+    # The fallback keeps them finite; rounding K' (~ +-2) to fp16 for the tensor cores costs
+    # accuracy here, as |q| ~ 2800 amplifies its ulp: rel RMSE 1.5e-2 against 3.0e-4 for the
+    # CPU pipeline, which keeps K' in float32 (docs/numerics.md, "The CUDA pipeline").
     rng = np.random.default_rng(7)
     d, sq, skv = 128, 16, 256
     u = rng.choice([-1.0, 1.0], size=d)
@@ -46,10 +49,12 @@ def test_score_tiles_that_would_overflow_keep_float32():
     q = 250 * u + rng.standard_normal((sq, d))
     k, q = k.astype(np.float16)[None, None], q.astype(np.float16)[None, None]
     v = rng.standard_normal((1, 1, skv, d)).astype(np.float16)
-    y = attention_emulated_gpu(q, k, v)
-    assert np.isfinite(y.astype(np.float32)).all()
-    full = attention_emulated(q, k, v, precision="float")
-    assert np.abs(y.astype(np.float32) - full.astype(np.float32)).max() < 0.05
+    gold = attention_golden(q, k, v)
+    gpu = error_metrics(attention_emulated_gpu(q, k, v), gold, v)
+    cpu = error_metrics(attention_emulated(q, k, v), gold, v)
+    assert gpu.nonfinite == 0
+    assert gpu.rel_rmse < 2e-2
+    assert cpu.rel_rmse < 1e-3
 
 
 def test_round_operand_keeps_float32_where_the_half_type_overflows():
