@@ -4,6 +4,7 @@ torch, rewritten by pasa-onnx, both run in onnxruntime on the same inputs, inter
     pip install '.[fixtures]'   # torch + transformers
     python benchmarks/end_to_end.py --model bert --seq 2048 --threads 2
     python benchmarks/end_to_end.py --model llama --layers 4 --seq 2048 --threads 16
+    python benchmarks/end_to_end.py --model bert --provider cuda   # CUDA EP, outputs on the GPU
 
 Prints the median time of each model (min-max), the speed-up (original / rewritten, per
 repetition: median, min-max) and the max abs difference of the outputs. The two models run in a
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", help="write the result here")
+    ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args(argv)
     layers = args.layers or (12 if args.model == "bert" else 4)
 
@@ -105,11 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = rewrite_file(original, rewritten)
     print(summary.format())
 
+    providers = ["CPUExecutionProvider"]
+    if args.provider == "cuda":
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     sessions = {
         "original": ort.InferenceSession(
-            str(original), _threads(args.threads), providers=["CPUExecutionProvider"]
+            str(original), _threads(args.threads), providers=providers
         ),
-        "rewritten": pasa_onnx.inference_session(str(rewritten), _threads(args.threads)),
+        "rewritten": pasa_onnx.inference_session(
+            str(rewritten), _threads(args.threads), providers=providers
+        ),
     }
     rng = np.random.default_rng(0)
     feeds = {
@@ -117,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "attention_mask": np.ones((1, args.seq), np.int64),
     }
     outs = {k: s.run(None, feeds)[0] for k, s in sessions.items()}  # warm-up
+    runners = {k: _runner(s, feeds, args.provider) for k, s in sessions.items()}
     times: dict[str, list[float]] = {k: [] for k in sessions}
     order = list(sessions)
     shuffle = random.Random(0).shuffle
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         shuffle(order)  # neither model always runs right after the other
         for name in order:
             t = time.perf_counter()
-            sessions[name].run(None, feeds)
+            runners[name]()
             times[name].append(time.perf_counter() - t)
     ratios = [o / r for o, r in zip(times["original"], times["rewritten"], strict=True)]
     diff = float(np.abs(outs["original"].astype(np.float64) - outs["rewritten"]).max())
@@ -133,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "layers": layers,
         "seq": args.seq,
         "threads": args.threads,
+        "provider": args.provider,
         "replaced": summary.replaced,
         "found": summary.found,
         "original_ms": [1e3 * t for t in times["original"]],
@@ -152,6 +163,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
+
+
+def _runner(session, feeds, provider: str):
+    """One timed run: plain session.run on the CPU; on CUDA the outputs stay on the GPU
+    (io_binding), so a large logits tensor is not copied back in every run."""
+    if provider != "cuda":
+        return lambda: session.run(None, feeds)
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    for out in session.get_outputs():
+        binding.bind_output(out.name, "cuda", 0)
+    return lambda: session.run_with_iobinding(binding)
 
 
 def _threads(n: int):

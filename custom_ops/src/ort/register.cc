@@ -5,6 +5,9 @@
 
 #include "cpu/isa/kernels.h"
 #include "ort/cpu_kernel.h"
+#if PASA_HAVE_CUDA
+#include "ort/cuda_kernel.h"
+#endif
 #include "ort/op.h"
 
 namespace {
@@ -12,7 +15,12 @@ namespace {
 // Every op of the domain, one per execution provider. A new EP's kernel is one line here.
 std::vector<OrtCustomOp*> DomainOps() {
   static pasa::ort::PasaAttentionOp<pasa::ort::CpuKernel> cpu_op;
+#if PASA_HAVE_CUDA
+  static pasa::ort::PasaAttentionOp<pasa::ort::CudaKernel> cuda_op;
+  return {&cpu_op, &cuda_op};
+#else
   return {&cpu_op};
+#endif
 }
 
 }  // namespace
