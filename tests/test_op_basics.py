@@ -116,3 +116,26 @@ def test_gqa_per_head_mask_with_past(rng, precision, sq):
     y = run_pasa(feeds, precision=precision, is_causal=1)
     emu = attention_emulated(q, k, v, mask, pk, pv, precision=precision, is_causal=1)
     assert np.abs(y.astype(np.float64) - emu.astype(np.float64)).max() < 4e-3
+
+
+def test_bool_mask_on_shapeless_inputs_loads_and_runs():
+    # Issue #15 D2: with no shapes to infer from, onnxruntime gave Y the element type of the
+    # last open-typed input (the bool mask) and session creation failed; Y takes Q's type.
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("PasaAttention", ["Q", "K", "V", "M"], ["Y"], domain="ai.pasa")
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT16, None) for n in "QKV"]
+    inputs.append(helper.make_tensor_value_info("M", TensorProto.BOOL, None))
+    out = helper.make_tensor_value_info("Y", TensorProto.FLOAT16, None)
+    graph = helper.make_graph([node], "g", inputs, [out])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("ai.pasa", 1)]
+    )
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 2, 4, 8)).astype(np.float16) for _ in range(3))
+    mask = np.tril(np.ones((4, 4), dtype=bool))
+    sess = pasa_onnx.inference_session(model)
+    (y,) = pasa_onnx.run(sess, {"Q": q, "K": k, "V": v, "M": mask})
+    expected = run_pasa({"Q": q, "K": k, "V": v, "attn_mask": mask})
+    assert y.dtype == np.float16 and y.shape == (1, 2, 4, 8)
+    np.testing.assert_array_equal(y, expected)

@@ -77,6 +77,17 @@ OrtStatusPtr SetOutput(OrtShapeInferContext* ctx, size_t index, ONNXTensorElemen
   return st;
 }
 
+// The element type alone, the shape left unknown.
+OrtStatusPtr SetOutputType(OrtShapeInferContext* ctx, size_t index, ONNXTensorElementDataType type) {
+  const OrtApi& api = Ort::GetApi();
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  if (OrtStatus* st = api.CreateTensorTypeAndShapeInfo(&info)) return st;
+  OrtStatus* st = api.SetTensorElementType(info, type);
+  if (!st) st = api.ShapeInferContext_SetOutputTypeShape(ctx, index, info);
+  api.ReleaseTensorTypeAndShapeInfo(info);
+  return st;
+}
+
 }  // namespace
 
 OrtStatusPtr ORT_API_CALL InferShapes(const OrtCustomOp*, OrtShapeInferContext* ctx) {
@@ -89,7 +100,14 @@ OrtStatusPtr ORT_API_CALL InferShapes(const OrtCustomOp*, OrtShapeInferContext* 
   if (!q.known || !k.known || !v.known) return nullptr;  // nothing to infer from
   const OutputDims out = InferOutputDims(q.dims, k.dims, v.dims, past_k.present ? &past_k.dims : nullptr,
                                          ReadIntAttr(ctx, "q_num_heads", 0), ReadIntAttr(ctx, "kv_num_heads", 0));
-  if (!out.known) return nullptr;  // the kernel reports the rank error with the node's name
+  if (!out.known) {
+    // Ranks unknown: still give the outputs Q's element type (onnxruntime would otherwise take
+    // that of the last open-typed input, a bool mask say), with no shape.
+    if (OrtStatus* st = SetOutputType(ctx, 0, q.type)) return st;
+    if (OrtStatus* st = SetOutputType(ctx, 1, q.type)) Ort::GetApi().ReleaseStatus(st);
+    if (OrtStatus* st = SetOutputType(ctx, 2, q.type)) Ort::GetApi().ReleaseStatus(st);
+    return nullptr;  // the kernel reports a rank error with the node's name
+  }
   if (OrtStatus* st = SetOutput(ctx, 0, q.type, out.y)) return st;
   // present_key/present_value are optional: a node without them rejects the index, which is fine.
   if (OrtStatus* st = SetOutput(ctx, 1, q.type, out.present_key)) Ort::GetApi().ReleaseStatus(st);
