@@ -176,18 +176,49 @@ def main(argv: list[str] | None = None) -> int:
     return tool_outputs(args.fixtures / "tools")
 
 
+def _fused_all(model: onnx.ModelProto) -> int:
+    """Fused attention nodes, subgraphs (If/Loop/Scan bodies) included."""
+
+    def count(graph: onnx.GraphProto) -> int:
+        n = 0
+        for node in graph.node:
+            n += node.op_type in FUSED and node.domain in ("com.microsoft", "ai.pasa")
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    n += count(attr.g)
+                n += sum(count(g) for g in attr.graphs)
+        return n
+
+    return count(model.graph)
+
+
+def _tool_case(key: str) -> str:
+    """The ORT optimizer model type's fixture prefix for a tool fixture key."""
+    for prefix in ("optimum_", "ortopt_", "genai_", "transformers_"):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
 def tool_outputs(folder: Path) -> int:
-    """What users' tools write (scripts/make_tool_fixtures.py): pasa-onnx found/replaced per
-    tool, and whether every rewritten model runs on each recorded run and matches (fp32 1e-4,
-    fp16 1e-2 relative)."""
+    """What users' tools write (scripts/make_tool_fixtures.py): per tool, the attention found,
+    pasa-onnx's replacements, and the attention nodes onnxruntime's transformers optimizer and
+    onnxscript's ort_fusions fuse beyond those the file already had (each on a fresh copy;
+    errors count as 0); "matches" says whether every rewritten model matches its original on
+    each recorded run (fp32 1e-4, fp16 1e-2 relative)."""
     from fixtures.support import max_rel_err, run_original, run_rewritten
     from test_rewrite_tools import tool_feeds
 
     tools = json.loads((folder / "tools.json").read_text())
     per_tool: dict[str, list[int]] = {}
-    print(f"\n{'tool output':34s} {'found':>5s} {'pasa':>5s} {'matches':>8s}")
+    header = (
+        f"{'tool output':34s} {'found':>5s} {'pasa':>5s} {'matches':>8s} {'had':>4s} "
+        f"{'ORT opt':>8s} {'ort_fusions':>12s}"
+    )
+    print("\n" + header)
     for key, entry in sorted(tools.items()):
-        original = onnx.load(folder / entry["file"])
+        path = folder / entry["file"]
+        original = onnx.load(path)
         rewritten, summary = pasa_onnx.rewrite(original)
         ok = True
         for run in entry["runs"]:
@@ -206,15 +237,35 @@ def tool_outputs(folder: Path) -> int:
             except Exception:
                 err = float("inf")
             ok &= err <= (1e-2 if entry["half"] else 1e-4)
-        counts = per_tool.setdefault(entry["tool"].split(" (")[0], [0, 0, 0, 0])
-        counts[0] += summary.found
-        counts[1] += summary.replaced
-        counts[2] += 1
-        counts[3] += int(ok)
-        print(f"{key:34s} {summary.found:5d} {summary.replaced:5d} {'yes' if ok else 'NO':>8s}")
-    print(f"\n{'tool':38s} {'files':>5s} {'found':>5s} {'pasa':>5s} {'match':>5s}")
-    for tool, (found, replaced, files, ok) in sorted(per_tool.items()):
-        print(f"{tool:38s} {files:5d} {found:5d} {replaced:5d} {ok:5d}")
+        had = _fused_all(original)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            by_ort = ort_optimizer(path, _tool_case(key))
+            by_osx = ort_fusions(path)
+        ort_new = max(_fused_all(by_ort) - had, 0) if by_ort is not None else 0
+        osx_new = max(_fused_all(by_osx) - had, 0) if by_osx is not None else 0
+        counts = per_tool.setdefault(entry["tool"].split(" (")[0], [0] * 7)
+        for i, n in enumerate((summary.found, summary.replaced, 1, int(ok), had, ort_new, osx_new)):
+            counts[i] += n
+        print(
+            f"{key:34s} {summary.found:5d} {summary.replaced:5d} {'yes' if ok else 'NO':>8s} "
+            f"{had:4d} {ort_new if by_ort is not None else 'err':>8} "
+            f"{osx_new if by_osx is not None else 'err':>12}",
+            flush=True,
+        )
+    print(
+        f"\n{'tool':38s} {'files':>5s} {'found':>5s} {'pasa':>5s} {'match':>5s} {'had':>4s} "
+        f"{'ORT opt':>8s} {'ort_fusions':>12s}"
+    )
+    for tool, (found, replaced, files, ok, had, ort_new, osx_new) in sorted(per_tool.items()):
+        print(
+            f"{tool:38s} {files:5d} {found:5d} {replaced:5d} {ok:5d} {had:4d} {ort_new:8d} "
+            f"{osx_new:12d}"
+        )
+    print(
+        "(had = fused attention nodes already in the file; ORT opt / ort_fusions = attention "
+        "nodes they fuse beyond those; err = the tool failed on the file)"
+    )
     return 0
 
 

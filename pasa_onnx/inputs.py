@@ -76,10 +76,16 @@ def parse_dims(specs: Iterable[str] | Mapping[str, int] | None) -> dict[str, int
             n = int(value)
         except (TypeError, ValueError):
             raise PasaError(f"--dim {name}={value}: the value must be an integer") from None
-        if n < 1:
-            raise PasaError(f"--dim {name}={value}: the value must be at least 1")
+        if n < 0 or (n == 0 and not _zero_allowed(name)):
+            what = "at least 0" if n < 0 else "at least 1 (only a past length may be 0)"
+            raise PasaError(f"--dim {name}={value}: the value must be {what}")
         dims[name] = n
     return dims
+
+
+def _zero_allowed(name: str) -> bool:
+    """A past (KV cache) length may be 0: the prompt step. Other lengths may not."""
+    return "past" in name.lower()
 
 
 def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
@@ -317,6 +323,153 @@ def _check_size(name: str, shape: list[int], dtype: np.dtype) -> None:
         )
 
 
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def _const(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    for t in model.graph.initializer:
+        if t.name == name:
+            return onnx.numpy_helper.to_array(t)
+    node = _producers(model).get(name)
+    if node is not None and node.op_type == "Constant":
+        for attr in node.attribute:
+            if attr.name == "value":
+                return onnx.numpy_helper.to_array(attr.t)
+    return None
+
+
+def _width(model: onnx.ModelProto, name: str) -> int | None:
+    """The last axis of a projection output: the width of the MatMul weights it comes from
+    (through bias Adds, casts and layer norms)."""
+    producers = _producers(model)
+    for _ in range(6):
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type == "MatMul" and len(node.input) == 2:
+            w = _const(model, node.input[1])
+            return int(w.shape[-1]) if w is not None and w.ndim == 2 else None
+        if node.op_type not in ("Add", "Cast", "Identity", "RotaryEmbedding"):
+            return None
+        name = node.input[0]
+    return None
+
+
+def _int_attr(node: onnx.NodeProto, name: str, default: int = 0) -> int:
+    for attr in node.attribute:
+        if attr.name == name:
+            return int(attr.i)
+    return default
+
+
+def _head_size_dims(model: onnx.ModelProto) -> dict[str, int]:
+    """Symbolic head sizes of KV-cache inputs, from the model's own weights: the packed or
+    separate projection widths of the GroupQueryAttention the cache feeds, or the last entry of
+    the Reshape constant that splits the new keys' heads before the Concat with the cache."""
+    found: dict[str, int] = {}
+    consumers, producers = _consumers(model), _producers(model)
+    for vi in graph_inputs(model):
+        names = _dim_names(vi)
+        if len(names) != 4 or not isinstance(names[3], str):
+            continue
+        head: int | None = None
+        for node in consumers.get(vi.name, []):
+            if node.op_type == "GroupQueryAttention" and list(node.input).index(vi.name) in (3, 4):
+                heads, kv = _int_attr(node, "num_heads"), _int_attr(node, "kv_num_heads")
+                packed = len(node.input) < 2 or not node.input[1]
+                width = _width(model, node.input[0])
+                parts = heads + 2 * kv if packed else heads
+                if width is not None and parts and width % parts == 0:
+                    head = width // parts
+            elif node.op_type == "Concat":
+                for other in node.input:
+                    name = other
+                    for _ in range(4):  # RotaryEmbedding / Transpose / Cast, then the Reshape
+                        prod = producers.get(name)
+                        if prod is None:
+                            break
+                        if prod.op_type == "Reshape":
+                            shape = _const(model, prod.input[1])
+                            if shape is not None and shape.size >= 2 and int(shape[-1]) > 0:
+                                head = int(shape[-1])
+                            elif shape is not None and shape.size >= 2 and int(shape[-2]) > 0:
+                                # [0, 0, heads, -1]: the projection width over the heads
+                                width = _width(model, prod.input[0])
+                                if width is not None and width % int(shape[-2]) == 0:
+                                    head = width // int(shape[-2])
+                            break
+                        name = prod.input[0]
+                    if head is not None:
+                        break
+            if head is not None:
+                found[names[3]] = head
+                break
+    return found
+
+
+def _image_dims(model: onnx.ModelProto) -> dict[str, int]:
+    """Channels (and, for a patch embedding, height and width) of image inputs from the first
+    Conv's weights: [M, C/group, kh, kw]; a patch Conv (kernel = stride) whose output gets a
+    position table [1, g*g (+1), M] takes g patches a side."""
+    found: dict[str, int] = {}
+    consumers = _consumers(model)
+    tables = [onnx.numpy_helper.to_array(t).shape for t in model.graph.initializer]
+    for vi in graph_inputs(model):
+        names = _dim_names(vi)
+        if len(names) != 4:
+            continue
+        conv = next((n for n in consumers.get(vi.name, []) if n.op_type == "Conv"), None)
+        if conv is None or conv.input[0] != vi.name:
+            continue
+        w = _const(model, conv.input[1])
+        if w is None or w.ndim != 4:
+            continue
+        if isinstance(names[1], str):
+            found[names[1]] = int(w.shape[1]) * _int_attr(conv, "group", 1)
+        kernel = [int(k) for k in w.shape[2:]]
+        strides = [a.ints for a in conv.attribute if a.name == "strides"]
+        stride = [int(x) for x in strides[0]] if strides else [1, 1]
+        if kernel != stride or kernel[0] <= 1:
+            continue
+        for shape in tables:
+            if len(shape) == 3 and shape[0] == 1 and shape[2] == w.shape[0]:
+                for n in (shape[1], shape[1] - 1):
+                    g = math.isqrt(n)
+                    if g > 0 and g * g == n:
+                        for axis in (2, 3):
+                            if isinstance(names[axis], str):
+                                found[str(names[axis])] = g * kernel[axis - 2]
+                        break
+                break
+    return found
+
+
+def _total_dims(known: set[str]) -> dict[str, tuple[str, str]]:
+    """genai's ``total_sequence_length`` is ``past_sequence_length + sequence_length``:
+    ``total_X`` = ``past_X`` + ``X`` wherever the model names all three."""
+    out = {}
+    for name in known:
+        if name.startswith("total_"):
+            rest = name[len("total_") :]
+            if rest in known and f"past_{rest}" in known:
+                out[name] = (f"past_{rest}", rest)
+    return out
+
+
+def model_dims(model: onnx.ModelProto) -> dict[str, int]:
+    """Symbolic dims whose size the model's own weights fix (head sizes, image channels)."""
+    return {**_head_size_dims(model), **_image_dims(model)}
+
+
 def generate_inputs(
     model: onnx.ModelProto, dims: Mapping[str, int] | None = None, seed: int = 0
 ) -> ModelInputs:
@@ -332,6 +485,20 @@ def generate_inputs(
         listed = ", ".join(sorted(known)) or "none"
         raise PasaError(f"--dim {unknown[0]}: no such symbolic dimension (the model has: {listed})")
     defaults: set[str] = set()
+    for name, size in model_dims(model).items():
+        bound.setdefault(name, size)
+    for total_name, (past, sequence) in _total_dims(known).items():
+        if total_name not in bound:
+            for part in (past, sequence):
+                if part not in bound:
+                    bound[part] = _default_dim(part, -1)
+                    defaults.add(part)
+            if sequence in defaults and bound[past] > 0:
+                # genai's models run a past with one new token per row (GroupQueryAttention
+                # refuses more when batch > 1): the decode step; past_sequence_length=0 gives
+                # the prompt
+                bound[sequence] = 1
+            bound[total_name] = bound[past] + bound[sequence]
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     info: list[InputInfo] = []

@@ -109,9 +109,14 @@ def validate(
     half = has_half_types(orig)
 
     # Run 1: the original as it is.
-    got_orig = _run_step(
-        "[1/3] the original", orig, orig_label, feeds, graph_outputs + attn_names, say
-    )
+    try:
+        got_orig = _run_step(
+            "[1/3] the original", orig, orig_label, feeds, graph_outputs + attn_names, say
+        )
+    except PasaError as exc:
+        if inputs is None and model_inputs.dims:  # generated at a shape the model rejects
+            raise PasaError(_original_fails(exc, model_inputs)) from None
+        raise
     del orig
 
     # Run 2: the rewritten model, then the forensics on its attention inputs.
@@ -443,6 +448,19 @@ def _resolve_inputs(
     if isinstance(inputs, str | os.PathLike):
         return load_npz(model, inputs)
     return check_arrays(model, inputs, "inputs")
+
+
+def _original_fails(exc: PasaError, mi: ModelInputs) -> str:
+    """One line: the original model itself fails at the generated shape, and which dims to
+    bind (those that took a default, else every symbolic one)."""
+    shape = ", ".join(f"{k}={v}" for k, v in sorted(mi.dims.items()))
+    names = sorted(mi.default_dims) or sorted(mi.dims)
+    example = names[0]
+    return (
+        f"the original model itself fails on the generated inputs ({shape}), so nothing was "
+        f"compared: {str(exc).splitlines()[0]}; set {', '.join(names)} with --dim "
+        f"(e.g. --dim {example}=VALUE)"
+    )
 
 
 def _describe_inputs(mi: ModelInputs, say: Progress) -> None:

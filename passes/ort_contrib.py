@@ -48,7 +48,7 @@ class _ContribRule(pattern.RewriteRuleClassBase):
         # (mask, filter value, form): form "raw" = [B,L] 0/1, "lengths" = mask_index key lengths
         self._padding: tuple[ir.Value, float, str] | None = None
         # extra ops to emit before the op (bias add, packed projection): op -> [q, k, v]
-        self._pre: Callable[[Any], Any] | None = None
+        self._pre: Callable[..., Any] | None = None
 
     def pattern(self, op, x):
         return getattr(op, self.op_type)(
@@ -248,12 +248,14 @@ class GroupQueryAttention(_ContribRule):
     Q/K/V, an optional KV cache (past/present, 4-D ``[B,Hkv,P,D]``), rotary embedding inside the
     op (``do_rotary``), ``local_window_size``, ``softcap``, and ``seqlens_k``.
 
-    The op computes causal attention at offset P over ``concat(past, new)``, with key ``j``
-    valid iff ``j <= seqlens_k[b]``; rotary runs first as an explicit
-    ``com.microsoft::RotaryEmbedding`` at positions ``P + arange(S)``. onnxruntime places the
-    new keys at ``seqlens_k[b] + 1 - S``: that is ``P`` on the prompt (P = 0) and whenever the
-    cache holds every row unpadded, the way genai runs it; a right-padded row with a past is the
-    one case computed differently."""
+    onnxruntime computes each batch row ``b`` with its own past length ``p_b``: 0 on the first
+    prompt (``S == total_sequence_length``), else ``seqlens_k[b] + 1 - S``. It copies
+    ``past[:p_b]`` into the present cache (``max(total_sequence_length, P)`` long, zeros after),
+    writes the new keys at ``p_b`` (rotated at positions ``p_b + arange(S)``), and lets query
+    ``s`` attend keys ``j <= p_b + s`` (and within the local window). Without a past that is
+    causal attention with ``j <= seqlens_k[b]``. With a past the rewrite builds that same
+    present cache in the graph (a gather of ``concat(past, new)``, so right-padded rows whose
+    ``p_b < P`` come out as onnxruntime's) and runs the op on it with the per-row mask."""
 
     op_type = "GroupQueryAttention"
 
@@ -312,22 +314,23 @@ class GroupQueryAttention(_ContribRule):
             sizes = [heads * head, kv_heads * head, kv_heads * head]
         interleaved = int(_attr(node, "rotary_interleaved", 0))
 
-        def prepare(op, q=q, k=k, v=v):
+        def prepare(op, positions, q=q, k=k, v=v):
             if sizes is not None:
                 q, k, v = op.Split(q, op.Constant(value_ints=sizes), axis=-1, _outputs=3)
             if rotary:
-                past = op.Shape(past_key, start=2, end=3) if past_key is not None else None
-                start = past if past is not None else op.Constant(value_ints=[0])
                 q, k = (
                     op.RotaryEmbedding(
-                        x, start, cos, sin, _domain=MS, interleaved=interleaved, num_heads=n
+                        x, positions, cos, sin, _domain=MS, interleaved=interleaved, num_heads=n
                     )
                     for x, n in ((q, heads), (k, kv_heads))
                 )
             return q, k, v
 
         self._pre = prepare
-        self._kv_heads = kv_heads
+        self._kv_heads, self._head = kv_heads, head
+        self._total = _input(node, 6)
+        if self._total is None and past_key is not None:
+            return "total_sequence_length is missing"
         self._match = AttentionMatch(
             family=f"{FAMILY}/{self.op_type}" + ("+past" if past_key is not None else ""),
             q=q,
@@ -361,18 +364,86 @@ class GroupQueryAttention(_ContribRule):
     def rewrite(self, op, **_):
         m = self._match
         assert m is not None and self._pre is not None
-        m.q, m.k, m.v = self._pre(op)
-        # key j (of past + new) is valid for batch b iff j <= seqlens_k[b]: a bool [B,1,1,T]
-        length = op.Shape(m.k, start=1, end=2)
         if m.past_key is not None:
-            length = op.Add(length, op.Shape(m.past_key, start=2, end=3))
-        length = op.Squeeze(length, op.Constant(value_ints=[0]))
+            return self._rewrite_with_past(op, m)
+        m.q, m.k, m.v = self._pre(op, op.Constant(value_ints=[0]))
+        # key j is valid for batch b iff j <= seqlens_k[b]: a bool [B,1,1,S]
+        length = op.Squeeze(op.Shape(m.k, start=1, end=2), op.Constant(value_ints=[0]))
         keys = op.Range(op.Constant(value_int=0), length, op.Constant(value_int=1))
         last = op.Unsqueeze(
             op.Cast(self._seqlens, to=ir.DataType.INT64), op.Constant(value_ints=[1, 2, 3])
         )
         m.masks = [op.LessOrEqual(keys, last)]
         return emit(op, m)
+
+    def _rewrite_with_past(self, op, m: AttentionMatch):
+        """onnxruntime's per-row cache update and mask, in graph ops (see the class doc)."""
+        assert self._pre is not None
+        i64 = ir.DataType.INT64
+
+        def ints(*values: int):
+            return op.Constant(value_ints=list(values))
+
+        def scalar(x):
+            return op.Reshape(x, ints())
+
+        zero, one = op.Constant(value_int=0), op.Constant(value_int=1)
+        seqlens = op.Cast(self._seqlens, to=i64)  # [B]
+        total = scalar(op.Cast(self._total, to=i64))
+        s_len = scalar(op.Shape(m.q, start=1, end=2))
+        p_len = scalar(op.Shape(m.past_key, start=2, end=3))
+        first_prompt = op.Equal(s_len, total)
+        row_past = op.Where(first_prompt, zero, op.Sub(op.Add(seqlens, one), s_len))  # p_b
+        row_past2 = op.Unsqueeze(row_past, ints(1))  # [B,1]
+        queries = op.Unsqueeze(op.Range(zero, s_len, one), ints(0))  # [1,S]
+        positions = op.Add(row_past2, queries)  # [B,S]: p_b + s
+        q, k, v = self._pre(op, positions)
+
+        present_len = op.Max(total, p_len)
+        keys = op.Unsqueeze(op.Range(zero, present_len, one), ints(0))  # [1,T]
+        # present[b, :, j] = past[b, :, j] (j < p_b), new[b, :, j - p_b] (j < p_b + S), else 0
+        source = op.Where(op.Less(keys, row_past2), keys, op.Sub(op.Add(keys, p_len), row_past2))
+        last_source = op.Sub(op.Add(p_len, s_len), one)
+        source = op.Max(op.Min(source, last_source), zero)
+        written = op.Less(keys, op.Add(row_past2, s_len))  # [B,T]
+        index = op.Unsqueeze(source, ints(1, 3))  # [B,1,T,1]
+        keep = op.Unsqueeze(written, ints(1, 3))
+        heads_kv = ints(0, 0, self._kv_heads, -1)
+
+        def present(past, new):
+            new4 = op.Transpose(op.Reshape(new, heads_kv), perm=[0, 2, 1, 3])  # [B,Hkv,S,D]
+            cache = op.Concat(past, new4, axis=2)
+            shape = op.Concat(
+                op.Shape(cache, start=0, end=2),
+                op.Reshape(present_len, ints(1)),
+                op.Shape(cache, start=3, end=4),
+                axis=0,
+            )
+            gathered = op.GatherElements(cache, op.Expand(index, shape), axis=2)
+            return op.Where(keep, gathered, op.CastLike(op.Constant(value_float=0.0), cache))
+
+        present_k, present_v = present(m.past_key, k), present(m.past_value, v)
+
+        # (the hidden size spelled out: the op's shape inference needs it to type Y)
+        width = self._kv_heads * self._head if self._head is not None else -1
+
+        def flat(cache):  # [B,Hkv,T,D] -> [B,T,Hkv*D]
+            return op.Reshape(op.Transpose(cache, perm=[0, 2, 1, 3]), ints(0, 0, width))
+
+        # query s of row b attends keys j <= p_b + s (and j <= seqlens_k[b] on a padded prompt)
+        own = op.Unsqueeze(op.Add(row_past2, queries), ints(1, 3))  # [B,1,S,1]
+        last = op.Min(own, op.Unsqueeze(seqlens, ints(1, 2, 3)))
+        flat_keys = op.Range(zero, present_len, one)  # [T]
+        mask = op.LessOrEqual(flat_keys, last)
+        if m.left_window_size >= 0:
+            first = op.Sub(own, op.Constant(value_int=m.left_window_size))
+            mask = op.And(mask, op.GreaterOrEqual(flat_keys, first))
+        m.q, m.k, m.v = q, flat(present_k), flat(present_v)
+        m.masks = [mask]
+        m.past_key = m.past_value = None
+        m.is_causal, m.left_window_size, m.n_outputs = False, -1, 1
+        y = emit(op, m)
+        return (y, present_k, present_v) if self._n_outputs == 3 else y
 
 
 def find(node: ir.Node) -> ir.Node | None:

@@ -2,8 +2,12 @@
 attention and ``F.scaled_dot_product_attention`` (survey skeletons P1-P2, P4-P7, P9-P12, P14-P30,
 P32, P34-P47):
 
-    MatMul(Q', K'ᵀ) [Cast] [Mul|Div scale] [Cast] [Add bias] [Add mask] -> Softmax(last axis)
-    [Where(IsNaN(p), 0, p)] [Cast [Cast]] -> MatMul(., V)
+    MatMul(Q', K'ᵀ) [Cast] [Mul|Div scale] [Cast] [softcap] [Add bias] [Add mask]
+    -> Softmax(last axis) [Where(IsNaN(p), 0, p)] [Cast [Cast]] -> MatMul(., V)
+
+where softcap is ``Mul(Tanh(Div(s, c) | Mul(s, 1/c)), c)`` (Gemma 2, ONNX Attention's function
+body): the op's ``softcap`` caps the scaled scores before the mask is added, so only that order
+matches.
 
 with Q' = Q or Q·c, K'ᵀ = Kᵀ or Kᵀ·c, and Kᵀ written in one of five ways (``key_format``).
 """
@@ -59,7 +63,21 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
         self._match: AttentionMatch | None = None
 
     def pattern(
-        self, op, q, k, v, q_scale, k_scale, s_scale, mask, bias, nan_fill, row_axes, neg_inf
+        self,
+        op,
+        q,
+        k,
+        v,
+        q_scale,
+        k_scale,
+        s_scale,
+        cap_in,
+        cap_out,
+        mask,
+        bias,
+        nan_fill,
+        row_axes,
+        neg_inf,
     ):
         any_shape = pattern.ANY_VALUE
         kt = pattern.OrValue(
@@ -98,6 +116,17 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
             tag_values=["Mul", "Div", None],
         )
         scores = pattern.OrValue([op.Cast(scores, _outputs=["cast_b"]), scores])
+        # softcap: c·tanh(s / c), before the mask (Gemma 2, ONNX Attention's function body)
+        divided = pattern.OrValue(
+            [op.Div(scores, cap_in), op.Mul(scores, cap_in)],
+            tag_var="cap_scaling",
+            tag_values=["Div", "Mul"],
+        )
+        scores = pattern.OrValue(
+            [op.Mul(op.Tanh(divided), cap_out), scores],
+            tag_var="softcapped",
+            tag_values=[True, False],
+        )
         # T5 adds its position bias and then the mask; everyone else at most a mask.
         scores = pattern.OrValue(
             [op.Add(op.Add(scores, bias), mask), op.Add(scores, mask), scores],
@@ -206,6 +235,21 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
                 return result.fail(f"the {var.replace('_', ' ')} is not a constant scalar", b[var])
             scale *= factor if op_kind == "Mul" else 1.0 / factor
 
+        softcap = 0.0
+        if b.get("softcapped"):
+            cap = eval_scalar(b.get("cap_out"))
+            cap_in = eval_scalar(b.get("cap_in"))
+            if cap is None or cap_in is None or not math.isfinite(cap) or cap <= 0:
+                return result.fail("the softcap is not a positive constant scalar", probs)
+            inverse = cap_in if b.get("cap_scaling") == "Mul" else 1.0 / cap_in
+            if not math.isclose(inverse * cap, 1.0, rel_tol=1e-6):
+                return result.fail(
+                    f"the softcap divides by {1.0 / inverse:g} but multiplies by {cap:g} (the "
+                    "op's softcap is c·tanh(s / c))",
+                    probs,
+                )
+            softcap = cap
+
         if guard and eval_scalar(b.get("nan_fill")) != 0.0:
             return result.fail("the guard after Softmax does not write 0", probs)
         if guard == "all-masked":
@@ -229,7 +273,7 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
 
         y = context.output_values[0]
         self._match = AttentionMatch(
-            family=f"{FAMILY}/{key_format}",
+            family=f"{FAMILY}/{key_format}" + ("+softcap" if softcap else ""),
             q=q,
             k=k,
             v=v,
@@ -241,6 +285,7 @@ class PrimitiveAttention(pattern.RewriteRuleClassBase):
             key_perm=key_perm,
             mask_unsqueeze=unsqueeze,
             output_cast=output_cast,
+            softcap=softcap,
             replaced=[n.name or n.op_type for n in [*context.nodes, *extra_nodes]],
             output_name=y.name or "",
         )
@@ -343,19 +388,30 @@ def _value_matmul(softmax: ir.Node) -> tuple[ir.Node | None, bool]:
     return found, shared
 
 
-def _scores_from_matmul(softmax: ir.Node) -> bool:
-    """Softmax over something computed from a MatMul through the score-path ops."""
+_SCORE_PATH = ("Add", "Mul", "Div", "Cast", "Sub", "Where", "Tanh")
+
+
+def _score_path(softmax: ir.Node) -> list[str] | None:
+    """The op types from Softmax's input back to the score MatMul (excluded), or None when
+    the scores do not come from a MatMul through the score-path ops."""
     v = softmax.inputs[0]
-    for _ in range(8):
+    path: list[str] = []
+    for _ in range(10):
         node = v.producer() if v is not None else None
         if node is None:
-            return False
+            return None
         if node.op_type == "MatMul":
-            return True
-        if node.op_type not in ("Add", "Mul", "Div", "Cast", "Sub", "Where"):
-            return False
+            return path
+        if node.op_type not in _SCORE_PATH:
+            return None
+        path.append(node.op_type)
         v = node.inputs[0]
-    return False
+    return None
+
+
+def _scores_from_matmul(softmax: ir.Node) -> bool:
+    """Softmax over something computed from a MatMul through the score-path ops."""
+    return _score_path(softmax) is not None
 
 
 def find(node: ir.Node) -> ir.Node | None:
@@ -370,6 +426,12 @@ def diagnose(anchor: ir.Node, root: ir.Node) -> str:
     _, shared = _value_matmul(anchor)
     if shared:
         return "the attention probabilities are consumed elsewhere (e.g. returned weights)"
+    path = _score_path(anchor) or []
+    if "Tanh" in path and "Add" in path[path.index("Tanh") :]:
+        return (
+            "the scores are softcapped (tanh) after a mask or bias is added; the op caps them "
+            "before the mask, so masked keys would get weight"
+        )
     return ""
 
 

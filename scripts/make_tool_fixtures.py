@@ -13,7 +13,13 @@ Tools (``pip install '.[fixtures]'``):
   runs in a second interpreter, ``--genai-python`` (a venv with torch==2.13.0,
   onnxruntime-genai and transformers>=5); without one the genai fixtures are skipped;
 - diffusers exported with torch's TorchScript exporter (``dynamo=False``): attention with the
-  scale computed at run time from Shape.
+  scale computed at run time from Shape;
+- transformers' Gemma 2 (eager attention, ``attn_logit_softcapping``) through torch's dynamo
+  exporter at opset 18 (its TorchScript export fails in transformers 4.57's mask code): the
+  softcap ``tanh(s / cap)·cap`` between the scaled scores and the mask, as primitive ops.
+
+``--only PREFIX`` (repeatable) remakes only the fixtures whose key starts with PREFIX and keeps
+the other entries of tools.json.
 """
 
 from __future__ import annotations
@@ -230,6 +236,53 @@ def _diffusers(tmp: Path) -> dict[str, Path]:
     return out
 
 
+def _gemma2(tmp: Path) -> dict[str, Path]:
+    import torch
+    import transformers as tr
+
+    torch.manual_seed(SEED)
+    cfg = tr.Gemma2Config(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,  # one sliding-window layer, one global
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=64,
+        sliding_window=4,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        query_pre_attn_scalar=16,
+        attn_implementation="eager",
+    )
+    model = tr.Gemma2ForCausalLM(cfg).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, mask):
+            return self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+
+    out = {"transformers_gemma2_dynamo18": tmp / "gemma2.onnx"}
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    dims = {0: batch, 1: sequence}
+    with torch.no_grad():
+        torch.onnx.export(
+            Logits(),
+            (torch.randint(0, VOCAB, (2, 7)), torch.ones(2, 7, dtype=torch.int64)),
+            out["transformers_gemma2_dynamo18"],
+            dynamo=True,
+            opset_version=18,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={"ids": dims, "mask": dims},
+        )
+    return out
+
+
 def _seq2seq_runs(past_dim: str, extra: dict) -> list[dict]:
     """The merged decoder's two branches: no cache (prompt) and one decode step with a past."""
     prompt = {"batch_size": 2, "decoder_sequence_length": 3, past_dim: 1, **extra}
@@ -266,12 +319,17 @@ RUNS: dict[str, list[dict]] = {
     ],
     "diffusers_vae_decoder_ts17": [{"dims": {"batch": 1, "height": 8, "width": 8}}],
     "diffusers_unet_ts17": [{"dims": {"batch": 1, "tokens": 5}}],
+    "transformers_gemma2_dynamo18": [
+        {"dims": {"batch": 2, "sequence": 7}},
+        {"dims": {"batch": 2, "sequence": 7}, "pad": True},
+    ],
 }
 TOOL = {
     "optimum": "optimum merged decoder",
     "ortopt": "onnxruntime transformers optimizer",
     "genai": "onnxruntime-genai model builder",
     "diffusers": "diffusers, TorchScript exporter",
+    "transformers": "transformers Gemma 2 (softcap), dynamo exporter",
 }
 
 
@@ -279,6 +337,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "tools")
     parser.add_argument("--genai-python", help="interpreter with onnxruntime-genai installed")
+    parser.add_argument("--only", action="append", help="remake only keys with this prefix")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import onnx
@@ -286,14 +345,32 @@ def main() -> int:
     import pasa_onnx
 
     args.out.mkdir(parents=True, exist_ok=True)
-    manifest = {}
+    manifest: dict = {}
+    manifest_path = args.out / "tools.json"
+    if args.only and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+
+    def wanted(key: str) -> bool:
+        return not args.only or any(key.startswith(prefix) for prefix in args.only)
+
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        made = {**_seq2seq(tmp), **_bert(tmp), **_diffusers(tmp)}
-        if args.genai_python:
+        # each maker and the keys it makes
+        makers = [
+            (_seq2seq, [k for k in RUNS if k.startswith("optimum_") and "merged" in k]),
+            (_bert, ["ortopt_bert_fp32", "ortopt_bert_fp16", "optimum_O2_bert"]),
+            (_diffusers, ["diffusers_vae_decoder_ts17", "diffusers_unet_ts17"]),
+            (_gemma2, ["transformers_gemma2_dynamo18"]),
+        ]
+        made: dict[str, Path] = {}
+        for maker, keys in makers:
+            if any(wanted(key) for key in keys):
+                made.update(maker(tmp))
+        if args.genai_python and wanted("genai"):
             made.update(_genai(tmp, args.genai_python))
-        else:
+        elif not args.genai_python:
             print("genai fixtures skipped: no --genai-python", file=sys.stderr)
+        made = {key: path for key, path in made.items() if wanted(key)}
         for key, path in made.items():
             model = onnx.load(path)  # external data (genai) is folded into the one file
             dst = args.out / f"{key}.onnx"
@@ -320,7 +397,7 @@ def main() -> int:
         manifest["optimum_O2_bert"]["tool"] = (
             TOOL["ortopt"] + " (optimum-cli onnxruntime optimize -O2)"
         )
-    (args.out / "tools.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     shutil.rmtree(args.out / "__pycache__", ignore_errors=True)
     return 0
 

@@ -122,6 +122,23 @@ def test_genai_forms_match_on_prompt_and_decode(packed: bool, attrs: dict) -> No
         assert err <= 1e-4, (past_len, seq, err)
 
 
+@pytest.mark.parametrize(("packed", "attrs"), FORMS)
+@pytest.mark.parametrize("lengths", [[8, 5], [3, 8], [8, 1]], ids=["pad-last", "pad-first", "one"])
+def test_padded_decode_batch_matches_onnxruntime(packed: bool, attrs: dict, lengths) -> None:
+    """A decode step whose rows hold fewer tokens than the cache (seqlens_k[b] + 1 < P + S):
+    onnxruntime writes that row's new key at seqlens_k[b], rotates it there and zeroes the rest
+    of its present cache; Y and both present outputs match it."""
+    original = _gqa_model(packed, past=True, **attrs)
+    rewritten = _rewrite(original, "ort-contrib/GroupQueryAttention+past")
+    feeds = _feeds(packed, 7, 1, lengths, seed=2)
+    expected, actual = run_original(original, feeds), run_rewritten(rewritten, feeds)
+    assert [e.shape for e in expected] == [a.shape for a in actual]
+    assert max_rel_err(expected, actual) <= 1e-4
+    # the padded row's new key is in onnxruntime's place, not at the end of the cache
+    row = int(np.argmin(lengths))
+    assert np.allclose(actual[1][row, :, lengths[row] :], 0.0)
+
+
 def test_prompt_only_form_without_cache() -> None:
     original = _gqa_model(packed=False, past=False)
     # prompt-only models drop the present outputs

@@ -1,8 +1,9 @@
 """What users' tools write (tests/fixtures/tools/, made by scripts/make_tool_fixtures.py):
 optimum's merged decoders, onnxruntime's optimizer output, onnxruntime-genai's builder,
-diffusers through TorchScript. Every attention instance is replaced, and each rewritten model
-matches its original in onnxruntime on every recorded run (both If branches of a merged
-decoder; genai's prompt and a decode step with a past): fp32 within 1e-4, fp16 within 1e-2."""
+diffusers through TorchScript, transformers' Gemma 2 (softcap) through dynamo. Every attention
+instance is replaced, and each rewritten model matches its original in onnxruntime on every
+recorded run (both If branches of a merged decoder; genai's prompt and a decode step with a
+past): fp32 within 1e-4, fp16 within 1e-2."""
 
 from __future__ import annotations
 
@@ -109,4 +110,5 @@ def test_every_tool_is_covered() -> None:
         "onnxruntime transformers optimizer",
         "onnxruntime-genai model builder",
         "diffusers, TorchScript exporter",
+        "transformers Gemma 2",
     }
