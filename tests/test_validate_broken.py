@@ -11,6 +11,13 @@ from validation_models import primitive_attention_pair, save_pair
 from pasa_onnx.cli import main
 
 
+# atol 2e-3: in this 3-layer fp16 model the residual stream cancels terms of about 4 (where one
+# fp16 ulp is 0.004) down to outputs near 0.02, where the default atol (1e-3) is below the fp16
+# noise of the computation; a correct rewrite then fails on single elements by chance (1 of 1024
+# at seed 3). The broken scale differs by more than 0.05 either way.
+SETTINGS = ["--atol", "2e-3"]
+
+
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("broken")
@@ -21,7 +28,7 @@ def broken(tmp_path_factory):
 def test_cli_exit_1_and_points_at_the_attention(broken, capsys):
     tmp, orig, rw = broken
     reports = [tmp / "r.json", tmp / "r.md", tmp / "r.html"]
-    argv = ["validate", str(orig), str(rw), "--seed", "3"]
+    argv = ["validate", str(orig), str(rw), "--seed", "3", *SETTINGS]
     for r in reports:
         argv += ["--report", str(r)]
     assert main(argv) == 1
@@ -47,7 +54,7 @@ def test_cli_exit_1_and_points_at_the_attention(broken, capsys):
 
 def test_correct_rewrite_passes_with_same_settings(tmp_path, capsys):
     orig, rw = save_pair(primitive_attention_pair(n_layers=3), tmp_path, "ok")
-    assert main(["validate", str(orig), str(rw), "--seed", "3", "-q"]) == 0
+    assert main(["validate", str(orig), str(rw), "--seed", "3", "-q", *SETTINGS]) == 0
     assert "validation passed" in capsys.readouterr().out
 
 
