@@ -150,35 +150,37 @@ __device__ __forceinline__ float OverflowThreshold() {
   return std::is_same<T, __half>::value ? 65520.f : __uint_as_float(0x7F7F8000u);
 }
 
-// MT: 16-row m-tiles per warp (2: 32 rows per warp, K/V fragments reused twice).
-template <int D, typename T, int MT>
-__global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
-  using Tr = HalfTraits<T>;
-  using T2 = typename Tr::T2;
-  constexpr int LD = D + kPad;                   // halves per shared row
-  constexpr int KSTEPS = D / 16;                 // k-steps of S = Q·K'ᵀ
-  constexpr int NT_O = D / 8;                    // n-tiles of O
-  constexpr int NT_S = kTileN / 8;               // n-tiles of S
-  constexpr bool kQInRegs = MT == 1 && D <= 128;  // Q fragments kept in registers
-  constexpr int CH = D / 8;                      // 16-byte chunks per row
+// ---- FlashFwdKernel, in steps ----
+// Every step is __forceinline__ and keeps the statements and their order of the former single
+// function: the generated PTX is the same (modulo register names), so are the numerics. Register
+// arrays stay in the kernel's frame and are passed by reference, indexed with unrolled constants.
 
-  extern __shared__ uint4 smem_raw[];
-  const int nthreads = blockDim.x;
-  const int bm = (nthreads / 32) * 16 * MT;
-  T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sK = sQ + bm * LD;
-  T* sV = sK + 2 * kTileN * LD;
-  float* sKb = reinterpret_cast<float*>(sV + 2 * kTileN * LD);
+// Compile-time shape of one kernel instantiation; MT: 16-row m-tiles per warp.
+template <int D, int MT>
+struct FwdShape {
+  static constexpr int LD = D + kPad;                   // halves per shared row
+  static constexpr int KSTEPS = D / 16;                 // k-steps of S = Q·K'ᵀ
+  static constexpr int NT_O = D / 8;                    // n-tiles of O
+  static constexpr int NT_S = kTileN / 8;               // n-tiles of S
+  static constexpr bool kQInRegs = MT == 1 && D <= 128;  // Q fragments kept in registers
+  static constexpr int CH = D / 8;                      // 16-byte chunks per row
+  static constexpr int QF = kQInRegs ? KSTEPS : 1;      // rows of the Q fragment array
+};
 
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, tq = lane & 3;
-  const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
-  const int hkv = blockIdx.y;
-  const int b = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
-  const int R0 = tile_m * bm, R1 = min(R0 + bm, p.rows);
+// The CTA's packed rows [R0, R1), the valid keys of its batch row, the position offset of its
+// queries (absolute position of packed row R: R / G + off) and its key tiles.
+struct TileRange {
+  int R0, R1, valid;
+  int64_t off;
+  int64_t a_lo, a_hi;  // keys every row of the CTA attends: [a_lo, a_hi)
+  int t_begin, t_end;  // key tiles of this CTA (and split)
+};
 
-  const int valid = ValidLen(p.nonpad, b, p.kv_len);
-  const int64_t off = p.nonpad != nullptr ? static_cast<int64_t>(valid) - p.q_len : p.past_len;
+// The CTA's key tiles [t_begin, t_end) (of its split) and the keys every row attends [a_lo, a_hi),
+// from the rows [R0, R1), valid and off already in tr.
+__device__ __forceinline__ void KeyTiles(const FwdParams& p, TileRange& tr, int split) {
+  const int R0 = tr.R0, R1 = tr.R1, valid = tr.valid;
+  const int64_t off = tr.off;
   const int64_t pos_first = R0 / p.group + off, pos_last = (R1 - 1) / p.group + off;
   // Keys any row of the CTA may attend: [k_lo, k_hi); keys every row attends: [a_lo, a_hi).
   int64_t k_lo = 0, k_hi = valid, a_lo = 0, a_hi = valid;
@@ -205,274 +207,316 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     t_end = min(t_end, s_begin + per);
     t_begin = s_begin;
   }
+  tr.a_lo = a_lo;
+  tr.a_hi = a_hi;
+  tr.t_begin = t_begin;
+  tr.t_end = t_end;
+}
 
-  const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
-  const T* qbase = static_cast<const T*>(p.q) + b * p.q_sb;
-  const T* kpbase = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
-  const T* vbase = static_cast<const T*>(p.v) + b * p.v_sb + hkv * p.v_sh;
-  const float* kbbase = p.kbar + slab * p.nblk * D;
+// Shared-memory layout: Q tile, two K' and two V tiles (double buffer), two kbar rows.
+template <typename T>
+struct SmemTiles {
+  T* sQ;
+  T* sK;
+  T* sV;
+  float* sKb;
+};
 
-  auto load_tile = [&](int t, int buf) {
-    T* dk = sK + buf * kTileN * LD;
-    T* dv = sV + buf * kTileN * LD;
-    for (int idx = tid; idx < kTileN * CH; idx += nthreads) {
-      const int r = idx / CH, c = (idx % CH) * 8;
-      const int key = t * kTileN + r;
-      CpAsync16(SmemAddr(dk + r * LD + c), kpbase + static_cast<int64_t>(key) * D + c, 16);
-      const bool ok = key < valid;
-      const T* src = ok ? vbase + static_cast<int64_t>(key) * p.v_ss + c : vbase;
-      CpAsync16(SmemAddr(dv + r * LD + c), src, ok ? 16 : 0);
-    }
-    for (int idx = tid; idx < D / 4; idx += nthreads)
-      CpAsync16(SmemAddr(sKb + buf * D + idx * 4), kbbase + static_cast<int64_t>(t / p.blk_tiles) * D + idx * 4, 16);
-  };
+// Global sources of the K'/V/kbar tiles of one (batch, kv head): K' and kbar in the workspace, V.
+template <typename T>
+struct KvSource {
+  const T* kp;
+  const T* v;
+  const float* kb;
+};
 
-  if (t_begin < t_end) {
-    for (int idx = tid; idx < bm * CH; idx += nthreads) {
-      const int r = idx / CH, c = (idx % CH) * 8;
-      const int R = R0 + r;
-      const bool ok = R < R1;
-      const T* src = qbase;
-      if (ok) {
-        const int i = R / p.group, gh = R % p.group;
-        src = qbase + (static_cast<int64_t>(hkv) * p.group + gh) * p.q_sh + static_cast<int64_t>(i) * p.q_ss + c;
-      }
-      CpAsync16(SmemAddr(sQ + r * LD + c), src, ok ? 16 : 0);
-    }
-    load_tile(t_begin, 0);
-    CpAsyncCommit();
+// cp.async of key tile t into buffer buf: K' rows, V rows (zero-filled past `valid`), kbar.
+template <int D, typename T>
+__device__ __forceinline__ void IssueKvTile(const FwdParams& p, const SmemTiles<T>& sm, const KvSource<T>& src, int valid,
+                                            int t, int buf, int tid, int nthreads) {
+  constexpr int LD = D + kPad, CH = D / 8;
+  T* dk = sm.sK + buf * kTileN * LD;
+  T* dv = sm.sV + buf * kTileN * LD;
+  for (int idx = tid; idx < kTileN * CH; idx += nthreads) {
+    const int r = idx / CH, c = (idx % CH) * 8;
+    const int key = t * kTileN + r;
+    CpAsync16(SmemAddr(dk + r * LD + c), src.kp + static_cast<int64_t>(key) * D + c, 16);
+    const bool ok = key < valid;
+    const T* vs = ok ? src.v + static_cast<int64_t>(key) * p.v_ss + c : src.v;
+    CpAsync16(SmemAddr(dv + r * LD + c), vs, ok ? 16 : 0);
   }
+  for (int idx = tid; idx < D / 4; idx += nthreads)
+    CpAsync16(SmemAddr(sm.sKb + buf * D + idx * 4), src.kb + static_cast<int64_t>(t / p.blk_tiles) * D + idx * 4,
+              16);
+}
 
-  float o[MT][NT_O][4];
+// cp.async of the CTA's Q rows (packed rows R = i·G + g; rows past R1 zero-filled).
+template <int D, typename T>
+__device__ __forceinline__ void IssueQTile(const FwdParams& p, T* sQ, const T* qbase, int hkv, int R0, int R1, int bm,
+                                           int tid, int nthreads) {
+  constexpr int LD = D + kPad, CH = D / 8;
+  for (int idx = tid; idx < bm * CH; idx += nthreads) {
+    const int r = idx / CH, c = (idx % CH) * 8;
+    const int R = R0 + r;
+    const bool ok = R < R1;
+    const T* src = qbase;
+    if (ok) {
+      const int i = R / p.group, gh = R % p.group;
+      src = qbase + (static_cast<int64_t>(hkv) * p.group + gh) * p.q_sh + static_cast<int64_t>(i) * p.q_ss + c;
+    }
+    CpAsync16(SmemAddr(sQ + r * LD + c), src, ok ? 16 : 0);
+  }
+}
+
+// The Q fragments of the warp's 16 rows, kept in registers for the whole key loop (MT = 1, D <= 128).
+template <int D, typename T, int MT>
+__device__ __forceinline__ void LoadQFragments(uint32_t (&qf)[FwdShape<D, MT>::QF][4], const T* sQ, int wr0, int lane) {
+  using S = FwdShape<D, MT>;
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
+  for (int kk = 0; kk < (S::kQInRegs ? S::KSTEPS : 0); ++kk)
+    LdMatrixX4(SmemAddr(sQ + (wr0 + (lane & 15)) * S::LD + kk * 16 + (lane >> 4) * 8), qf[kk][0], qf[kk][1],
+               qf[kk][2], qf[kk][3]);
+}
+
+// The removed shift of this tile's PASA block, per row: c·(q·kbar), quad-reduced.
+template <int D, typename T, int MT>
+__device__ __forceinline__ void BlockShift(const FwdParams& p, float (&shift)[MT][2], const T* sQ, const float* kb, int wr0,
+                                           int g, int tq) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  constexpr int LD = FwdShape<D, MT>::LD;
+  float acc[MT][2];
 #pragma unroll
-    for (int j = 0; j < NT_O; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
-  float m_run[MT][2], l_run[MT][2], shift[MT][2];
-  int row_pos[MT][2];  // absolute positions (< 2^31: FlashSupports bounds the lengths)
-  const int wr0 = warp * 16 * MT;  // first row of this warp in the CTA tile
+  for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = 0.f;
+#pragma unroll
+  for (int k2 = 0; k2 < D / 8; ++k2) {
+    const int col = k2 * 8 + tq * 2;
+    const float2 kv2 = *reinterpret_cast<const float2*>(kb + col);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(sQ + (wr0 + mt * 16 + g + rr * 8) * LD + col));
+        acc[mt][rr] = fmaf(qv.x, kv2.x, acc[mt][rr]);
+        acc[mt][rr] = fmaf(qv.y, kv2.y, acc[mt][rr]);
+      }
+  }
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      m_run[mt][rr] = -INFINITY;
-      l_run[mt][rr] = 0.f;
-      shift[mt][rr] = 0.f;
-      row_pos[mt][rr] = static_cast<int>((R0 + wr0 + mt * 16 + g + rr * 8) / p.group + off);
+      acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 1);
+      acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 2);
+      shift[mt][rr] = p.scale * acc[mt][rr];
     }
-  uint32_t qf[kQInRegs ? KSTEPS : 1][4];
-  const bool warp_active = R0 + wr0 < R1;
-  const Geometry geo{p.causal, p.left, p.right};
-  const float NEG_INF = -INFINITY;
-  const float thr = OverflowThreshold<T>();
+}
 
-  for (int t = t_begin; t < t_end; ++t) {
-    const int buf = (t - t_begin) & 1;
-    CpAsyncWaitAll();
-    __syncthreads();
-    if (t + 1 < t_end) {
-      load_tile(t + 1, buf ^ 1);
-      CpAsyncCommit();
-    }
-    if (!warp_active) continue;
-    const T* tK = sK + buf * kTileN * LD;
-    const T* tV = sV + buf * kTileN * LD;
-    if (kQInRegs && t == t_begin) {
+// S = Q·K'ᵀ over the tile's 64 keys (fp32 accumulators).
+template <int D, typename T, int MT>
+__device__ __forceinline__ void ScoreProduct(float (&s)[MT][kTileN / 8][4], const uint32_t (&qf)[FwdShape<D, MT>::QF][4],
+                                             const T* sQ, const T* tK, int wr0, int lane) {
+  using S = FwdShape<D, MT>;
+  constexpr int LD = S::LD, NT_S = S::NT_S;
 #pragma unroll
-      for (int kk = 0; kk < (kQInRegs ? KSTEPS : 0); ++kk)
-        LdMatrixX4(SmemAddr(sQ + (wr0 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), qf[kk][0], qf[kk][1],
-                   qf[kk][2], qf[kk][3]);
-    }
-    // The removed shift of this tile's PASA block, per row: c·(q·kbar), quad-reduced.
-    if (t == t_begin || t % p.blk_tiles == 0) {
-      const float* kb = sKb + buf * D;
-      float acc[MT][2];
+  for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = 0.f;
+    for (int j = 0; j < NT_S; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
-      for (int k2 = 0; k2 < D / 8; ++k2) {
-        const int col = k2 * 8 + tq * 2;
-        const float2 kv2 = *reinterpret_cast<const float2*>(kb + col);
+  for (int kk = 0; kk < S::KSTEPS; ++kk) {
+    uint32_t a[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int rr = 0; rr < 2; ++rr) {
-            const float2 qv =
-                Tr::Unpack(*reinterpret_cast<const T2*>(sQ + (wr0 + mt * 16 + g + rr * 8) * LD + col));
-            acc[mt][rr] = fmaf(qv.x, kv2.x, acc[mt][rr]);
-            acc[mt][rr] = fmaf(qv.y, kv2.y, acc[mt][rr]);
-          }
+    for (int mt = 0; mt < MT; ++mt) {
+      if constexpr (S::kQInRegs) {
+        a[mt][0] = qf[kk][0]; a[mt][1] = qf[kk][1]; a[mt][2] = qf[kk][2]; a[mt][3] = qf[kk][3];
+      } else {
+        LdMatrixX4(SmemAddr(sQ + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[mt][0],
+                   a[mt][1], a[mt][2], a[mt][3]);
       }
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 1);
-          acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 2);
-          shift[mt][rr] = p.scale * acc[mt][rr];
-        }
     }
-
-    // S = Q·K'ᵀ
-    float s[MT][NT_S][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int j = 0; j < NT_S; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < KSTEPS; ++kk) {
-      uint32_t a[MT][4];
+    for (int jj = 0; jj < NT_S / 2; ++jj) {
+      uint32_t b0, b1, b2, b3;
+      LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
+                 b0, b1, b2, b3);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        if constexpr (kQInRegs) {
-          a[mt][0] = qf[kk][0]; a[mt][1] = qf[kk][1]; a[mt][2] = qf[kk][2]; a[mt][3] = qf[kk][3];
-        } else {
-          LdMatrixX4(SmemAddr(sQ + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[mt][0],
-                     a[mt][1], a[mt][2], a[mt][3]);
-        }
-      }
-#pragma unroll
-      for (int jj = 0; jj < NT_S / 2; ++jj) {
-        uint32_t b0, b1, b2, b3;
-        LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
-                   b0, b1, b2, b3);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          Mma16816<T>(s[mt][2 * jj], a[mt], b0, b1);
-          Mma16816<T>(s[mt][2 * jj + 1], a[mt], b2, b3);
-        }
-      }
-    }
-
-    // Mask; overflow test on the attended |S| (a row whose tile would overflow the half type
-    // keeps its fp32 scores); round S, add the shift, online softmax; P rounded for P·V.
-    const bool full = t * kTileN >= a_lo && (t + 1) * kTileN <= a_hi;
-    float amax[MT][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        float am = 0.f;
-        if (full) {
-          float t4[4];
-#pragma unroll
-          for (int q4 = 0; q4 < 4; ++q4)
-            t4[q4] = fmaxf(fmaxf(fabsf(s[mt][2 * q4][2 * rr]), fabsf(s[mt][2 * q4][2 * rr + 1])),
-                           fmaxf(fabsf(s[mt][2 * q4 + 1][2 * rr]), fabsf(s[mt][2 * q4 + 1][2 * rr + 1])));
-          am = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
-        } else {
-#pragma unroll
-          for (int j = 0; j < NT_S; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float& x = s[mt][j][2 * rr + e];
-              const int key = t * kTileN + j * 8 + tq * 2 + e;
-              if (!(key < valid && geo.Allowed(row_pos[mt][rr], key))) x = NEG_INF;
-              am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
-            }
-        }
-        amax[mt][rr] = am;
-      }
-    bool any_ovf = false;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) any_ovf |= amax[mt][0] >= thr || amax[mt][1] >= thr;
-    any_ovf = __any_sync(0xffffffffu, any_ovf);
-    bool ovf[MT][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) ovf[mt][rr] = false;
-    if (any_ovf) {  // rare: per-row decision, quad-reduced
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          float am = amax[mt][rr];
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-          ovf[mt][rr] = am >= thr;
-        }
-    }
-    // x = round(S) + shift, and the rows' tile maxima (all rows first: independent chains).
-    float mx[MT][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        const float sh = shift[mt][rr];
-        if (full && !any_ovf) {
-#pragma unroll
-          for (int j = 0; j < NT_S; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) s[mt][j][2 * rr + e] = RoundScore<T>(s[mt][j][2 * rr + e]) + sh;
-        } else {
-          const bool ov = ovf[mt][rr];
-#pragma unroll
-          for (int j = 0; j < NT_S; ++j)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float& x = s[mt][j][2 * rr + e];
-              x = x == NEG_INF ? NEG_INF : (ov ? x : RoundScore<T>(x)) + sh;
-            }
-        }
-        float t4[4];
-#pragma unroll
-        for (int q4 = 0; q4 < 4; ++q4)
-          t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
-                         fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
-        mx[mt][rr] = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
-      }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
-    uint32_t pf[MT][NT_S][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        const float m_new = fmaxf(m_run[mt][rr], mx[mt][rr]);
-        const float mL = m_new == NEG_INF ? 0.f : m_new * kLog2e;
-        const float corr = Exp2(fmaf(m_run[mt][rr], kLog2e, -mL));
-        m_run[mt][rr] = m_new;
-        float ps[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int j = 0; j < NT_S; ++j) {
-          const T2 ph = Tr::Pack(Exp2(fmaf(s[mt][j][2 * rr], kLog2e, -mL)), Exp2(fmaf(s[mt][j][2 * rr + 1], kLog2e, -mL)));
-          const float2 pr = Tr::Unpack(ph);
-          ps[j & 3] += pr.x + pr.y;
-          pf[mt][j][rr] = AsU32(ph);
-        }
-        l_run[mt][rr] = l_run[mt][rr] * corr + ((ps[0] + ps[1]) + (ps[2] + ps[3]));
-#pragma unroll
-        for (int j = 0; j < NT_O; ++j) {
-          o[mt][j][2 * rr] *= corr;
-          o[mt][j][2 * rr + 1] *= corr;
-        }
-      }
-
-    // O += P·V
-#pragma unroll
-    for (int kk = 0; kk < kTileN / 16; ++kk) {
-#pragma unroll
-      for (int jj = 0; jj < NT_O / 2; ++jj) {
-        uint32_t b0, b1, b2, b3;
-        LdMatrixX4Trans(SmemAddr(tV + (kk * 16 + (lane & 15)) * LD + jj * 16 + (lane >> 4) * 8), b0, b1, b2, b3);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const uint32_t a[4] = {pf[mt][2 * kk][0], pf[mt][2 * kk][1], pf[mt][2 * kk + 1][0], pf[mt][2 * kk + 1][1]};
-          Mma16816<T>(o[mt][2 * jj], a, b0, b1);
-          Mma16816<T>(o[mt][2 * jj + 1], a, b2, b3);
-        }
+        Mma16816<T>(s[mt][2 * jj], a[mt], b0, b1);
+        Mma16816<T>(s[mt][2 * jj + 1], a[mt], b2, b3);
       }
     }
   }
+}
 
-  if (!warp_active) return;
+// Mask (partial tiles only) and the rows' attended max |S| of this thread, for the overflow test.
+template <int MT>
+__device__ __forceinline__ void MaskAndAbsMax(float (&s)[MT][kTileN / 8][4], float (&amax)[MT][2], bool full, int t,
+                                              int valid, const Geometry& geo, const int (&row_pos)[MT][2], int tq) {
+  constexpr int NT_S = kTileN / 8;
+  const float NEG_INF = -INFINITY;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float am = 0.f;
+      if (full) {
+        float t4[4];
+#pragma unroll
+        for (int q4 = 0; q4 < 4; ++q4)
+          t4[q4] = fmaxf(fmaxf(fabsf(s[mt][2 * q4][2 * rr]), fabsf(s[mt][2 * q4][2 * rr + 1])),
+                         fmaxf(fabsf(s[mt][2 * q4 + 1][2 * rr]), fabsf(s[mt][2 * q4 + 1][2 * rr + 1])));
+        am = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+      } else {
+#pragma unroll
+        for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][j][2 * rr + e];
+            const int key = t * kTileN + j * 8 + tq * 2 + e;
+            if (!(key < valid && geo.Allowed(row_pos[mt][rr], key))) x = NEG_INF;
+            am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
+          }
+      }
+      amax[mt][rr] = am;
+    }
+}
+
+// Overflow fallback decision: whether any row of the warp would overflow the half type (returned),
+// and per row (ovf, quad-reduced; only computed in that rare case).
+template <int MT>
+__device__ __forceinline__ bool OverflowRows(bool (&ovf)[MT][2], const float (&amax)[MT][2], float thr) {
+  bool any_ovf = false;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) any_ovf |= amax[mt][0] >= thr || amax[mt][1] >= thr;
+  any_ovf = __any_sync(0xffffffffu, any_ovf);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) ovf[mt][rr] = false;
+  if (any_ovf) {  // rare: per-row decision, quad-reduced
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float am = amax[mt][rr];
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+        ovf[mt][rr] = am >= thr;
+      }
+  }
+  return any_ovf;
+}
+
+// x = round(S) + shift (overflowing rows: fp32 S + shift), and the rows' tile maxima, quad-reduced
+// (all rows first: independent chains).
+template <typename T, int MT>
+__device__ __forceinline__ void RoundShiftMax(float (&s)[MT][kTileN / 8][4], float (&mx)[MT][2],
+                                              const float (&shift)[MT][2], const bool (&ovf)[MT][2], bool full,
+                                              bool any_ovf) {
+  constexpr int NT_S = kTileN / 8;
+  const float NEG_INF = -INFINITY;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const float sh = shift[mt][rr];
+      if (full && !any_ovf) {
+#pragma unroll
+        for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) s[mt][j][2 * rr + e] = RoundScore<T>(s[mt][j][2 * rr + e]) + sh;
+      } else {
+        const bool ov = ovf[mt][rr];
+#pragma unroll
+        for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][j][2 * rr + e];
+            x = x == NEG_INF ? NEG_INF : (ov ? x : RoundScore<T>(x)) + sh;
+          }
+      }
+      float t4[4];
+#pragma unroll
+      for (int q4 = 0; q4 < 4; ++q4)
+        t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
+                       fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
+      mx[mt][rr] = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+    }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
+}
+
+// Online softmax in fp32: new running max, P = 2^(x·log2e − m·log2e) rounded to the half type
+// (packed into pf for P·V), l and O rescaled by the correction factor.
+template <int D, typename T, int MT>
+__device__ __forceinline__ void SoftmaxUpdate(uint32_t (&pf)[MT][kTileN / 8][2], const float (&s)[MT][kTileN / 8][4],
+                                              const float (&mx)[MT][2], float (&m_run)[MT][2], float (&l_run)[MT][2],
+                                              float (&o)[MT][D / 8][4]) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  constexpr int NT_S = kTileN / 8, NT_O = D / 8;
+  const float NEG_INF = -INFINITY;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const float m_new = fmaxf(m_run[mt][rr], mx[mt][rr]);
+      const float mL = m_new == NEG_INF ? 0.f : m_new * kLog2e;
+      const float corr = Exp2(fmaf(m_run[mt][rr], kLog2e, -mL));
+      m_run[mt][rr] = m_new;
+      float ps[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j) {
+        const T2 ph = Tr::Pack(Exp2(fmaf(s[mt][j][2 * rr], kLog2e, -mL)), Exp2(fmaf(s[mt][j][2 * rr + 1], kLog2e, -mL)));
+        const float2 pr = Tr::Unpack(ph);
+        ps[j & 3] += pr.x + pr.y;
+        pf[mt][j][rr] = AsU32(ph);
+      }
+      l_run[mt][rr] = l_run[mt][rr] * corr + ((ps[0] + ps[1]) + (ps[2] + ps[3]));
+#pragma unroll
+      for (int j = 0; j < NT_O; ++j) {
+        o[mt][j][2 * rr] *= corr;
+        o[mt][j][2 * rr + 1] *= corr;
+      }
+    }
+}
+
+// O += P·V (fp32 accumulators), V from buffer buf. (tV is formed here, not passed in: that keeps
+// the address arithmetic, and so the PTX, exactly that of the single-function kernel.)
+template <int D, typename T, int MT>
+__device__ __forceinline__ void PvProduct(float (&o)[MT][D / 8][4], const uint32_t (&pf)[MT][kTileN / 8][2],
+                                          const SmemTiles<T>& sm, int buf, int lane) {
+  constexpr int LD = D + kPad, NT_O = D / 8;
+  const T* tV = sm.sV + buf * kTileN * LD;
+#pragma unroll
+  for (int kk = 0; kk < kTileN / 16; ++kk) {
+#pragma unroll
+    for (int jj = 0; jj < NT_O / 2; ++jj) {
+      uint32_t b0, b1, b2, b3;
+      LdMatrixX4Trans(SmemAddr(tV + (kk * 16 + (lane & 15)) * LD + jj * 16 + (lane >> 4) * 8), b0, b1, b2, b3);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const uint32_t a[4] = {pf[mt][2 * kk][0], pf[mt][2 * kk][1], pf[mt][2 * kk + 1][0], pf[mt][2 * kk + 1][1]};
+        Mma16816<T>(o[mt][2 * jj], a, b0, b1);
+        Mma16816<T>(o[mt][2 * jj + 1], a, b2, b3);
+      }
+    }
+  }
+}
+
+// Epilogue: l quad-reduced; y = O / l in the half type (one split), or the split's fp32 (O, m, l).
+template <int D, typename T, int MT>
+__device__ __forceinline__ void StoreRows(const FwdParams& p, const float (&o)[MT][D / 8][4], const float (&m_run)[MT][2],
+                                          const float (&l_run)[MT][2], int R0, int R1, int wr0, int g, int tq, int b,
+                                          int hkv, int split, int64_t slab) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  constexpr int NT_O = D / 8;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -499,6 +543,107 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
         if (tq == 0) *reinterpret_cast<float2*>(p.part_ml + prow * 2) = make_float2(m_run[mt][rr], l);
       }
     }
+}
+
+// MT: 16-row m-tiles per warp (2: 32 rows per warp, K/V fragments reused twice).
+template <int D, typename T, int MT>
+__global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
+  using S = FwdShape<D, MT>;
+  constexpr int LD = S::LD, NT_O = S::NT_O, NT_S = S::NT_S;
+
+  extern __shared__ uint4 smem_raw[];
+  const int nthreads = blockDim.x;
+  const int bm = (nthreads / 32) * 16 * MT;
+  SmemTiles<T> sm;
+  sm.sQ = reinterpret_cast<T*>(smem_raw);
+  sm.sK = sm.sQ + bm * LD;
+  sm.sV = sm.sK + 2 * kTileN * LD;
+  sm.sKb = reinterpret_cast<float*>(sm.sV + 2 * kTileN * LD);
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
+  const int hkv = blockIdx.y;
+  const int b = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
+  const int R0 = tile_m * bm, R1 = min(R0 + bm, p.rows);
+
+  const int valid = ValidLen(p.nonpad, b, p.kv_len);
+  const int64_t off = p.nonpad != nullptr ? static_cast<int64_t>(valid) - p.q_len : p.past_len;
+  TileRange tr;
+  tr.R0 = R0;
+  tr.R1 = R1;
+  tr.valid = valid;
+  tr.off = off;
+  KeyTiles(p, tr, split);
+  const int t_begin = tr.t_begin, t_end = tr.t_end;
+
+  const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
+  const T* qbase = static_cast<const T*>(p.q) + b * p.q_sb;
+  KvSource<T> src;
+  src.kp = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
+  src.v = static_cast<const T*>(p.v) + b * p.v_sb + hkv * p.v_sh;
+  src.kb = p.kbar + slab * p.nblk * D;
+
+  if (t_begin < t_end) {
+    IssueQTile<D, T>(p, sm.sQ, qbase, hkv, R0, R1, bm, tid, nthreads);
+    IssueKvTile<D, T>(p, sm, src, valid, t_begin, 0, tid, nthreads);
+    CpAsyncCommit();
+  }
+
+  float o[MT][NT_O][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT_O; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+  float m_run[MT][2], l_run[MT][2], shift[MT][2];
+  int row_pos[MT][2];  // absolute positions (< 2^31: FlashSupports bounds the lengths)
+  const int wr0 = warp * 16 * MT;  // first row of this warp in the CTA tile
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      m_run[mt][rr] = -INFINITY;
+      l_run[mt][rr] = 0.f;
+      shift[mt][rr] = 0.f;
+      row_pos[mt][rr] = static_cast<int>((R0 + wr0 + mt * 16 + g + rr * 8) / p.group + tr.off);
+    }
+  uint32_t qf[S::QF][4];
+  const bool warp_active = R0 + wr0 < R1;
+  const Geometry geo{p.causal, p.left, p.right};
+  const float thr = OverflowThreshold<T>();
+
+  for (int t = t_begin; t < t_end; ++t) {
+    const int buf = (t - t_begin) & 1;
+    CpAsyncWaitAll();
+    __syncthreads();
+    if (t + 1 < t_end) {
+      IssueKvTile<D, T>(p, sm, src, valid, t + 1, buf ^ 1, tid, nthreads);
+      CpAsyncCommit();
+    }
+    if (!warp_active) continue;
+    const T* tK = sm.sK + buf * kTileN * LD;
+    if (S::kQInRegs && t == t_begin) LoadQFragments<D, T, MT>(qf, sm.sQ, wr0, lane);
+    if (t == t_begin || t % p.blk_tiles == 0) BlockShift<D, T, MT>(p, shift, sm.sQ, sm.sKb + buf * D, wr0, g, tq);
+
+    float s[MT][NT_S][4];
+    ScoreProduct<D, T, MT>(s, qf, sm.sQ, tK, wr0, lane);
+
+    // Mask; overflow test on the attended |S| (a row whose tile would overflow the half type
+    // keeps its fp32 scores); round S, add the shift, online softmax; P rounded for P·V.
+    const bool full = t * kTileN >= tr.a_lo && (t + 1) * kTileN <= tr.a_hi;
+    float amax[MT][2];
+    MaskAndAbsMax<MT>(s, amax, full, t, tr.valid, geo, row_pos, tq);
+    bool ovf[MT][2];
+    const bool any_ovf = OverflowRows<MT>(ovf, amax, thr);
+    float mx[MT][2];
+    RoundShiftMax<T, MT>(s, mx, shift, ovf, full, any_ovf);
+    uint32_t pf[MT][NT_S][2];
+    SoftmaxUpdate<D, T, MT>(pf, s, mx, m_run, l_run, o);
+    PvProduct<D, T, MT>(o, pf, sm, buf, lane);
+  }
+
+  if (!warp_active) return;
+  StoreRows<D, T, MT>(p, o, m_run, l_run, R0, R1, wr0, g, tq, b, hkv, split, slab);
 }
 
 // grid (rows, Hkv, B), block D/2 threads: merges the splits' (m, l, O) of one row in fp32.
