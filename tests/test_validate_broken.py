@@ -10,7 +10,6 @@ from validation_models import primitive_attention_pair, save_pair
 
 from pasa_onnx.cli import main
 
-
 # atol 2e-3: in this 3-layer fp16 model the residual stream cancels terms of about 4 (where one
 # fp16 ulp is 0.004) down to outputs near 0.02, where the default atol (1e-3) is below the fp16
 # noise of the computation; a correct rewrite then fails on single elements by chance (1 of 1024
