@@ -405,9 +405,15 @@ void PreparedProblem::StoreTile(const TileCtx& c) {
     const int64_t base = c.b * p.y_stride[0] + c.HeadOf(i) * p.y_stride[1] + c.QueryOf(i) * p.y_stride[2];
     const float* oi = c.st.o + i * dvp;
     const float l = c.st.l[i];
-    bool finite = std::isfinite(l);
-    for (int64_t d = 0; d < p.v_head_dim; ++d) finite = finite && std::isfinite(oi[d]);
-    if (!finite) overflow_.store(true, std::memory_order_relaxed);
+    // inf or NaN in l or O (exponent bits all set): an OR over the bits, which vectorises.
+    uint32_t bits = 0;
+    std::memcpy(&bits, &l, sizeof bits);
+    uint32_t bad = (bits & 0x7f800000u) == 0x7f800000u;
+    for (int64_t d = 0; d < p.v_head_dim; ++d) {
+      std::memcpy(&bits, oi + d, sizeof bits);
+      bad |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    if (bad) overflow_.store(true, std::memory_order_relaxed);
     if (p.y_stride[3] == 1) {
       auto* out = static_cast<unsigned char*>(p.y) + static_cast<size_t>(base) * ElemBytes(p.q.type);
       kernels.store_row(oi, l, p.v_head_dim, p.q.type, out);
