@@ -57,7 +57,6 @@ def _single_node(
     dtype: int, q: tuple, kv: tuple, extra: dict | None = None, **attrs
 ) -> onnx.ModelProto:
     extra = extra or {}
-    names = ["Q", "K", "V", *extra]
     io = [helper.make_tensor_value_info("Q", dtype, q)]
     io += [helper.make_tensor_value_info(n, dtype, kv) for n in ("K", "V")]
     io += [helper.make_tensor_value_info(n, t, s) for n, (t, s) in extra.items()]
@@ -71,7 +70,6 @@ def _single_node(
     graph = helper.make_graph(
         [node], "ab", io, [helper.make_tensor_value_info(o, dtype, None) for o in outs]
     )
-    del names
     return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("ai.pasa", 1)]
     )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from bench_attention import _model  # the CPU benchmark's one-graph model builder (IR 10)
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,13 +67,6 @@ class Result:
     tflops: float
     runs: int
     extra: dict = field(default_factory=dict)
-
-
-def _model(nodes, inputs, outputs, opsets, initializers=()):
-    graph = helper.make_graph(nodes, "bench", inputs, outputs, initializer=list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
-    model.ir_version = 10
-    return model
 
 
 def _bhsd(c: Case):

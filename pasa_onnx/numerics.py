@@ -33,6 +33,18 @@ def default_alpha(half_type: np.dtype, precision: str = "half") -> float:
     return 0.9689939 if np.dtype(half_type) == BFLOAT16 else 0.9375
 
 
+def resolve_precision(q, precision: str | None) -> tuple[np.dtype, np.dtype, str]:
+    """(input dtype, half type, precision) as the kernel defaults them: ``half`` for fp16/bf16
+    inputs, ``float`` for fp32; S and P round to bfloat16 for bf16 inputs, else to float16."""
+    in_dtype = np.asarray(q).dtype
+    half_type = BFLOAT16 if in_dtype == BFLOAT16 else np.dtype(np.float16)
+    if precision is None:
+        precision = "float" if in_dtype == np.float32 else "half"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return in_dtype, half_type, precision
+
+
 def round_to(x: np.ndarray, half_type: np.dtype) -> np.ndarray:
     """Round float32 values to ``half_type`` (round-to-nearest-even) and back to float32."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -306,12 +318,7 @@ def attention_emulated(
     ``amx_products`` computes ``Q·K'ᵀ`` and ``P·V`` as the amx path does in ``half`` and ``paper``
     mode for fp16/bf16 inputs (:func:`split_products`); ``float`` mode keeps float32 products.
     """
-    in_dtype = np.asarray(q).dtype
-    half_type = BFLOAT16 if in_dtype == BFLOAT16 else np.dtype(np.float16)
-    if precision is None:
-        precision = "float" if in_dtype == np.float32 else "half"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    in_dtype, half_type, precision = resolve_precision(q, precision)
     p = _normalise(
         q,
         k,
@@ -478,6 +485,28 @@ def attention_plain_half(
         scale_after_scores=True,
         **attrs,
     )
+
+
+def attention_plain_fp32(q, k, v) -> np.ndarray:
+    """Plain attention (4-D, no mask) with float32 scores, softmax and accumulation on the given
+    inputs: the accuracy a float32 attention kernel reaches on them."""
+    q, k, v = (np.asarray(t, dtype=np.float32) for t in (q, k, v))
+    k, v = _expand_kv(k, q.shape[1]), _expand_kv(v, q.shape[1])
+    s = (q @ np.swapaxes(k, 2, 3)) * np.float32(1 / np.sqrt(q.shape[-1]))
+    p = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (p / p.sum(axis=-1, keepdims=True)) @ v
+
+
+def shared_bias_inputs(
+    dtype, low: float, high: float, seq: int = 512, dim: int = 64, seed: int = 0
+):
+    """Q, K, V [1, 2, seq, dim] whose keys share a large part: a bias drawn from U(low, high) per
+    dimension plus unit noise (issue #15's D11 and O1 cases)."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((1, 2, seq, dim)).astype(dtype)
+    k = (rng.uniform(low, high, size=dim) + rng.standard_normal((1, 2, seq, dim))).astype(dtype)
+    v = rng.standard_normal((1, 2, seq, dim)).astype(dtype)
+    return q, k, v
 
 
 def paper_random_inputs(

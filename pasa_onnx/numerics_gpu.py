@@ -26,7 +26,6 @@ import numpy as np
 
 from pasa_onnx.numerics import (
     BFLOAT16,
-    PRECISIONS,
     _bias,
     _expand_kv,
     _finish,
@@ -34,6 +33,7 @@ from pasa_onnx.numerics import (
     _normalise,
     attention_emulated,
     default_alpha,
+    resolve_precision,
     round_to,
 )
 
@@ -71,12 +71,7 @@ def attention_emulated_gpu(
 ) -> np.ndarray:
     """The CUDA kernels' result, step by step (same rounding points; float32 sums in numpy's
     order, so agreement is to rounding, not bit for bit)."""
-    in_dtype = np.asarray(q).dtype
-    half_type = BFLOAT16 if in_dtype == BFLOAT16 else np.dtype(np.float16)
-    if precision is None:
-        precision = "float" if in_dtype == np.float32 else "half"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    in_dtype, half_type, precision = resolve_precision(q, precision)
     attrs = dict(
         scale=scale,
         is_causal=is_causal,

@@ -9,24 +9,13 @@ import numpy as np
 import pytest
 from conftest import run_pasa
 
-from pasa_onnx.numerics import attention_emulated, attention_golden, error_metrics
-
-
-def plain_fp32(q, k, v):
-    """Plain attention with fp32 scores, softmax and accumulation on the same inputs."""
-    q, k, v = (np.asarray(t, dtype=np.float32) for t in (q, k, v))
-    s = (q @ np.swapaxes(k, 2, 3)) * np.float32(1 / np.sqrt(q.shape[-1]))
-    p = np.exp(s - s.max(axis=-1, keepdims=True))
-    return (p / p.sum(axis=-1, keepdims=True)) @ v
-
-
-def shared_bias_inputs(dtype, low, high, seq=512, dim=64, seed=0):
-    rng = np.random.default_rng(seed)
-    q = rng.standard_normal((1, 2, seq, dim)).astype(dtype)
-    k = (rng.uniform(low, high, size=dim) + rng.standard_normal((1, 2, seq, dim))).astype(dtype)
-    v = rng.standard_normal((1, 2, seq, dim)).astype(dtype)
-    return q, k, v
-
+from pasa_onnx.numerics import (
+    attention_emulated,
+    attention_golden,
+    attention_plain_fp32,
+    error_metrics,
+    shared_bias_inputs,
+)
 
 CASES = [
     # O1: fp16 keys 1e4-6e4 plus noise, default (half) precision. With alpha < 1 half mode rounds
@@ -46,7 +35,7 @@ CASES = [
 def test_shared_bias_keys_as_accurate_as_plain_fp32(name, dtype, bias, precision, alpha):
     q, k, v = shared_bias_inputs(dtype, *bias)
     gold = attention_golden(q, k, v)
-    reference = error_metrics(plain_fp32(q, k, v), gold, v)
+    reference = error_metrics(attention_plain_fp32(q, k, v), gold, v)
     attrs = {"precision": precision} | ({} if alpha is None else {"alpha": alpha})
     kernel = error_metrics(run_pasa({"Q": q, "K": k, "V": v}, **attrs), gold, v)
     emulated = error_metrics(attention_emulated(q, k, v, **attrs), gold, v)

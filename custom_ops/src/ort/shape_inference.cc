@@ -101,8 +101,12 @@ OrtStatusPtr ORT_API_CALL InferShapes(const OrtCustomOp*, OrtShapeInferContext* 
   const OutputDims out = InferOutputDims(q.dims, k.dims, v.dims, past_k.present ? &past_k.dims : nullptr,
                                          ReadIntAttr(ctx, "q_num_heads", 0), ReadIntAttr(ctx, "kv_num_heads", 0));
   if (!out.known) {
-    // Ranks unknown: still give the outputs Q's element type (onnxruntime would otherwise take
-    // that of the last open-typed input, a bool mask say), with no shape.
+    // Ranks unknown. onnxruntime gives the outputs the element type of the last open-typed
+    // input, which is Q's unless a bool mask comes after it: then set Q's type, with no shape
+    // (this makes onnxruntime warn, on each run, that the output's rank differs from the
+    // model's empty shape; setting nothing would fail the session).
+    const TypeShape mask = GetInputTypeShape(ctx, Index(In::attn_mask));
+    if (!mask.present || mask.type == q.type) return nullptr;
     if (OrtStatus* st = SetOutputType(ctx, 0, q.type)) return st;
     if (OrtStatus* st = SetOutputType(ctx, 1, q.type)) Ort::GetApi().ReleaseStatus(st);
     if (OrtStatus* st = SetOutputType(ctx, 2, q.type)) Ort::GetApi().ReleaseStatus(st);

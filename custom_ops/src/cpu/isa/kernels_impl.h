@@ -315,35 +315,36 @@ inline void PvTileBf16(const float* p, int64_t rows, int64_t n, int64_t n_keys, 
 
 // ---- Row passes (n is a multiple of kKeyAlign) ----------------------------------------------
 
-// 1) sum = Σ s  (invalid and padding keys hold 0)
-// 2) overflow = whether an attended score would round to ±inf in the half type (|s| >= threshold)
-inline float RowSum(const float* s, int64_t n, const float* add, float threshold, bool* overflow) {
+// sum = Σ s  (invalid and padding keys hold 0)
+inline float RowSum(const float* s, int64_t n) {
   T acc = V::zero();
+  for (int64_t r = 0; r < n; r += W) acc = V::add(acc, V::load(s + r));
+  return V::reduce_add(acc);
+}
+
+// Whether an attended score would round to ±inf in the half type (|s| >= threshold); add: the
+// row's additive terms (-inf: not attended), or null when every key is attended.
+inline bool RowOverflows(const float* s, int64_t n, const float* add, float threshold) {
   const T thr = V::set1(threshold);
   const T ninf = V::set1(-kInf);
   M big = V::mfalse();
   for (int64_t r = 0; r < n; r += W) {
-    const T x = V::load(s + r);
-    acc = V::add(acc, x);
-    if (overflow == nullptr) continue;
-    M b = V::ge(V::abs(x), thr);
+    M b = V::ge(V::abs(V::load(s + r)), thr);
     if (add != nullptr) b = V::mand(b, V::gt(V::load(add + r), ninf));
     big = V::mor(big, b);
   }
-  if (overflow != nullptr) *overflow = V::any(big);
-  return V::reduce_add(acc);
+  return V::any(big);
 }
 
-// The fp32 value of Σ a[d]·b[d] accumulated in double (the removed shift: its rounding must not
-// depend on the length or the order of the sum).
-// Whether V offers its own dot_f64 (the same value: exact products, sums in double).
+// Whether V offers its own dot_f64 (the same value as DotF64: exact products, sums in double).
 template <class VV, class = void>
 struct HasDotF64 : std::false_type {};
 template <class VV>
 struct HasDotF64<VV, std::void_t<decltype(VV::dot_f64(nullptr, nullptr, int64_t{0}))>> : std::true_type {};
 
-// V's own dot_f64 where it has one, else sixteen independent partial sums (no serial dependency
-// chain) added in a fixed order.
+// The fp32 value of Σ a[d]·b[d] accumulated in double (the removed shift): V's own dot_f64 where
+// it has one, else sixteen independent partial sums (no serial dependency chain) added in a
+// fixed order.
 template <class VV = V>
 inline float DotF64(const float* a, const float* b, int64_t n) {
   if constexpr (HasDotF64<VV>::value) {
@@ -496,13 +497,9 @@ void AttendBlockT(const RowParams& rp, const KvBlock& kv, TileState& t) {
     bool round_s = false;
     if (paper) {
       RoundRow<R>(s, n);
-      shift = RoundScalar(RowSum(s, n, nullptr, 0.0f, nullptr) * kv.inv_count, R);
+      shift = RoundScalar(RowSum(s, n) * kv.inv_count, R);
     } else {
-      if (R != kNoRound) {
-        bool overflow = false;
-        RowSum(s, n, add, overflow_at, &overflow);
-        round_s = !overflow;
-      }
+      if (R != kNoRound) round_s = !RowOverflows(s, n, add, overflow_at);
       shift = kv.scale * DotF64(t.q + i * D, kv.mean, D);
     }
 
