@@ -105,3 +105,17 @@ def run_pasa_cpu(inputs: dict[str, np.ndarray | None], n_outputs: int = 1, **att
     sess = pasa_onnx.inference_session(_lowered(pasa_model(inputs, n_outputs, **attrs)))
     out = pasa_onnx.run(sess, {k: v for k, v in inputs.items() if v is not None})
     return out[0] if n_outputs == 1 else out
+
+
+def output_ulp(reference: np.ndarray, scale_ref: np.ndarray) -> float:
+    """One unit in the last place of ``reference``'s half type, as an RMS over its elements,
+    relative to RMS(``scale_ref``) like ``error_metrics``' rel_rmse: the difference two correct
+    implementations may show from rounding the same output differently."""
+    from pasa_onnx.numerics import BFLOAT16
+
+    bits = 8 if reference.dtype == BFLOAT16 else 11  # significant bits (fp16: 11)
+    r = np.abs(np.asarray(reference, dtype=np.float64))
+    _, e = np.frexp(r)
+    ulp = np.ldexp(1.0, np.maximum(e - bits, -24 if bits == 11 else -133))
+    rms_ref = float(np.sqrt(np.mean(np.asarray(scale_ref, dtype=np.float64) ** 2)))
+    return float(np.sqrt(np.mean(ulp**2))) / rms_ref

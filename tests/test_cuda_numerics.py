@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import test_numerics_stress as stress
-from cuda_support import requires_cuda, run_pasa_cpu, run_pasa_cuda
+from cuda_support import output_ulp, requires_cuda, run_pasa_cpu, run_pasa_cuda
 from test_numerics_stress import (  # noqa: F401 - collected here, run on CUDA
     test_causal_16384_keys,
     test_fully_masked_rows_and_blocks,
@@ -49,9 +49,12 @@ def test_paper_grid_on_cuda(dist, mean, am, record_property):
         record_property(f"{precision}_cpu_rel_rmse", cpu_err.rel_rmse)
         assert err.nonfinite == 0, (precision, err)
         assert err.rel_rmse <= 1.5 * cpu_err.rel_rmse, (precision, err, cpu_err)
-        # Kernel == GPU emulation up to rounding (float32 sums in another order).
+        # Kernel == GPU emulation up to rounding: float32 sums in another order, which also
+        # round some outputs to the other neighbour (a quarter of an output ulp, as an RMS,
+        # allows for 1 in 16 of them; it matters at mean 0, where the errors are smallest).
         diff = error_metrics(gpu, emu.astype(np.float64), v)
-        assert diff.rel_rmse <= 0.35 * emu_err.rel_rmse + 1e-6, (precision, diff, emu_err)
+        ulp = output_ulp(emu, v)
+        assert diff.rel_rmse <= 0.35 * emu_err.rel_rmse + 0.25 * ulp, (precision, diff, emu_err)
         assert abs(err.rel_rmse - emu_err.rel_rmse) <= 0.1 * emu_err.rel_rmse + 1e-6, (
             precision,
             err,

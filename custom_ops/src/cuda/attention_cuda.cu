@@ -21,24 +21,23 @@ namespace pasa {
 namespace cuda {
 namespace {
 
-// The generic kernel is the default: it is the path validated through onnxruntime on the H200
-// (conformance, paper grid, stress, bad input, compute-sanitizer). PASA_ONNX_CUDA_KERNEL=flash
-// opts in to the tensor-core flash path (custom_ops/src/cuda/flash/), validated by its own
-// selftest on the H200 but not yet through onnxruntime (docs/cuda-kernels.md); read once.
-bool FlashRequested() {
+// The tensor-core flash path (custom_ops/src/cuda/flash/) runs every problem it supports
+// (FlashSupports); the generic kernel runs the rest. PASA_ONNX_CUDA_KERNEL=generic forces the
+// generic kernel everywhere (to compare the two, or to rule the flash path out); read once.
+bool GenericForced() {
   static const bool value = [] {
     const char* env = std::getenv("PASA_ONNX_CUDA_KERNEL");
-    return env != nullptr && std::strcmp(env, "flash") == 0;
+    return env != nullptr && std::strcmp(env, "generic") == 0;
   }();
   return value;
 }
 
 bool UseFlash(const AttentionProblem& p) {
 #if PASA_HAVE_FLASH
-  return FlashRequested() && FlashSupports(p);
+  return !GenericForced() && FlashSupports(p);
 #else
   (void)p;
-  (void)FlashRequested;
+  (void)GenericForced;
   return false;
 #endif
 }
@@ -89,6 +88,11 @@ std::string RunAttention(const AttentionProblem& p, void* stream, void* workspac
   if (UseFlash(p)) return RunFlash(p, s, workspace);
 #endif
   return RunGeneric(p, s, workspace);
+}
+
+std::string CheckDeviceStatus(const AttentionProblem& p, void* stream, void* workspace) {
+  if (UseFlash(p)) return {};
+  return GenericStatus(p, static_cast<cudaStream_t>(stream), workspace);
 }
 
 std::string ConcatPresent(const ConcatArgs& a, void* stream) {

@@ -3,9 +3,10 @@
 // onnxruntime; takes a cudaStream_t as void* so that callers need no CUDA headers.
 //
 // Dispatch: the tensor-core flash kernels (cuda/flash/) when they support the problem, the
-// generic kernel (cuda/generic_attention.cu) otherwise. Neither allocates, synchronises or
-// copies to the host: scratch is the caller's `workspace` (WorkspaceBytes(p) bytes, device
-// memory that stays valid until the stream has consumed the launched work).
+// generic kernel (cuda/generic_attention.cu) otherwise. Neither allocates or copies to the host,
+// and only paper precision synchronises (CheckDeviceStatus): scratch is the caller's `workspace`
+// (WorkspaceBytes(p) bytes, device memory that stays valid until the stream has consumed the
+// launched work).
 #pragma once
 
 #include <cstddef>
@@ -31,6 +32,11 @@ size_t WorkspaceBytes(const AttentionProblem& p);
 // kernels derive them on the device from `p.past_len` and `p.nonpad_kv_seqlen`. Returns empty,
 // or the CUDA error of a failed launch.
 std::string RunAttention(const AttentionProblem& p, void* stream, void* workspace);
+
+// After RunAttention: the errors only the device can see. In precision 'paper' it waits for the
+// stream (the only host synchronisation of the op) and returns the node error when the half-type
+// pipeline overflowed; in the other modes it returns "" at once.
+std::string CheckDeviceStatus(const AttentionProblem& p, void* stream, void* workspace);
 
 // Which kernel RunAttention uses for `p` ("flash" or "generic"); for tests and benchmarks.
 const char* KernelFor(const AttentionProblem& p);

@@ -64,6 +64,7 @@ struct Args {
   int rows_cap;  // R: rows per CTA (multiple of 4, <= 32)
   int hp, qr;    // query heads and query rows per CTA
   int kst;       // row stride of the K' chunk in shared memory
+  unsigned* status;  // paper mode: bit 0 set when an output is not finite (else null)
 };
 
 __host__ __device__ __forceinline__ int64_t MinI64(int64_t x, int64_t y) { return x < y ? x : y; }
@@ -241,7 +242,7 @@ struct Tile {
   int b, h0, q_rows, rows, u, kvh, warp, lane, rt;
   int64_t i0, valid_len, offset, kbase, vbase;
   float c;
-  bool half_mode, paper;
+  bool half_mode, paper, direct;
 };
 
 // Every member of the Tile as a local of the same name (the pieces below read as one kernel).
@@ -281,7 +282,8 @@ struct Tile {
   [[maybe_unused]] const auto vbase = (t).vbase; \
   [[maybe_unused]] const auto c = (t).c; \
   [[maybe_unused]] const auto half_mode = (t).half_mode; \
-  [[maybe_unused]] const auto paper = (t).paper;
+  [[maybe_unused]] const auto paper = (t).paper; \
+  [[maybe_unused]] const auto direct = (t).direct;
 
 template <typename T>
 __device__ __forceinline__ Tile MakeTile(const Args& a) {
@@ -349,6 +351,7 @@ __device__ __forceinline__ Tile MakeTile(const Args& a) {
   t.offset = offset;
   t.half_mode = half_mode;
   t.paper = paper;
+  t.direct = !paper;  // half and float mode recover the shift directly
   t.c = a.scale;
   t.kbase = b * a.ks[0] + kvh * a.ks[1];
   t.vbase = b * a.vs[0] + kvh * a.vs[1];
@@ -429,14 +432,15 @@ __device__ __forceinline__ void BlockScores(const Args& a, const Tile& t, int64_
   }
 }
 
-// The row pipeline of half mode over one key block (S in s_s becomes P).
-__device__ __forceinline__ void RowsHalf(const Args& a, const Tile& t, int64_t r0, int n) {
+// The row pipeline of half and float mode over one key block (S in s_s becomes P).
+__device__ __forceinline__ void RowsDirect(const Args& a, const Tile& t, int64_t r0, int n) {
   PASA_TILE_LOCALS(t);
   // Row pipeline: one warp per row; lanes stride over the block's keys.
-  for (int ri = warp; ri < rows && half_mode; ri += kWarps) {
+  for (int ri = warp; ri < rows && direct; ri += kWarps) {
     // Half mode, as the flash kernels: S rounded to the half type per 64-key tile (a tile
     // whose attended |S| would overflow keeps float32), the removed shift recovered directly,
-    // x = (S + mask) + c·(q·α·mean), online softmax in float32, P rounded.
+    // x = (S + mask) + c·(q·α·mean), online softmax in float32, P rounded. Float mode is the
+    // same pipeline with no rounding (rt = kRoundNone), as the CPU kernel's float mode.
     const int h = h0 + ri / q_rows;
     const int64_t i = i0 + ri % q_rows;
     const int64_t pos = i + offset;
@@ -506,10 +510,10 @@ __device__ __forceinline__ void RowsHalf(const Args& a, const Tile& t, int64_t r
   }
 }
 
-// The row pipeline of paper and float mode (the CPU's, with the authors' recovery).
+// The row pipeline of paper mode (the CPU's, with the authors' recovery).
 __device__ __forceinline__ void RowsCpuPipeline(const Args& a, const Tile& t, int64_t r0, int n, float inv_count) {
   PASA_TILE_LOCALS(t);
-  for (int ri = warp; ri < rows && !half_mode; ri += kWarps) {
+  for (int ri = warp; ri < rows && paper; ri += kWarps) {
     const int h = h0 + ri / q_rows;
     const int64_t i = i0 + ri % q_rows;
     const int64_t pos = i + offset;
@@ -670,6 +674,10 @@ __device__ __forceinline__ void StoreOutput(const Args& a, const Tile& t) {
     const float l = l_s[ri];
     const float y = bad_nonpad ? NAN : (l != 0.0f ? o_s[e] / l : 0.0f);
     Store<T>(a.y, b * a.ys[0] + h * a.ys[1] + i * a.ys[2] + d * a.ys[3], y);
+    // Paper mode rounds every stored value to the half type, so finite inputs can overflow it;
+    // the op reads this flag after the kernel and fails the node (CheckDeviceStatus).
+    if (a.status != nullptr && !isfinite(Load<T>(a.y, b * a.ys[0] + h * a.ys[1] + i * a.ys[2] + d * a.ys[3])))
+      atomicOr(a.status, 1u);
   }
 }
 
@@ -698,7 +706,7 @@ __global__ void __launch_bounds__(kThreads) AttendKernel(Args a) {
     for (int k = threadIdx.x; k < NB; k += kThreads) valid_s[k] = k < n && KeyValid(a, b, u, r0 + k, valid_len);
     __syncthreads();
     BlockScores<T>(a, t, r0, n);
-    if (half_mode) RowsHalf(a, t, r0, n);
+    if (direct) RowsDirect(a, t, r0, n);
     else RowsCpuPipeline(a, t, r0, n, inv_count);
     __syncthreads();
     BlockPV<T>(a, t, r0, n);
@@ -717,7 +725,7 @@ int64_t DivUp(int64_t a, int64_t b) { return (a + b - 1) / b; }
 struct Plan {
   int U = 0, G = 0, Dp = 0, nblk = 0, NB = 0, kst = 0, R = 0, hp = 1, qr = 1;
   size_t smem = 0;
-  size_t valid_off = 0, inv_off = 0, mean_off = 0, bytes = 0;
+  size_t valid_off = 0, inv_off = 0, mean_off = 0, status_off = 0, bytes = 0;
 };
 
 size_t SmemBytes(int R, int Dp, int Dv, int NB, int kst) {
@@ -775,6 +783,8 @@ Plan MakePlan(const AttentionProblem& p) {
   off = AlignUp(off + units * pl.nblk * sizeof(float), 256);
   pl.mean_off = off;
   off = AlignUp(off + units * pl.nblk * static_cast<size_t>(pl.Dp) * sizeof(float), 256);
+  pl.status_off = off;
+  if (p.precision == Precision::kPaper) off = AlignUp(off + sizeof(unsigned), 256);
   pl.bytes = off;
   return pl;
 }
@@ -792,6 +802,10 @@ std::string Launch(const Args& a, const Plan& pl, const AttentionProblem& p, cud
   if (valid != nullptr) {
     KeyValidKernel<<<dim3(static_cast<unsigned>(DivUp(p.kv_len, kThreads)), pl.U, static_cast<unsigned>(p.batch)),
                      kThreads, 0, stream>>>(a, valid);
+  }
+  if (a.status != nullptr) {
+    const cudaError_t e = cudaMemsetAsync(a.status, 0, sizeof(unsigned), stream);
+    if (e != cudaSuccess) return CudaError("cudaMemsetAsync (status)", e);
   }
   BlockMeanKernel<T><<<dim3(pl.nblk, pl.U, static_cast<unsigned>(p.batch)), kThreads, 0, stream>>>(a);
   if (pl.smem > 48 * 1024) {
@@ -828,6 +842,21 @@ std::string GenericCheck(const AttentionProblem& p) {
 
 size_t GenericWorkspaceBytes(const AttentionProblem& p) { return MakePlan(p).bytes; }
 
+std::string GenericStatus(const AttentionProblem& p, cudaStream_t stream, void* workspace) {
+  if (p.precision != Precision::kPaper || p.batch == 0 || p.q_len == 0) return {};
+  // Paper mode only (the authors' all-half pipeline, for reproducing the paper): the one place
+  // the op waits for the device, so that an overflow is a node error instead of inf/NaN.
+  unsigned status = 0;
+  const auto* flag = static_cast<const uint8_t*>(workspace) + MakePlan(p).status_off;
+  cudaError_t e = cudaMemcpyAsync(&status, flag, sizeof status, cudaMemcpyDeviceToHost, stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  if (e != cudaSuccess) return CudaError("reading the paper-mode status", e);
+  if (status & 1u)
+    return "the attention scores overflow float16 in precision 'paper' (it rounds every stored value to the "
+           "half type), or an input holds a non-finite value; use precision 'half' or 'float'";
+  return {};
+}
+
 std::string RunGeneric(const AttentionProblem& p, cudaStream_t stream, void* workspace) {
   const std::string bad = GenericCheck(p);
   if (!bad.empty()) return bad;
@@ -853,6 +882,7 @@ std::string RunGeneric(const AttentionProblem& p, cudaStream_t stream, void* wor
   a.key_valid = valid;
   a.inv_count = reinterpret_cast<float*>(ws + pl.inv_off);
   a.amean = reinterpret_cast<float*>(ws + pl.mean_off);
+  a.status = p.precision == Precision::kPaper ? reinterpret_cast<unsigned*>(ws + pl.status_off) : nullptr;
   a.B = static_cast<int>(p.batch);
   a.Hq = static_cast<int>(p.q_heads);
   a.Hkv = static_cast<int>(p.kv_heads);

@@ -20,6 +20,9 @@ constexpr int64_t kMaxBlockKv = 1024;
 std::string GenericCheck(const AttentionProblem& p);
 size_t GenericWorkspaceBytes(const AttentionProblem& p);
 std::string RunGeneric(const AttentionProblem& p, cudaStream_t stream, void* workspace);
+// After RunGeneric on the same stream: in paper mode, waits for the kernel and returns the
+// node error when an output overflowed the half type; "" otherwise (no wait in other modes).
+std::string GenericStatus(const AttentionProblem& p, cudaStream_t stream, void* workspace);
 
 }  // namespace cuda
 }  // namespace pasa

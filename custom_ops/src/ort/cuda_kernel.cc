@@ -123,6 +123,8 @@ void CudaKernel::Compute(OrtKernelContext* context) {
 
   const std::string error = cuda::RunAttention(p, stream, ws_bytes > 0 ? base + ws_off : nullptr);
   if (!error.empty()) throw std::runtime_error(error);
+  const std::string device_error = cuda::CheckDeviceStatus(p, stream, ws_bytes > 0 ? base + ws_off : nullptr);
+  if (!device_error.empty()) throw BadInput{device_error};
 }
 
 }  // namespace pasa::ort

@@ -1,0 +1,107 @@
+"""The tensor-core flash path through onnxruntime's CUDA EP: problems it takes (fp16/bf16,
+``half`` precision, head sizes 64/80/96/128/256), held to the GPU pipeline's emulation
+(pasa_onnx.numerics_gpu) and to float64 attention. The conformance cases have head sizes the
+flash path does not take, so they exercise the generic kernel; these exercise flash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_support import requires_cuda, run_pasa_cuda
+
+from pasa_onnx.numerics import BFLOAT16, attention_golden, error_metrics
+from pasa_onnx.numerics_gpu import attention_emulated_gpu
+
+pytestmark = requires_cuda()
+
+# (name, dtype, batch, q heads, kv heads, Sq, past, new keys, D, attributes)
+CASES = [
+    ("d64_fp16", np.float16, 2, 4, 4, 300, 0, 300, 64, {}),
+    ("d80_fp16_causal", np.float16, 1, 2, 2, 130, 0, 130, 80, {"is_causal": 1}),
+    ("d96_bf16", BFLOAT16, 1, 2, 1, 97, 0, 211, 96, {}),
+    ("d128_bf16_gqa_causal", BFLOAT16, 1, 8, 2, 257, 0, 257, 128, {"is_causal": 1}),
+    ("d256_fp16", np.float16, 1, 2, 2, 70, 0, 150, 256, {}),
+    (
+        "d128_fp16_window",
+        np.float16,
+        1,
+        4,
+        4,
+        400,
+        0,
+        400,
+        128,
+        {"left_window_size": 100, "right_window_size": 20},
+    ),
+    ("d64_fp16_block64", np.float16, 1, 2, 2, 200, 0, 333, 64, {"block_kv": 64}),
+    ("d64_fp16_block256", np.float16, 1, 2, 2, 200, 0, 700, 64, {"block_kv": 256}),
+    ("d128_fp16_past_causal", np.float16, 1, 4, 2, 5, 400, 5, 128, {"is_causal": 1}),
+    ("decode_4k_32x8", np.float16, 1, 32, 8, 1, 4095, 1, 128, {}),
+    ("decode_bf16_16q", BFLOAT16, 2, 8, 8, 16, 1000, 16, 64, {"is_causal": 1}),
+]
+
+
+def _inputs(rng, dtype, b, hq, hkv, sq, past, new, d):
+    def t(*shape, mean=0.0):
+        return (rng.standard_normal(shape) + mean).astype(np.float32).astype(dtype)
+
+    feeds = {
+        "Q": t(b, hq, sq, d, mean=1.0),
+        "K": t(b, hkv, new, d, mean=1.0),
+        "V": t(b, hkv, new, d),
+    }
+    if past:
+        feeds["past_key"] = t(b, hkv, past, d, mean=1.0)
+        feeds["past_value"] = t(b, hkv, past, d)
+    return feeds
+
+
+def _check(y, feeds, attrs):
+    q, k, v = feeds["Q"], feeds["K"], feeds["V"]
+    extra = {n: feeds.get(n) for n in ("attn_mask", "past_key", "past_value", "nonpad_kv_seqlen")}
+    gold = attention_golden(q, k, v, **extra, **{a: x for a, x in attrs.items() if a != "block_kv"})
+    emu = attention_emulated_gpu(q, k, v, **extra, **attrs)
+    v_all = (
+        v if feeds.get("past_value") is None else np.concatenate([feeds["past_value"], v], axis=2)
+    )
+    err, emu_err = error_metrics(y, gold, v_all), error_metrics(emu, gold, v_all)
+    assert err.nonfinite == 0, err
+    # Agreement to rounding: on these well-conditioned data the rounding of S and P (whose
+    # float32 sums the kernel orders differently) dominates the pipeline's error, so the kernel
+    # may differ from its emulation by about that error, and is as accurate. (The CPU kernel,
+    # another pipeline, measures 0.8-1.2x here; a wrong mask, window or shift is >10x.)
+    diff = error_metrics(y, emu.astype(np.float64), v_all)
+    assert diff.rel_rmse <= 1.5 * emu_err.rel_rmse + 1e-6, (diff, emu_err)
+    assert err.rel_rmse <= 1.25 * emu_err.rel_rmse + 1e-6, (err, emu_err)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_flash_matches_the_gpu_emulation(case, rng):
+    _, dtype, b, hq, hkv, sq, past, new, d, attrs = case
+    feeds = _inputs(rng, dtype, b, hq, hkv, sq, past, new, d)
+    if past:
+        y, pk, pv = run_pasa_cuda(feeds, n_outputs=3, **attrs)
+        np.testing.assert_array_equal(pk, np.concatenate([feeds["past_key"], feeds["K"]], axis=2))
+        np.testing.assert_array_equal(pv, np.concatenate([feeds["past_value"], feeds["V"]], axis=2))
+    else:
+        y = run_pasa_cuda(feeds, **attrs)
+    _check(y, feeds, attrs)
+
+
+def test_flash_3d_layout_with_nonpad_and_garbage_in_padded_keys(rng):
+    # [B, S, H*D] inputs; batch 1 has 200 padded keys holding inf and NaN.
+    b, hq, hkv, s, d = 2, 4, 2, 512, 64
+    q = (rng.standard_normal((b, s, hq * d)) + 1).astype(np.float16)
+    k = (rng.standard_normal((b, s, hkv * d)) + 1).astype(np.float16)
+    v = rng.standard_normal((b, s, hkv * d)).astype(np.float16)
+    valid = np.array([512, 312], dtype=np.int64)
+    k[1, 312:] = np.inf
+    v[1, 312:] = np.nan
+    feeds = {"Q": q, "K": k, "V": v, "nonpad_kv_seqlen": valid}
+    attrs = {"q_num_heads": hq, "kv_num_heads": hkv}
+    y = run_pasa_cuda(feeds, **attrs)
+    assert np.isfinite(y.astype(np.float32)).all()
+    k_clean, v_clean = k.copy(), v.copy()
+    k_clean[1, 312:] = 0
+    v_clean[1, 312:] = 0
+    _check(y, {**feeds, "K": k_clean, "V": v_clean}, attrs)
