@@ -13,6 +13,10 @@
 //      off = c·(q·kbar) (one fp32 dot of length D per row and tile), online softmax in fp32,
 //      P rounded to the half type, O += P·V in fp32.
 //   3. CombineKernel (split-KV only): merges the splits' (m, l, O) in fp32.
+// With a mask or softcap the kExt instantiation of FlashFwdKernel runs (the plain one is
+// untouched): softcap on S first, the mask element (bool, or additive added after S is rounded,
+// before the shift) read per score, and MaskKeysKernel before the shift pass (a key enters the
+// block mean only when some row of its mask plane attends it).
 // docs/cuda-kernels.md has the contract; flash_selftest.cu emulates it step by step.
 #include <algorithm>
 #include <cmath>
@@ -1145,8 +1149,7 @@ bool FlashSupports(const AttentionProblem& p) {
   if (p.q_len * (p.q_heads / p.kv_heads) >= lim || p.kv_len >= lim) return false;
   if (p.mask.kind != MaskKind::kNone) {  // bool, or additive of the input's type; [B,Hq,Sq,mask_len] view
     if (p.mask.kind == MaskKind::kAdditive && p.mask.type != p.q.type) return false;
-    if (p.mask.data == nullptr || p.mask.mask_len < 1 || p.mask.mask_len > p.kv_len || p.mask.stride[3] != 1)
-      return false;
+    if (p.mask.mask_len < 1 || p.mask.mask_len > p.kv_len || p.mask.stride[3] != 1) return false;
     for (int i = 0; i < 3; ++i)
       if (p.mask.stride[i] < 0) return false;
   }
