@@ -6,9 +6,9 @@
 //   nvcc -std=c++17 -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 //        -Xcompiler -fopenmp custom_ops/src/cuda/flash/flash_selftest.cu
 //        custom_ops/src/cuda/flash/flash_fwd.cu -o flash_selftest
-// Run:  ./flash_selftest [check|paper|bench|quick|mask]...   (default: check paper bench)
+// Run:  ./flash_selftest [check|paper|bench|quick|mask|bench_mask]...   (default: check paper bench)
 //   check: every case (masks and softcap included); quick: a few of each; mask: the mask and
-//   softcap cases alone.
+//   softcap cases alone; bench_mask: the time of masks and softcap against the same shapes without.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -917,6 +917,79 @@ void Bench() {
   }
 }
 
+// Median time (ms) of RunFlash on one case: 20 runs after 3 warm-up (cudaEvents).
+double TimeCase(const Case& c) {
+  Run r;
+  r.c = c;
+  Setup(r);
+  if (!pasa::cuda::FlashSupports(r.p)) return -1.0;
+  Dev dv;
+  Upload(r, dv);
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ts;
+  for (int it = 0; it < 23; ++it) {
+    CK(cudaEventRecord(e0));
+    const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
+    CK(cudaEventRecord(e1));
+    if (!err.empty()) {
+      std::printf("RunFlash: %s\n", err.c_str());
+      return -1.0;
+    }
+    CK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (it >= 3) ts.push_back(ms);
+  }
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
+  return Median(ts);
+}
+
+// The cost of masks and softcap: each shape without, then with (time includes the pre-passes).
+void BenchMask() {
+  std::printf("== timing of masks and softcap (fp16, median of 20; ratio against the same shape without)\n");
+  struct M {
+    const char* name;
+    int B, H, Hkv, Sq, Skv, D;
+    bool causal;
+    int mask, mpat;
+    bool mb, mh, ms;
+    float softcap;
+  };
+  const std::vector<M> ms = {
+      {"BERT-like B8 H12 S512 D64 bool pad [B,1,1,S]", 8, 12, 12, 512, 512, 64, false, 1, 1, true, false, false, 0.f},
+      {"BERT-like B8 H12 S512 D64 add pad [B,1,1,S]", 8, 12, 12, 512, 512, 64, false, 2, 1, true, false, false, 0.f},
+      {"H32 S2048 D128 bool pad [B,1,1,S]", 1, 32, 32, 2048, 2048, 128, false, 1, 1, true, false, false, 0.f},
+      {"H32 S2048 D128 causal bool [S,S] random", 1, 32, 32, 2048, 2048, 128, true, 1, 0, false, false, true, 0.f},
+      {"H8 S2048 D128 add bias [1,H,S,S]", 1, 8, 8, 2048, 2048, 128, false, 2, 0, false, true, true, 0.f},
+      {"Gemma2-like H16/8 S4096 D256 causal softcap 50", 1, 16, 8, 4096, 4096, 256, true, 0, 0, true, true, true, 50.f},
+      {"decode q1 kv8192 GQA 32/8 D128 bool pad", 4, 32, 8, 1, 8192, 128, false, 1, 1, true, false, false, 0.f},
+  };
+  for (const M& m : ms) {
+    Case c;
+    c.B = m.B;
+    c.Hq = m.H;
+    c.Hkv = m.Hkv;
+    c.Sq = m.Sq;
+    c.Skv = m.Skv;
+    c.D = m.D;
+    c.causal = m.causal;
+    c.fast_fill = true;
+    c.mask_p = 0.1f;
+    const double base = TimeCase(c);
+    c.mask = m.mask;
+    c.mpat = m.mpat;
+    c.mb = m.mb;
+    c.mh = m.mh;
+    c.ms = m.ms;
+    c.softcap = m.softcap;
+    const double t = TimeCase(c);
+    std::printf("%-52s %9.1f us (without: %9.1f us, x%.2f)\n", m.name, t * 1e3, base * 1e3, base > 0 ? t / base : 0.0);
+  }
+}
+
 // One run of a few shapes, for Nsight Compute.
 void Prof() {
   for (int which = 0; which < 3; ++which) {
@@ -951,6 +1024,7 @@ int main(int argc, char** argv) {
     if (m == "check") CheckSuite(false);
     else if (m == "quick") CheckSuite(true);
     else if (m == "mask") MaskSuite(false);
+    else if (m == "bench_mask") BenchMask();
     else if (m == "paper") PaperGrid();
     else if (m == "bench") Bench();
     else if (m == "prof") Prof();
