@@ -12,8 +12,9 @@
 
 namespace pasa::cuda {
 
-// True for the cases this path handles (fp16/bf16 in `half` precision, no mask, no softcap,
-// D = Dv in {64, 80, 96, 128, 256}, inner dims contiguous and 16-byte aligned rows, ...).
+// True for the cases this path handles (fp16/bf16 in `half` precision, bool or additive masks of
+// any broadcast shape, softcap, D = Dv in {64, 80, 96, 128, 256}, inner dims contiguous and
+// 16-byte aligned rows, ...).
 bool FlashSupports(const AttentionProblem& p);
 
 // Device scratch RunFlash needs (shifted keys, block means, split-KV partials).

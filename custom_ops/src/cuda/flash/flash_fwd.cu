@@ -13,8 +13,13 @@
 //      off = c·(q·kbar) (one fp32 dot of length D per row and tile), online softmax in fp32,
 //      P rounded to the half type, O += P·V in fp32.
 //   3. CombineKernel (split-KV only): merges the splits' (m, l, O) in fp32.
+// With a mask or softcap the kExt instantiation of FlashFwdKernel runs (the plain one is
+// untouched): softcap on S first, the mask element (bool, or additive added after S is rounded,
+// before the shift) read per score, and MaskKeysKernel before the shift pass (a key enters the
+// block mean only when some row of its mask plane attends it).
 // docs/cuda-kernels.md has the contract; flash_selftest.cu emulates it step by step.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -43,6 +48,16 @@ struct FwdParams {
   int hkv, group, q_len, kv_len, kv_pad, nblk, blk_tiles, rows, splits;
   int causal, left, right;
   float scale;
+  // Masks and softcap (read by the kExt kernels only). mask: [B][Hq][Sq][mask_len] through the
+  // element strides m_* (bool bytes, or additive values of type T); mvalid: [.][.][kv_len] bytes,
+  // key r of (batch b, unit u) at b·mv_sb + u·mv_sh + r: 1 when some query row of the unit's mask
+  // plane attends it (MaskKeysKernel). A unit is a kv head, or a query head (kv_div = G) when the
+  // mask varies over the heads.
+  const void* mask;
+  const uint8_t* mvalid;
+  int64_t m_sb, m_sh, m_ss, mv_sb, mv_sh;
+  int mask_kind, mask_len, kv_div;  // mask_kind: 0 none, 1 bool, 2 additive
+  float softcap;                    // > 0: S = softcap·tanh(S / softcap)
 };
 
 struct ShiftParams {
@@ -53,6 +68,9 @@ struct ShiftParams {
   int64_t k_sb, k_sh, k_ss;
   int hkv, kv_len, kv_pad, n, d;
   float scale, alpha;
+  const uint8_t* mvalid;  // masked problems (kMasked): key validity by the mask, see FwdParams
+  int64_t mv_sb, mv_sh;
+  int kv_div;             // units per kv head
 };
 
 __device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -64,29 +82,47 @@ __device__ __forceinline__ int ValidLen(const int64_t* nonpad, int b, int kv_len
   return static_cast<int>(v < 0 ? 0 : (v > kv_len ? kv_len : v));
 }
 
-// grid (nblk, Hkv, B), block kShiftGroups·D/2 threads: thread (grp, c) owns columns 2c, 2c+1 and
+// grid (nblk, units, B), block kShiftGroups·D/2 threads: thread (grp, c) owns columns 2c, 2c+1 and
 // sums rows grp, grp + 8, grp + 16, ... in order; the 8 partial sums are added in group order
-// (the emulation sums in the same order: bit-identical K' and kbar).
+// (the emulation sums in the same order: bit-identical K' and kbar). kMasked: a key is valid when
+// it is before the valid length and the mask's validity byte (mvalid) says so; else the valid
+// keys are the prefix before the valid length.
 constexpr int kShiftGroups = 8;
-template <typename T>
+template <typename T, bool kMasked>
 __global__ void ShiftKeysKernel(ShiftParams sp) {
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
   __shared__ float2 part[kShiftGroups][128];
+  __shared__ int cnt_part[kShiftGroups];  // kMasked: valid keys per row group
   const int blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int half_d = sp.d / 2;
   const int cp = threadIdx.x % half_d, grp = threadIdx.x / half_d;
   const int c = cp * 2;
   const int valid = ValidLen(sp.nonpad, b, sp.kv_len);
   const int k0 = blk * sp.n;
-  const int count = max(0, min(sp.n, valid - k0));
-  const T* src = static_cast<const T*>(sp.k) + b * sp.k_sb + h * sp.k_sh + static_cast<int64_t>(k0) * sp.k_ss + c;
+  const int lim = max(0, min(sp.n, valid - k0));  // the block's keys before the valid length
+  const int kvh = kMasked ? h / sp.kv_div : h;
+  const T* src = static_cast<const T*>(sp.k) + b * sp.k_sb + kvh * sp.k_sh + static_cast<int64_t>(k0) * sp.k_ss + c;
+  const uint8_t* mv = kMasked ? sp.mvalid + b * sp.mv_sb + h * sp.mv_sh + k0 : nullptr;
   float s0 = 0.f, s1 = 0.f;
+  int count = lim;
+  if constexpr (kMasked) {
+    int cn = 0;
+    for (int r = grp; r < lim; r += kShiftGroups) {
+      if (mv[r] == 0) continue;
+      const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
+      s0 += x.x;
+      s1 += x.y;
+      ++cn;
+    }
+    if (cp == 0) cnt_part[grp] = cn;
+  } else {
 #pragma unroll 4
-  for (int r = grp; r < count; r += kShiftGroups) {
-    const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
-    s0 += x.x;
-    s1 += x.y;
+    for (int r = grp; r < count; r += kShiftGroups) {
+      const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
+      s0 += x.x;
+      s1 += x.y;
+    }
   }
   part[grp][cp] = make_float2(s0, s1);
   __syncthreads();
@@ -95,6 +131,10 @@ __global__ void ShiftKeysKernel(ShiftParams sp) {
   for (int gi = 0; gi < kShiftGroups; ++gi) {
     s0 += part[gi][cp].x;
     s1 += part[gi][cp].y;
+  }
+  if constexpr (kMasked) {
+    count = 0;
+    for (int gi = 0; gi < kShiftGroups; ++gi) count += cnt_part[gi];
   }
   const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
   const float kb0 = sp.alpha * (s0 * inv), kb1 = sp.alpha * (s1 * inv);
@@ -108,11 +148,65 @@ __global__ void ShiftKeysKernel(ShiftParams sp) {
 #pragma unroll 4
   for (int r = grp; r < sp.n; r += kShiftGroups) {
     T2 o = Tr::Pack(0.f, 0.f);
-    if (r < count) {
+    if (kMasked ? (r < lim && mv[r] != 0) : r < count) {
       const float2 x = Tr::Unpack(*reinterpret_cast<const T2*>(src + r * sp.k_ss));
       o = Tr::Pack(sp.scale * (x.x - kb0), sp.scale * (x.y - kb1));
     }
     dst[static_cast<int64_t>(r) * half_d] = o;
+  }
+}
+
+// ---- masks ----
+// An element of a bool mask (one byte, 0 = not attended) or of an additive mask of type T (the
+// 16-bit pattern, read through the read-only cache).
+__device__ __forceinline__ bool MaskBoolAt(const void* m, int64_t i) {
+  return __ldg(static_cast<const unsigned char*>(m) + i) != 0;
+}
+template <typename T>
+__device__ __forceinline__ float MaskAddAt(const void* m, int64_t i) {
+  const unsigned short u = __ldg(static_cast<const unsigned short*>(m) + i);
+  if constexpr (std::is_same<T, __half>::value) return __half2float(__ushort_as_half(u));
+  else return __uint_as_float(static_cast<uint32_t>(u) << 16);
+}
+// Whether mask element i attends its key. MK: 1 bool, 2 additive (-inf: not attended).
+template <int MK, typename T>
+__device__ __forceinline__ bool MaskAttendsAt(const void* m, int64_t i) {
+  if constexpr (MK == 1) return MaskBoolAt(m, i);
+  else return MaskAddAt<T>(m, i) != -INFINITY;
+}
+
+struct MaskKeyParams {
+  const void* mask;
+  uint8_t* out;           // [planes_b][planes_h][kv_len]
+  int64_t sb, sh, ss;     // mask strides over batch, heads, rows (0: broadcast)
+  int rows, mask_len, kv_len;
+};
+
+// grid (ceil(kv_len / 32), planes over heads, planes over batch), block (32, 8): out[plane][r] = 1
+// when some row of the mask plane attends key r by the mask alone (r < mask_len). The same key
+// validity as the generic kernel's KeyValidKernel and numerics._key_valid (the causal/window
+// geometry does not enter; the valid length is applied by ShiftKeysKernel).
+template <int MK, typename T>
+__global__ void MaskKeysKernel(MaskKeyParams mp) {
+  __shared__ int hit[8][32];
+  const int r = blockIdx.x * 32 + threadIdx.x;
+  bool any = false;
+  if (r < mp.mask_len) {
+    const int64_t base = blockIdx.z * mp.sb + blockIdx.y * mp.sh + r;
+    for (int i0 = threadIdx.y; i0 < mp.rows && !any; i0 += 64) {
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int i = i0 + 8 * u;
+        if (i < mp.rows) any |= MaskAttendsAt<MK, T>(mp.mask, base + i * mp.ss);
+      }
+    }
+  }
+  hit[threadIdx.y][threadIdx.x] = any ? 1 : 0;
+  __syncthreads();
+  if (threadIdx.y == 0 && r < mp.kv_len) {
+    int v = 0;
+    for (int y = 0; y < 8; ++y) v |= hit[y][threadIdx.x];
+    mp.out[(static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * mp.kv_len + r] = static_cast<uint8_t>(v);
   }
 }
 
@@ -228,10 +322,12 @@ struct KvSource {
   const T* kp;
   const T* v;
   const float* kb;
+  const uint8_t* mv;  // kExt with a mask: the key validity row of this (batch, unit), else null
 };
 
-// cp.async of key tile t into buffer buf: K' rows, V rows (zero-filled past `valid`), kbar.
-template <int D, typename T>
+// cp.async of key tile t into buffer buf: K' rows, V rows (zero-filled past `valid` and, kExt with
+// a mask, for keys no row of the mask plane attends: P·V never sees their ±inf or NaN), kbar.
+template <int D, typename T, bool kExt = false>
 __device__ __forceinline__ void IssueKvTile(const FwdParams& p, const SmemTiles<T>& sm, const KvSource<T>& src, int valid,
                                             int t, int buf, int tid, int nthreads) {
   constexpr int LD = D + kPad, CH = D / 8;
@@ -241,7 +337,7 @@ __device__ __forceinline__ void IssueKvTile(const FwdParams& p, const SmemTiles<
     const int r = idx / CH, c = (idx % CH) * 8;
     const int key = t * kTileN + r;
     CpAsync16(SmemAddr(dk + r * LD + c), src.kp + static_cast<int64_t>(key) * D + c, 16);
-    const bool ok = key < valid;
+    const bool ok = key < valid && (!kExt || src.mv == nullptr || src.mv[key] != 0);
     const T* vs = ok ? src.v + static_cast<int64_t>(key) * p.v_ss + c : src.v;
     CpAsync16(SmemAddr(dv + r * LD + c), vs, ok ? 16 : 0);
   }
@@ -451,6 +547,132 @@ __device__ __forceinline__ void RoundShiftMax(float (&s)[MT][kTileN / 8][4], flo
     for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
 }
 
+// ---- the kExt steps: masks and softcap ----
+
+// Element offsets of this thread's rows in the mask (-1: a row past the CTA's rows).
+template <int MT>
+__device__ __forceinline__ void MaskRowOffsets(const FwdParams& p, int64_t (&mrow)[MT][2], int b, int hkv, int R0,
+                                               int R1, int wr0, int g) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int R = R0 + wr0 + mt * 16 + g + rr * 8;
+      mrow[mt][rr] = -1;
+      if (R < R1) {
+        const int i = R / p.group, gh = R % p.group;
+        mrow[mt][rr] = b * p.m_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.m_sh + static_cast<int64_t>(i) * p.m_ss;
+      }
+    }
+}
+
+// S = cap·tanh(S / cap) in fp32 (before the mask, the overflow test and the rounding).
+template <int MT>
+__device__ __forceinline__ void SoftcapTile(float (&s)[MT][kTileN / 8][4], float cap) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < kTileN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[mt][j][e] = cap * tanhf(s[mt][j][e] / cap);
+}
+
+// Mask of a tile with a bool (MK = 1) or additive (MK = 2) mask: the causal/window/padding test
+// (partial tiles only), then the mask element (every tile; keys at or past mask_len are masked);
+// a masked score becomes -inf. And the rows' attended max |S| of this thread, for the overflow test.
+template <int MK, typename T, int MT>
+__device__ __forceinline__ void MaskTile(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&amax)[MT][2],
+                                         bool full, int t, int valid, const Geometry& geo, const int (&row_pos)[MT][2],
+                                         const int64_t (&mrow)[MT][2], int tq) {
+  constexpr int NT_S = kTileN / 8;
+  const float NEG_INF = -INFINITY;
+  const int klim = min(valid, p.mask_len);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const int64_t mr = mrow[mt][rr];
+      float am = 0.f;
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[mt][j][2 * rr + e];
+          const int key = t * kTileN + j * 8 + tq * 2 + e;
+          // the element is read only for a row of the CTA and a key inside the bounds and the
+          // geometry (conditional reads: fewer registers than reading every element)
+          bool att = mr >= 0 && key < klim && (full || geo.Allowed(row_pos[mt][rr], key));
+          if (att) att = MaskAttendsAt<MK, T>(p.mask, mr + key);
+          if (!att) x = NEG_INF;
+          am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
+        }
+      amax[mt][rr] = am;
+    }
+}
+
+// The additive-mask form of RoundShiftMax: x = (round(S) + mask) + shift for attended scores
+// (overflowing rows: fp32 S), the mask element read again (L1) rather than kept in registers;
+// then the rows' tile maxima, quad-reduced.
+template <typename T, int MT>
+__device__ __forceinline__ void RoundAddShiftMax(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&mx)[MT][2],
+                                                 const float (&shift)[MT][2], const bool (&ovf)[MT][2], int t,
+                                                 const int64_t (&mrow)[MT][2], int tq) {
+  constexpr int NT_S = kTileN / 8;
+  const float NEG_INF = -INFINITY;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const float sh = shift[mt][rr];
+      const bool ov = ovf[mt][rr];
+      const int64_t mr = mrow[mt][rr];
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[mt][j][2 * rr + e];
+          const int key = t * kTileN + j * 8 + tq * 2 + e;
+          // attended (x > -inf) implies mr >= 0 and key < mask_len: the read is in bounds
+          if (x != NEG_INF) x = ((ov ? x : RoundScore<T>(x)) + MaskAddAt<T>(p.mask, mr + key)) + sh;
+        }
+      float t4[4];
+#pragma unroll
+      for (int q4 = 0; q4 < 4; ++q4)
+        t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
+                       fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
+      mx[mt][rr] = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+    }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
+}
+
+// The mask step of a kExt kernel: softcap (if any), then the mask of p.mask_kind.
+template <typename T, int MT>
+__device__ __forceinline__ void ExtMaskStep(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&amax)[MT][2],
+                                            bool full, int t, int valid, const Geometry& geo,
+                                            const int (&row_pos)[MT][2], const int64_t (&mrow)[MT][2], int tq) {
+  if (p.softcap > 0.f) SoftcapTile<MT>(s, p.softcap);
+  if (p.mask_kind == 1) MaskTile<1, T, MT>(p, s, amax, full, t, valid, geo, row_pos, mrow, tq);
+  else if (p.mask_kind == 2) MaskTile<2, T, MT>(p, s, amax, full, t, valid, geo, row_pos, mrow, tq);
+  else MaskAndAbsMax<MT>(s, amax, full, t, valid, geo, row_pos, tq);
+}
+
+// The rounding step of a kExt kernel: with an additive mask x = (round(S) + mask) + shift, else as
+// the plain kernel (a bool mask left -inf in masked scores: never the `full` fast form).
+template <typename T, int MT>
+__device__ __forceinline__ void ExtRoundStep(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&mx)[MT][2],
+                                             const float (&shift)[MT][2], const bool (&ovf)[MT][2], bool full,
+                                             bool any_ovf, int t, const int64_t (&mrow)[MT][2], int tq) {
+  if (p.mask_kind == 2) RoundAddShiftMax<T, MT>(p, s, mx, shift, ovf, t, mrow, tq);
+  else RoundShiftMax<T, MT>(s, mx, shift, ovf, full && p.mask_kind == 0, any_ovf);
+}
+
 // Online softmax in fp32: new running max, P = 2^(x·log2e − m·log2e) rounded to the half type
 // (packed into pf for P·V), l and O rescaled by the correction factor.
 template <int D, typename T, int MT>
@@ -545,8 +767,9 @@ __device__ __forceinline__ void StoreRows(const FwdParams& p, const float (&o)[M
     }
 }
 
-// MT: 16-row m-tiles per warp (2: 32 rows per warp, K/V fragments reused twice).
-template <int D, typename T, int MT>
+// MT: 16-row m-tiles per warp (2: 32 rows per warp, K/V fragments reused twice). kExt: the
+// instantiation with masks and softcap (p.mask_kind, p.softcap, units); the plain one has neither.
+template <int D, typename T, int MT, bool kExt>
 __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
   using S = FwdShape<D, MT>;
   constexpr int LD = S::LD, NT_O = S::NT_O, NT_S = S::NT_S;
@@ -581,12 +804,13 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
   const T* qbase = static_cast<const T*>(p.q) + b * p.q_sb;
   KvSource<T> src;
   src.kp = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
-  src.v = static_cast<const T*>(p.v) + b * p.v_sb + hkv * p.v_sh;
+  src.v = static_cast<const T*>(p.v) + b * p.v_sb + (kExt ? hkv / p.kv_div : hkv) * p.v_sh;
   src.kb = p.kbar + slab * p.nblk * D;
+  src.mv = kExt && p.mvalid != nullptr ? p.mvalid + b * p.mv_sb + hkv * p.mv_sh : nullptr;
 
   if (t_begin < t_end) {
     IssueQTile<D, T>(p, sm.sQ, qbase, hkv, R0, R1, bm, tid, nthreads);
-    IssueKvTile<D, T>(p, sm, src, valid, t_begin, 0, tid, nthreads);
+    IssueKvTile<D, T, kExt>(p, sm, src, valid, t_begin, 0, tid, nthreads);
     CpAsyncCommit();
   }
 
@@ -607,6 +831,8 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
       shift[mt][rr] = 0.f;
       row_pos[mt][rr] = static_cast<int>((R0 + wr0 + mt * 16 + g + rr * 8) / p.group + tr.off);
     }
+  int64_t mrow[MT][2];  // kExt: the rows' offsets in the mask
+  if constexpr (kExt) MaskRowOffsets<MT>(p, mrow, b, hkv, R0, R1, wr0, g);
   uint32_t qf[S::QF][4];
   const bool warp_active = R0 + wr0 < R1;
   const Geometry geo{p.causal, p.left, p.right};
@@ -617,7 +843,7 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     CpAsyncWaitAll();
     __syncthreads();
     if (t + 1 < t_end) {
-      IssueKvTile<D, T>(p, sm, src, valid, t + 1, buf ^ 1, tid, nthreads);
+      IssueKvTile<D, T, kExt>(p, sm, src, valid, t + 1, buf ^ 1, tid, nthreads);
       CpAsyncCommit();
     }
     if (!warp_active) continue;
@@ -628,15 +854,18 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     float s[MT][NT_S][4];
     ScoreProduct<D, T, MT>(s, qf, sm.sQ, tK, wr0, lane);
 
-    // Mask; overflow test on the attended |S| (a row whose tile would overflow the half type
-    // keeps its fp32 scores); round S, add the shift, online softmax; P rounded for P·V.
+    // (Softcap;) mask; overflow test on the attended |S| (a row whose tile would overflow the half
+    // type keeps its fp32 scores); round S, (add the mask,) add the shift, online softmax; P
+    // rounded for P·V.
     const bool full = t * kTileN >= tr.a_lo && (t + 1) * kTileN <= tr.a_hi;
     float amax[MT][2];
-    MaskAndAbsMax<MT>(s, amax, full, t, tr.valid, geo, row_pos, tq);
+    if constexpr (kExt) ExtMaskStep<T, MT>(p, s, amax, full, t, tr.valid, geo, row_pos, mrow, tq);
+    else MaskAndAbsMax<MT>(s, amax, full, t, tr.valid, geo, row_pos, tq);
     bool ovf[MT][2];
     const bool any_ovf = OverflowRows<MT>(ovf, amax, thr);
     float mx[MT][2];
-    RoundShiftMax<T, MT>(s, mx, shift, ovf, full, any_ovf);
+    if constexpr (kExt) ExtRoundStep<T, MT>(p, s, mx, shift, ovf, full, any_ovf, t, mrow, tq);
+    else RoundShiftMax<T, MT>(s, mx, shift, ovf, full, any_ovf);
     uint32_t pf[MT][NT_S][2];
     SoftmaxUpdate<D, T, MT>(pf, s, mx, m_run, l_run, o);
     PvProduct<D, T, MT>(o, pf, sm, buf, lane);
@@ -680,8 +909,23 @@ __global__ void CombineKernel(FwdParams p, int d) {
 // Kernel shape, a function of the problem only: 4 warps; 32 rows per warp (MT = 2) for
 // D <= 128 with more than 64 packed query rows, else 16 (D = 256, decode).
 constexpr int kWarps = 4;
+
+// The heads a CTA's rows come from: a kv head (its GQA group of query heads share the K'/V tiles),
+// or one query head when the mask varies over the heads (its key validity, and so the PASA block
+// mean, is then per query head).
+int64_t Units(const AttentionProblem& p) {
+  return p.mask.kind != MaskKind::kNone && p.mask.stride[1] != 0 ? p.q_heads : p.kv_heads;
+}
+// Mask planes of the key validity: over the batch and over the (query) heads, 1 where broadcast.
+int64_t MaskPlanesB(const AttentionProblem& p) { return p.mask.stride[0] != 0 ? p.batch : 1; }
+int64_t MaskPlanesH(const AttentionProblem& p) { return p.mask.stride[1] != 0 ? p.q_heads : 1; }
+
+// The kExt kernels (masks, softcap) keep MT = 2 for D = 64 only: for D = 80..128 the mask step's
+// registers push MT = 2 past 255 (ptxas spills the O accumulators), MT = 1 does not spill.
+bool ExtKernel(const AttentionProblem& p) { return p.mask.kind != MaskKind::kNone || p.softcap > 0.f; }
 int MTiles(const AttentionProblem& p) {
-  const int64_t rows = p.q_len * (p.q_heads / std::max<int64_t>(1, p.kv_heads));
+  const int64_t rows = p.q_len * (p.q_heads / std::max<int64_t>(1, Units(p)));
+  if (ExtKernel(p) && p.head_dim > 64) return 1;
   return (p.head_dim <= 128 && rows > 64) ? 2 : 1;
 }
 int BlockM(const AttentionProblem& p) { return 16 * kWarps * MTiles(p); }
@@ -691,9 +935,9 @@ size_t SmemBytes(int d, int bm) {
 }
 
 struct Layout {
-  int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0;
+  int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0, units = 0;
   int splits = 1;
-  size_t off_kbar = 0, off_po = 0, off_ml = 0, total = 0;
+  size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, total = 0;
 };
 
 size_t Align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -703,19 +947,20 @@ Layout MakeLayout(const AttentionProblem& p) {
   const int64_t n = p.block_kv;
   L.nblk = (p.kv_len + n - 1) / n;
   L.kv_pad = L.nblk * n;
-  const int64_t group = p.q_heads / p.kv_heads;
+  L.units = Units(p);
+  const int64_t group = p.q_heads / L.units;
   L.rows = p.q_len * group;
   const int bm = BlockM(p);
   L.q_tiles = (L.rows + bm - 1) / bm;
   // Fixed split-KV factor, a function of the problem only (never of the device): aim at >= 256
   // CTAs, with at least 4 key tiles per split and at most 64 splits.
-  const int64_t base = L.q_tiles * p.kv_heads * p.batch;
+  const int64_t base = L.q_tiles * L.units * p.batch;
   const int64_t kv_tiles = (p.kv_len + kTileN - 1) / kTileN;
   int64_t s = 1;
   if (base < 128 && kv_tiles >= 8) s = std::min<int64_t>({(256 + base - 1) / base, kv_tiles / 4, 64});
   L.splits = static_cast<int>(std::max<int64_t>(1, s));
   const size_t es = 2;
-  const int64_t slabs = p.batch * p.kv_heads;
+  const int64_t slabs = p.batch * L.units;
   size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
   L.off_kbar = off;
   off += Align256(static_cast<size_t>(slabs * L.nblk * p.head_dim) * sizeof(float));
@@ -724,6 +969,10 @@ Layout MakeLayout(const AttentionProblem& p) {
     off += Align256(static_cast<size_t>(slabs * L.splits * L.rows * p.head_dim) * sizeof(float));
     L.off_ml = off;
     off += Align256(static_cast<size_t>(slabs * L.splits * L.rows * 2) * sizeof(float));
+  }
+  if (p.mask.kind != MaskKind::kNone) {
+    L.off_mv = off;
+    off += Align256(static_cast<size_t>(MaskPlanesB(p) * MaskPlanesH(p) * p.kv_len));
   }
   L.total = off;
   return L;
@@ -738,10 +987,26 @@ int MaxSmemOptin() {
   return v;
 }
 
-template <int D, typename T, int MT>
-std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
-  char* w = static_cast<char*>(ws);
-  if (p.kv_len > 0) {
+// The pre-passes (kv_len > 0): the mask's key validity (masked problems), then the block shift.
+template <int D, typename T>
+void LaunchPrepass(const AttentionProblem& p, const Layout& L, cudaStream_t stream, char* w) {
+  const bool masked = p.mask.kind != MaskKind::kNone;
+  if (masked) {
+    MaskKeyParams mp{};
+    mp.mask = p.mask.data;
+    mp.out = reinterpret_cast<uint8_t*>(w + L.off_mv);
+    mp.sb = p.mask.stride[0];
+    mp.sh = p.mask.stride[1];
+    mp.ss = p.mask.stride[2];
+    mp.rows = p.mask.stride[2] != 0 ? static_cast<int>(p.q_len) : 1;  // rows broadcast: one row
+    mp.mask_len = static_cast<int>(p.mask.mask_len);
+    mp.kv_len = static_cast<int>(p.kv_len);
+    const dim3 grid(static_cast<unsigned>((p.kv_len + 31) / 32), static_cast<unsigned>(MaskPlanesH(p)),
+                    static_cast<unsigned>(MaskPlanesB(p)));
+    if (p.mask.kind == MaskKind::kBool) MaskKeysKernel<1, T><<<grid, dim3(32, 8), 0, stream>>>(mp);
+    else MaskKeysKernel<2, T><<<grid, dim3(32, 8), 0, stream>>>(mp);
+  }
+  {
     ShiftParams sp{};
     sp.k = p.k.data;
     sp.kp = w;
@@ -750,17 +1015,46 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
     sp.k_sb = p.k.stride[0];
     sp.k_sh = p.k.stride[1];
     sp.k_ss = p.k.stride[2];
-    sp.hkv = static_cast<int>(p.kv_heads);
+    sp.hkv = static_cast<int>(L.units);
     sp.kv_len = static_cast<int>(p.kv_len);
     sp.kv_pad = static_cast<int>(L.kv_pad);
     sp.n = static_cast<int>(p.block_kv);
     sp.d = D;
     sp.scale = p.scale;
-    sp.alpha = p.alpha;
-    ShiftKeysKernel<T><<<dim3(static_cast<unsigned>(L.nblk), static_cast<unsigned>(p.kv_heads),
-                             static_cast<unsigned>(p.batch)),
-                         kShiftGroups * D / 2, 0, stream>>>(sp);
+    sp.alpha = p.softcap > 0.f ? 0.f : p.alpha;  // softcap: no shift (the generic kernel's rule)
+    sp.kv_div = static_cast<int>(L.units / p.kv_heads);
+    const dim3 grid(static_cast<unsigned>(L.nblk), static_cast<unsigned>(L.units), static_cast<unsigned>(p.batch));
+    if (masked) {
+      sp.mvalid = reinterpret_cast<const uint8_t*>(w + L.off_mv);
+      sp.mv_sb = p.mask.stride[0] != 0 ? MaskPlanesH(p) * p.kv_len : 0;
+      sp.mv_sh = p.mask.stride[1] != 0 ? p.kv_len : 0;
+      ShiftKeysKernel<T, true><<<grid, kShiftGroups * D / 2, 0, stream>>>(sp);
+    } else {
+      ShiftKeysKernel<T, false><<<grid, kShiftGroups * D / 2, 0, stream>>>(sp);
+    }
   }
+}
+
+// The kExt fields of the main kernel's parameters: mask view, key validity, softcap, units.
+void SetExtParams(const AttentionProblem& p, const Layout& L, char* w, FwdParams& fp) {
+  const bool masked = p.mask.kind != MaskKind::kNone;
+  fp.mask = masked ? p.mask.data : nullptr;
+  fp.mvalid = masked ? reinterpret_cast<const uint8_t*>(w + L.off_mv) : nullptr;
+  fp.m_sb = p.mask.stride[0];
+  fp.m_sh = p.mask.stride[1];
+  fp.m_ss = p.mask.stride[2];
+  fp.mv_sb = masked && p.mask.stride[0] != 0 ? MaskPlanesH(p) * p.kv_len : 0;
+  fp.mv_sh = masked && p.mask.stride[1] != 0 ? p.kv_len : 0;
+  fp.mask_kind = !masked ? 0 : (p.mask.kind == MaskKind::kBool ? 1 : 2);
+  fp.mask_len = masked ? static_cast<int>(p.mask.mask_len) : static_cast<int>(p.kv_len);
+  fp.kv_div = static_cast<int>(L.units / p.kv_heads);
+  fp.softcap = p.softcap > 0.f ? p.softcap : 0.f;
+}
+
+template <int D, typename T, int MT, bool kExt>
+std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
+  char* w = static_cast<char*>(ws);
+  if (p.kv_len > 0) LaunchPrepass<D, T>(p, L, stream, w);
   FwdParams fp{};
   fp.q = p.q.data;
   fp.v = p.v.data;
@@ -780,8 +1074,8 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   fp.y_sh = p.y_stride[1];
   fp.y_ss = p.y_stride[2];
   fp.past_len = p.past_len;
-  fp.hkv = static_cast<int>(p.kv_heads);
-  fp.group = static_cast<int>(p.q_heads / p.kv_heads);
+  fp.hkv = static_cast<int>(L.units);
+  fp.group = static_cast<int>(p.q_heads / L.units);
   fp.q_len = static_cast<int>(p.q_len);
   fp.kv_len = static_cast<int>(p.kv_len);
   fp.kv_pad = static_cast<int>(L.kv_pad);
@@ -793,15 +1087,16 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   fp.left = static_cast<int>(p.left_window);
   fp.right = static_cast<int>(p.right_window);
   fp.scale = p.scale;
+  SetExtParams(p, L, w, fp);
   const size_t smem = SmemBytes(D, 16 * kWarps * MT);
-  cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T, MT, kExt>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem));
   if (e != cudaSuccess) return std::string("flash: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
-  FlashFwdKernel<D, T, MT><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(p.kv_heads),
-                                  static_cast<unsigned>(p.batch * L.splits)),
-                             32 * kWarps, smem, stream>>>(fp);
+  FlashFwdKernel<D, T, MT, kExt><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(L.units),
+                                        static_cast<unsigned>(p.batch * L.splits)),
+                                   32 * kWarps, smem, stream>>>(fp);
   if (L.splits > 1)
-    CombineKernel<T><<<dim3(static_cast<unsigned>(L.rows), static_cast<unsigned>(p.kv_heads),
+    CombineKernel<T><<<dim3(static_cast<unsigned>(L.rows), static_cast<unsigned>(L.units),
                             static_cast<unsigned>(p.batch)),
                        D / 2, 0, stream>>>(fp, D);
   e = cudaGetLastError();
@@ -809,15 +1104,29 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   return "";
 }
 
+// The instantiation for the problem: MT = 2 or 1, the plain kernel or the kExt one (mask, softcap).
+template <int D, typename T>
+std::string LaunchMT(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
+  const bool two = MTiles(p) == 2, ext = ExtKernel(p);
+  if constexpr (D == 256) {
+    return ext ? Launch<D, T, 1, true>(p, L, stream, ws) : Launch<D, T, 1, false>(p, L, stream, ws);
+  } else if constexpr (D > 64) {  // kExt: MT = 1 only (see MTiles)
+    if (ext) return Launch<D, T, 1, true>(p, L, stream, ws);
+    return two ? Launch<D, T, 2, false>(p, L, stream, ws) : Launch<D, T, 1, false>(p, L, stream, ws);
+  } else {
+    if (ext) return two ? Launch<D, T, 2, true>(p, L, stream, ws) : Launch<D, T, 1, true>(p, L, stream, ws);
+    return two ? Launch<D, T, 2, false>(p, L, stream, ws) : Launch<D, T, 1, false>(p, L, stream, ws);
+  }
+}
+
 template <typename T>
 std::string LaunchD(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
-  const bool two = MTiles(p) == 2;
   switch (p.head_dim) {
-    case 64: return two ? Launch<64, T, 2>(p, L, stream, ws) : Launch<64, T, 1>(p, L, stream, ws);
-    case 80: return two ? Launch<80, T, 2>(p, L, stream, ws) : Launch<80, T, 1>(p, L, stream, ws);
-    case 96: return two ? Launch<96, T, 2>(p, L, stream, ws) : Launch<96, T, 1>(p, L, stream, ws);
-    case 128: return two ? Launch<128, T, 2>(p, L, stream, ws) : Launch<128, T, 1>(p, L, stream, ws);
-    case 256: return Launch<256, T, 1>(p, L, stream, ws);
+    case 64: return LaunchMT<64, T>(p, L, stream, ws);
+    case 80: return LaunchMT<80, T>(p, L, stream, ws);
+    case 96: return LaunchMT<96, T>(p, L, stream, ws);
+    case 128: return LaunchMT<128, T>(p, L, stream, ws);
+    case 256: return LaunchMT<256, T>(p, L, stream, ws);
     default: return "flash: unsupported head size " + std::to_string(p.head_dim);
   }
 }
@@ -829,15 +1138,21 @@ bool FlashSupports(const AttentionProblem& p) {
   if (p.precision != Precision::kHalf) return false;
   if (p.q.type != ElemType::kFloat16 && p.q.type != ElemType::kBFloat16) return false;
   if (p.k.type != p.q.type || p.v.type != p.q.type || p.half_type != p.q.type) return false;
-  if (p.mask.kind != MaskKind::kNone || p.softcap > 0.f) return false;
+  if (!(p.softcap >= 0.f) || std::isinf(p.softcap)) return false;  // 0: none
   const int64_t d = p.head_dim;
   if (d != 64 && d != 80 && d != 96 && d != 128 && d != 256) return false;
   if (p.v_head_dim != d) return false;
   if (p.batch <= 0 || p.q_heads <= 0 || p.kv_heads <= 0 || p.q_heads % p.kv_heads != 0) return false;
   if (p.q_len < 0 || p.kv_len < 0 || p.block_kv <= 0 || p.block_kv % flash::kTileN != 0) return false;
-  if (p.batch > 65535 || p.kv_heads > 65535) return false;
+  if (p.batch > 65535 || p.kv_heads > 65535 || flash::Units(p) > 65535) return false;
   const int64_t lim = int64_t{1} << 30;
   if (p.q_len * (p.q_heads / p.kv_heads) >= lim || p.kv_len >= lim) return false;
+  if (p.mask.kind != MaskKind::kNone) {  // bool, or additive of the input's type; [B,Hq,Sq,mask_len] view
+    if (p.mask.kind == MaskKind::kAdditive && p.mask.type != p.q.type) return false;
+    if (p.mask.mask_len < 1 || p.mask.mask_len > p.kv_len || p.mask.stride[3] != 1) return false;
+    for (int i = 0; i < 3; ++i)
+      if (p.mask.stride[i] < 0) return false;
+  }
   if (p.left_window >= lim || p.right_window >= lim) return false;
   for (const TensorView* t : {&p.q, &p.k, &p.v}) {
     if (t->stride[3] != 1 || !Aligned16(t->data)) return false;

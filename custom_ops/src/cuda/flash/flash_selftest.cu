@@ -6,7 +6,9 @@
 //   nvcc -std=c++17 -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 //        -Xcompiler -fopenmp custom_ops/src/cuda/flash/flash_selftest.cu
 //        custom_ops/src/cuda/flash/flash_fwd.cu -o flash_selftest
-// Run:  ./flash_selftest [check|paper|bench|quick]...   (default: check paper bench)
+// Run:  ./flash_selftest [check|paper|bench|quick|mask|bench_mask]...   (default: check paper bench)
+//   check: every case (masks and softcap included); quick: a few of each; mask: the mask and
+//   softcap cases alone; bench_mask: the time of masks and softcap against the same shapes without.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -89,6 +91,18 @@ struct Case {
   bool poison = false;          // ±inf / huge values in keys and values beyond nonpad
   bool fast_fill = false;       // timing only: cheap uniform(-1, 1) inputs
   unsigned seed = 1;
+  // attn_mask: 0 none, 1 bool, 2 additive (the input's type). Its dims [mb?B:1, mh?Hq:1, ms?Sq:1,
+  // mask_len]; a dim left out broadcasts (stride 0).
+  int mask = 0;
+  bool mb = true, mh = true, ms = true;
+  int mask_len = -1;        // < 0: Skv
+  int mpat = 0;             // 0 random (mask_p masked; additive: mask_amp·normal); 1 padding:
+                            // batch b attends keys < Skv − 37·b (additive: 0 / -inf)
+  float mask_p = 0.25f, mask_amp = 2.f;
+  int masked_rows = 0;      // > 0: every masked_rows-th row of a mask plane attends nothing
+  bool mask_cols = false;   // keys ≡ 5 (mod 17) masked in every row (they leave the block mean)
+  bool mask_poison = false; // with mask_cols: ±inf in K and V at those keys
+  float softcap = 0.f;
 };
 
 struct Tensor {
@@ -191,9 +205,8 @@ struct Geo {
 struct CtaRange {
   int t_begin, t_end;
 };
-CtaRange KernelRange(const Case& c, const AttentionProblem& p, int bm, int splits, int tile_m, int split,
+CtaRange KernelRange(const Case& c, const AttentionProblem& p, int group, int bm, int splits, int tile_m, int split,
                      int64_t valid, int64_t off) {
-  const int group = c.Hq / c.Hkv;
   const int rows = c.Sq * group;
   const int R0 = tile_m * bm, R1 = std::min(R0 + bm, rows);
   const int64_t pos_first = R0 / group + off, pos_last = (R1 - 1) / group + off;
@@ -218,9 +231,80 @@ struct Run {
   Tensor q, k, v;
   std::vector<uint16_t> y;  // [B,Hq,Sq,D] contiguous or 3-D as the case says
   int64_t y_stride[4];
+  std::vector<uint8_t> mbool;   // bool mask
+  std::vector<uint16_t> madd;   // additive mask (half type bits)
+  int64_t mstride[3] = {0, 0, 0};
+  int64_t mlen = 0;
 };
 
+// Whether (b, query head h, row i) attends key by the mask; *add gets the additive value.
+bool MaskAt(const Run& r, int64_t b, int64_t h, int64_t i, int64_t key, float* add) {
+  *add = 0.f;
+  if (r.c.mask == 0) return true;
+  if (key >= r.mlen) return false;
+  const size_t ix = static_cast<size_t>(b * r.mstride[0] + h * r.mstride[1] + i * r.mstride[2] + key);
+  if (r.c.mask == 1) return r.mbool[ix] != 0;
+  *add = H2F(r.madd[ix], r.c.bf);
+  return *add != -INFINITY;
+}
+
+// The mask of the case, on the host (see Case).
+void MakeMask(Run& r) {
+  const Case& c = r.c;
+  if (c.mask == 0) return;
+  const int64_t nb = c.mb ? c.B : 1, nh = c.mh ? c.Hq : 1, ns = c.ms ? c.Sq : 1;
+  r.mlen = c.mask_len < 0 ? c.Skv : c.mask_len;
+  r.mstride[2] = c.ms ? r.mlen : 0;
+  r.mstride[1] = c.mh ? ns * r.mlen : 0;
+  r.mstride[0] = c.mb ? nh * ns * r.mlen : 0;
+  const size_t n = static_cast<size_t>(nb * nh * ns * r.mlen);
+  std::mt19937_64 rng(c.seed * 7919u + 17u);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::uniform_real_distribution<float> ud(0.f, 1.f);
+  std::vector<float> val(n, 0.f);
+  std::vector<uint8_t> att(n, 1);
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t h = 0; h < nh; ++h)
+      for (int64_t i = 0; i < ns; ++i) {
+        const bool row_off = c.masked_rows > 0 && (b * nh * ns + h * ns + i) % c.masked_rows == c.masked_rows - 1;
+        for (int64_t key = 0; key < r.mlen; ++key) {
+          const size_t ix = static_cast<size_t>(b * r.mstride[0] + h * r.mstride[1] + i * r.mstride[2] + key);
+          bool a = true;
+          if (c.mpat == 1) a = key < c.Skv - 37 * b;
+          else a = ud(rng) >= c.mask_p;
+          if (c.mpat == 0 && c.mask == 2) val[ix] = Rnd(c.mask_amp * nd(rng), c.bf);
+          if (row_off || (c.mask_cols && key % 17 == 5)) a = false;
+          att[ix] = a ? 1 : 0;
+        }
+      }
+  if (c.mask == 1) {
+    r.mbool = att;
+  } else {
+    r.madd.resize(n);
+    for (size_t ix = 0; ix < n; ++ix) r.madd[ix] = F2H(att[ix] ? val[ix] : -INFINITY, c.bf);
+  }
+  if (c.mask_poison && c.mask_cols && !c.packed) {
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t h = 0; h < c.Hkv; ++h)
+        for (int64_t key = 5; key < c.Skv; key += 17)
+          for (int64_t d = 0; d < c.D; ++d) {
+            const size_t ik = static_cast<size_t>(b * r.k.stride[0] + h * r.k.stride[1] + key * r.k.stride[2] + d);
+            r.k.h[ik] = F2H((key + d) % 2 ? INFINITY : -INFINITY, c.bf);
+            r.v.h[ik] = F2H((key % 3) ? INFINITY : -INFINITY, c.bf);
+          }
+  }
+}
+
 float Alpha(const Case& c) { return c.alpha >= 0.f ? c.alpha : (c.bf ? 0.9689939f : 0.9375f); }
+
+// The units of the kernel (flash_fwd.cu, Units): query heads when the mask varies over the heads.
+int Units(const Run& r) { return r.c.mask != 0 && r.p.mask.stride[1] != 0 ? r.c.Hq : r.c.Hkv; }
+// The kernel's CTA rows (flash_fwd.cu, MTiles): the kExt kernels keep 128 rows for D = 64 only.
+int BlockRows(const Run& r, int rows) {
+  const bool ext = r.c.mask != 0 || r.c.softcap > 0.f;
+  if (ext && r.c.D > 64) return 64;
+  return (r.c.D <= 128 && rows > 64) ? 128 : 64;
+}
 
 void Setup(Run& r) {
   const Case& c = r.c;
@@ -257,6 +341,17 @@ void Setup(Run& r) {
   p.precision = pasa::Precision::kHalf;
   p.alpha = Alpha(c);
   p.block_kv = c.block_kv;
+  p.softcap = c.softcap;
+  MakeMask(r);
+  if (c.mask != 0) {
+    p.mask.kind = c.mask == 1 ? pasa::MaskKind::kBool : pasa::MaskKind::kAdditive;
+    p.mask.type = et;
+    p.mask.stride[0] = r.mstride[0];
+    p.mask.stride[1] = r.mstride[1];
+    p.mask.stride[2] = r.mstride[2];
+    p.mask.stride[3] = 1;
+    p.mask.mask_len = r.mlen;
+  }
 }
 
 // float64 attention with ONNX semantics.
@@ -277,13 +372,16 @@ void Golden(const Run& r, std::vector<double>& out) {
         for (int d = 0; d < c.D; ++d) qd[static_cast<size_t>(d)] = At(r.packed, r.q, c.bf, b, hq, i, d);
         double mx = -INFINITY;
         for (int64_t j = 0; j < c.Skv; ++j) {
-          if (j >= valid || !geo.Allowed(i + off, j)) {
+          float add = 0.f;
+          if (j >= valid || !geo.Allowed(i + off, j) || !MaskAt(r, b, hq, i, j, &add)) {
             sc[static_cast<size_t>(j)] = -INFINITY;
             continue;
           }
           double s = 0;
           for (int d = 0; d < c.D; ++d) s += qd[static_cast<size_t>(d)] * At(r.packed, r.k, c.bf, b, hk, j, d);
           s *= p.scale;
+          if (c.softcap > 0.f) s = c.softcap * std::tanh(s / c.softcap);
+          s += add;
           sc[static_cast<size_t>(j)] = s;
           mx = std::max(mx, s);
         }
@@ -305,135 +403,190 @@ void Golden(const Run& r, std::vector<double>& out) {
 }
 
 // Step-by-step CPU emulation of the flash pipeline (flash_fwd.cu): block shift, K' rounded,
-// fp32 scores, S rounded (per-row tile fallback), direct shift, exp2 online softmax, P rounded,
-// split-KV combine. Matrix products are accumulated in double and rounded to fp32 once (the
-// tensor cores' accumulation order is not specified); everything else is fp32 in kernel order.
+// fp32 scores, softcap, mask, S rounded (per-row tile fallback), additive mask, direct shift,
+// exp2 online softmax, P rounded, split-KV combine. Matrix products are accumulated in double and
+// rounded to fp32 once (the tensor cores' accumulation order is not specified); everything else
+// is fp32 in kernel order.
+
+// One (batch, unit) of the emulation: its valid length, query offset, K' and kbar, V.
+struct EmuSlab {
+  int b = 0, u = 0, hk = 0, group = 1;
+  int64_t valid = 0, off = 0;
+  std::vector<float> kbar, kp, vv;
+};
+
+// The shift pass (ShiftKeysKernel) of one (batch, unit): a key enters the block mean when it is
+// before the valid length and (with a mask) some row of the unit's mask plane attends it
+// (MaskKeysKernel); the others get K' = 0 and V = 0.
+void EmuShift(const Run& r, EmuSlab& e) {
+  const Case& c = r.c;
+  const bool bf = c.bf;
+  const int D = c.D, n = c.block_kv, nblk = (c.Skv + n - 1) / n;
+  const float scale = r.p.scale, alpha = c.softcap > 0.f ? 0.f : r.p.alpha;
+  std::vector<uint8_t> ok(static_cast<size_t>(c.Skv), 0);
+  const bool per_head = c.mask != 0 && r.p.mask.stride[1] != 0;
+  const int64_t mrows = c.mask != 0 && r.p.mask.stride[2] == 0 ? 1 : c.Sq;
+  for (int64_t key = 0; key < e.valid; ++key) {
+    bool any = c.mask == 0;
+    for (int64_t i = 0; i < mrows && !any; ++i) {
+      float add;
+      any = MaskAt(r, e.b, per_head ? e.u : 0, i, key, &add);
+    }
+    ok[static_cast<size_t>(key)] = any ? 1 : 0;
+  }
+  e.kbar.assign(static_cast<size_t>(nblk) * D, 0.f);
+  e.kp.assign(static_cast<size_t>(nblk) * n * D, 0.f);
+  e.vv.assign(static_cast<size_t>(nblk) * n * D, 0.f);
+  for (int blk = 0; blk < nblk; ++blk) {
+    const int lim = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(n, e.valid - int64_t{blk} * n)));
+    int count = 0;
+    for (int j = 0; j < lim; ++j) count += ok[static_cast<size_t>(blk * n + j)];
+    const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
+    for (int d = 0; d < D; ++d) {
+      float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // the kernel's 8 row groups
+      for (int j = 0; j < lim; ++j)
+        if (ok[static_cast<size_t>(blk * n + j)]) part[j % 8] += At(r.packed, r.k, bf, e.b, e.hk, blk * n + j, d);
+      float s = 0.f;
+      for (float x : part) s += x;
+      const float kb = alpha * (s * inv);
+      e.kbar[static_cast<size_t>(blk * D + d)] = kb;
+      for (int j = 0; j < lim; ++j) {
+        if (!ok[static_cast<size_t>(blk * n + j)]) continue;
+        const size_t ix = static_cast<size_t>((blk * n + j) * D + d);
+        e.kp[ix] = Rnd(scale * (At(r.packed, r.k, bf, e.b, e.hk, blk * n + j, d) - kb), bf);
+        e.vv[ix] = At(r.packed, r.v, bf, e.b, e.hk, blk * n + j, d);
+      }
+    }
+  }
+}
+
+// The removed shift of row q for the PASA block of kb: c·(q·kbar), the kernel's quad order.
+float EmuShiftDot(const std::vector<float>& qv, const float* kb, int D, float scale) {
+  float part[4];
+  for (int tq = 0; tq < 4; ++tq) {
+    float acc = 0.f;
+    for (int k2 = 0; k2 < D / 8; ++k2) {
+      const int col = k2 * 8 + tq * 2;
+      acc = std::fma(qv[static_cast<size_t>(col)], kb[col], acc);
+      acc = std::fma(qv[static_cast<size_t>(col + 1)], kb[col + 1], acc);
+    }
+    part[tq] = acc;
+  }
+  return scale * ((part[0] + part[1]) + (part[2] + part[3]));
+}
+
+// One split of packed row R of slab e: the key tiles [t_begin, t_end), fp32 (m, l, O).
+void EmuSplit(const Run& r, const EmuSlab& e, int R, const std::vector<float>& qv, const CtaRange& cr, float& m,
+              float& l, std::vector<float>& o) {
+  const Case& c = r.c;
+  const bool bf = c.bf;
+  const int D = c.D, blk_tiles = c.block_kv / 64;
+  const float L2E = 1.4426950408889634f, scale = r.p.scale;
+  const Geo geo{c.causal, c.left, c.right};
+  const int i = R / e.group, hq = e.u * e.group + R % e.group;
+  const int64_t pos = i + e.off;
+  std::vector<float> s(64), x(64), add(64);
+  std::vector<double> pv(static_cast<size_t>(D));
+  float shift = 0.f;
+  m = -INFINITY;
+  l = 0.f;
+  std::fill(o.begin(), o.end(), 0.f);
+  for (int t = cr.t_begin; t < cr.t_end; ++t) {
+    if (t == cr.t_begin || t % blk_tiles == 0)
+      shift = EmuShiftDot(qv, &e.kbar[static_cast<size_t>((t / blk_tiles) * D)], D, scale);
+    bool ovf = false;
+    for (int j = 0; j < 64; ++j) {
+      const int key = t * 64 + j;
+      double acc = 0;
+      for (int d = 0; d < D; ++d)
+        acc += static_cast<double>(qv[static_cast<size_t>(d)]) * e.kp[static_cast<size_t>(key) * D + d];
+      float sj = static_cast<float>(acc);
+      if (c.softcap > 0.f) sj = c.softcap * std::tanh(sj / c.softcap);
+      s[static_cast<size_t>(j)] = sj;
+      const bool ok = key < e.valid && geo.Allowed(pos, key) && MaskAt(r, e.b, hq, i, key, &add[static_cast<size_t>(j)]);
+      x[static_cast<size_t>(j)] = ok ? 0.f : -INFINITY;
+      if (ok && std::fabs(sj) >= OverflowThreshold(bf)) ovf = true;
+    }
+    float mx = -INFINITY;
+    for (int j = 0; j < 64; ++j) {
+      float& xj = x[static_cast<size_t>(j)];
+      if (xj == -INFINITY) continue;
+      const float sj = s[static_cast<size_t>(j)];
+      const float sr = ovf ? sj : RoundScore(sj, bf);
+      xj = (c.mask == 2 ? sr + add[static_cast<size_t>(j)] : sr) + shift;
+      mx = std::max(mx, xj);
+    }
+    const float m_new = std::max(m, mx);
+    const float mL = m_new == -INFINITY ? 0.f : m_new * L2E;
+    const float corr = std::exp2(std::fma(m, L2E, -mL));
+    m = m_new;
+    float psum = 0.f;
+    std::fill(pv.begin(), pv.end(), 0.0);
+    for (int j = 0; j < 64; ++j) {
+      const float pj = Rnd(std::exp2(std::fma(x[static_cast<size_t>(j)], L2E, -mL)), bf);
+      psum += pj;
+      if (pj != 0.f)
+        for (int d = 0; d < D; ++d)
+          pv[static_cast<size_t>(d)] += static_cast<double>(pj) * e.vv[static_cast<size_t>((t * 64 + j) * D + d)];
+    }
+    l = l * corr + psum;
+    for (int d = 0; d < D; ++d)
+      o[static_cast<size_t>(d)] =
+          static_cast<float>(static_cast<double>(o[static_cast<size_t>(d)] * corr) + pv[static_cast<size_t>(d)]);
+  }
+}
+
 void Emulate(const Run& r, std::vector<float>& out) {
   const Case& c = r.c;
   const AttentionProblem& p = r.p;
   const bool bf = c.bf;
-  const int group = c.Hq / c.Hkv, D = c.D, n = c.block_kv;
+  const int D = c.D, U = Units(r), group = c.Hq / U;
   const int rows = c.Sq * group;
-  const int bm = (D <= 128 && rows > 64) ? 128 : 64;  // the kernel's CTA rows (flash_fwd.cu)
-  const int q_tiles = (rows + bm - 1) / bm;
+  const int bm = BlockRows(r, rows);
   const int splits = pasa::cuda::FlashNumSplits(p);
-  const int nblk = (c.Skv + n - 1) / n, blk_tiles = n / 64;
-  const float L2E = 1.4426950408889634f, scale = p.scale, alpha = p.alpha;
-  const Geo geo{c.causal, c.left, c.right};
+  const float L2E = 1.4426950408889634f;
   out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
   for (int b = 0; b < c.B; ++b)
-    for (int hk = 0; hk < c.Hkv; ++hk) {
-      const int64_t valid = c.nonpad.empty()
-                                ? c.Skv
-                                : std::max<int64_t>(0, std::min<int64_t>(c.Skv, c.nonpad[static_cast<size_t>(b)]));
-      const int64_t off = c.nonpad.empty() ? c.past : valid - c.Sq;
-      // shift pass
-      std::vector<float> kbar(static_cast<size_t>(nblk) * D), kp(static_cast<size_t>(nblk) * n * D, 0.f);
-      std::vector<float> vv(static_cast<size_t>(nblk) * n * D, 0.f);
-      for (int blk = 0; blk < nblk; ++blk) {
-        const int count = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(n, valid - int64_t{blk} * n)));
-        const float inv = count > 0 ? 1.0f / static_cast<float>(count) : 0.f;
-        for (int d = 0; d < D; ++d) {
-          float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};  // the kernel's 8 row groups
-          for (int j = 0; j < count; ++j) part[j % 8] += At(r.packed, r.k, bf, b, hk, blk * n + j, d);
-          float s = 0.f;
-          for (float x : part) s += x;
-          const float kb = alpha * (s * inv);
-          kbar[static_cast<size_t>(blk * D + d)] = kb;
-          for (int j = 0; j < count; ++j) {
-            const size_t ix = static_cast<size_t>((blk * n + j) * D + d);
-            kp[ix] = Rnd(scale * (At(r.packed, r.k, bf, b, hk, blk * n + j, d) - kb), bf);
-            vv[ix] = At(r.packed, r.v, bf, b, hk, blk * n + j, d);
-          }
-        }
-      }
-      (void)q_tiles;
+    for (int u = 0; u < U; ++u) {
+      EmuSlab e;
+      e.b = b;
+      e.u = u;
+      e.hk = u / (U / c.Hkv);
+      e.group = group;
+      e.valid = c.nonpad.empty() ? c.Skv
+                                 : std::max<int64_t>(0, std::min<int64_t>(c.Skv, c.nonpad[static_cast<size_t>(b)]));
+      e.off = c.nonpad.empty() ? c.past : e.valid - c.Sq;
+      EmuShift(r, e);
 #pragma omp parallel for schedule(dynamic, 4)
       for (int R = 0; R < rows; ++R) {
-          std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),
-              pl(static_cast<size_t>(splits)), qv(static_cast<size_t>(D)), s(64), x(64), o(static_cast<size_t>(D));
-          std::vector<double> pv(static_cast<size_t>(D));
-          const int tm = R / bm;
-          const int i = R / group, hq = hk * group + R % group;
-          const int64_t pos = i + off;
-          for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, bf, b, hq, i, d);
-          for (int sp = 0; sp < splits; ++sp) {
-            const CtaRange cr = KernelRange(c, p, bm, splits, tm, sp, valid, off);
-            float m = -INFINITY, l = 0.f, shift = 0.f;
-            std::fill(o.begin(), o.end(), 0.f);
-            for (int t = cr.t_begin; t < cr.t_end; ++t) {
-              if (t == cr.t_begin || t % blk_tiles == 0) {
-                const float* kb = &kbar[static_cast<size_t>((t / blk_tiles) * D)];
-                float part[4];
-                for (int tq = 0; tq < 4; ++tq) {
-                  float acc = 0.f;
-                  for (int k2 = 0; k2 < D / 8; ++k2) {
-                    const int col = k2 * 8 + tq * 2;
-                    acc = std::fma(qv[static_cast<size_t>(col)], kb[col], acc);
-                    acc = std::fma(qv[static_cast<size_t>(col + 1)], kb[col + 1], acc);
-                  }
-                  part[tq] = acc;
-                }
-                shift = scale * ((part[0] + part[1]) + (part[2] + part[3]));
-              }
-              bool ovf = false;
-              for (int j = 0; j < 64; ++j) {
-                const int key = t * 64 + j;
-                double acc = 0;
-                for (int d = 0; d < D; ++d)
-                  acc += static_cast<double>(qv[static_cast<size_t>(d)]) * kp[static_cast<size_t>(key) * D + d];
-                s[static_cast<size_t>(j)] = static_cast<float>(acc);
-                const bool ok = key < valid && geo.Allowed(pos, key);
-                x[static_cast<size_t>(j)] = ok ? 0.f : -INFINITY;
-                if (ok && std::fabs(s[static_cast<size_t>(j)]) >= OverflowThreshold(bf)) ovf = true;
-              }
-              float mx = -INFINITY;
-              for (int j = 0; j < 64; ++j) {
-                float& xj = x[static_cast<size_t>(j)];
-                if (xj == -INFINITY) continue;
-                const float sj = s[static_cast<size_t>(j)];
-                xj = (ovf ? sj : RoundScore(sj, bf)) + shift;
-                mx = std::max(mx, xj);
-              }
-              const float m_new = std::max(m, mx);
-              const float mL = m_new == -INFINITY ? 0.f : m_new * L2E;
-              const float corr = std::exp2(std::fma(m, L2E, -mL));
-              m = m_new;
-              float psum = 0.f;
-              std::fill(pv.begin(), pv.end(), 0.0);
-              for (int j = 0; j < 64; ++j) {
-                const float pj = Rnd(std::exp2(std::fma(x[static_cast<size_t>(j)], L2E, -mL)), bf);
-                psum += pj;
-                if (pj != 0.f)
-                  for (int d = 0; d < D; ++d) pv[static_cast<size_t>(d)] += static_cast<double>(pj) * vv[static_cast<size_t>((t * 64 + j) * D + d)];
-              }
-              l = l * corr + psum;
-              for (int d = 0; d < D; ++d)
-                o[static_cast<size_t>(d)] = static_cast<float>(static_cast<double>(o[static_cast<size_t>(d)] * corr) + pv[static_cast<size_t>(d)]);
-            }
-            pm[static_cast<size_t>(sp)] = m;
-            pl[static_cast<size_t>(sp)] = l;
-            std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
-          }
-          float* y = &out[static_cast<size_t>(((int64_t{b} * c.Hq + hq) * c.Sq + i) * D)];
-          if (splits == 1) {
-            const float inv = pl[0] != 0.f ? 1.0f / pl[0] : 0.f;
-            for (int d = 0; d < D; ++d) y[d] = Rnd(po[static_cast<size_t>(d)] * inv, bf);
-          } else {
-            float mmax = -INFINITY;
-            for (int sp = 0; sp < splits; ++sp) mmax = std::max(mmax, pm[static_cast<size_t>(sp)]);
-            const float mL = mmax == -INFINITY ? 0.f : mmax * L2E;
-            float l = 0.f;
-            std::vector<float> acc(static_cast<size_t>(D), 0.f);
-            for (int sp = 0; sp < splits; ++sp) {
-              const float w = std::exp2(std::fma(pm[static_cast<size_t>(sp)], L2E, -mL));
-              l += w * pl[static_cast<size_t>(sp)];
-              for (int d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w * po[static_cast<size_t>(sp * D + d)];
-            }
-            const float inv = l != 0.f ? 1.0f / l : 0.f;
-            for (int d = 0; d < D; ++d) y[d] = Rnd(acc[static_cast<size_t>(d)] * inv, bf);
-          }
+        std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),
+            pl(static_cast<size_t>(splits)), qv(static_cast<size_t>(D)), o(static_cast<size_t>(D));
+        const int i = R / group, hq = u * group + R % group;
+        for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, bf, b, hq, i, d);
+        for (int sp = 0; sp < splits; ++sp) {
+          const CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, e.valid, e.off);
+          EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o);
+          std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
         }
+        float* y = &out[static_cast<size_t>(((int64_t{b} * c.Hq + hq) * c.Sq + i) * D)];
+        if (splits == 1) {
+          const float inv = pl[0] != 0.f ? 1.0f / pl[0] : 0.f;
+          for (int d = 0; d < D; ++d) y[d] = Rnd(po[static_cast<size_t>(d)] * inv, bf);
+        } else {
+          float mmax = -INFINITY;
+          for (int sp = 0; sp < splits; ++sp) mmax = std::max(mmax, pm[static_cast<size_t>(sp)]);
+          const float mL = mmax == -INFINITY ? 0.f : mmax * L2E;
+          float l = 0.f;
+          std::vector<float> acc(static_cast<size_t>(D), 0.f);
+          for (int sp = 0; sp < splits; ++sp) {
+            const float w = std::exp2(std::fma(pm[static_cast<size_t>(sp)], L2E, -mL));
+            l += w * pl[static_cast<size_t>(sp)];
+            for (int d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w * po[static_cast<size_t>(sp * D + d)];
+          }
+          const float inv = l != 0.f ? 1.0f / l : 0.f;
+          for (int d = 0; d < D; ++d) y[d] = Rnd(acc[static_cast<size_t>(d)] * inv, bf);
+        }
+      }
     }
 }
 
@@ -444,10 +597,11 @@ struct Dev {
   void* buf = nullptr;
   void* y = nullptr;
   void* ws = nullptr;
+  void* mask = nullptr;
   int64_t* nonpad = nullptr;
   size_t y_elems = 0;
   ~Dev() {
-    for (void* ptr : {q, k, v, buf, y, ws, static_cast<void*>(nonpad)})
+    for (void* ptr : {q, k, v, buf, y, ws, mask, static_cast<void*>(nonpad)})
       if (ptr) cudaFree(ptr);
   }
 };
@@ -479,6 +633,15 @@ void Upload(Run& r, Dev& dv) {
     CK(cudaMalloc(&dv.nonpad, c.nonpad.size() * 8));
     CK(cudaMemcpy(dv.nonpad, c.nonpad.data(), c.nonpad.size() * 8, cudaMemcpyHostToDevice));
     r.p.nonpad_kv_seqlen = dv.nonpad;
+  }
+  if (c.mask == 1) {
+    CK(cudaMalloc(&dv.mask, r.mbool.size()));
+    CK(cudaMemcpy(dv.mask, r.mbool.data(), r.mbool.size(), cudaMemcpyHostToDevice));
+    r.p.mask.data = dv.mask;
+  } else if (c.mask == 2) {
+    CK(cudaMalloc(&dv.mask, r.madd.size() * 2));
+    CK(cudaMemcpy(dv.mask, r.madd.data(), r.madd.size() * 2, cudaMemcpyHostToDevice));
+    r.p.mask.data = dv.mask;
   }
   const size_t wsb = pasa::cuda::FlashWorkspaceBytes(r.p);
   CK(cudaMalloc(&dv.ws, std::max<size_t>(wsb, 256)));
@@ -523,6 +686,7 @@ Result Check(Case c, bool with_emu = true) {
     for (int h = 0; h < c.Hkv; ++h)
       for (int s = 0; s < c.Skv; ++s) {
         if (!c.nonpad.empty() && s >= c.nonpad[static_cast<size_t>(b)]) continue;
+        if (c.mask_poison && s % 17 == 5) continue;
         for (int d = 0; d < c.D; ++d) {
           const double x = At(r.packed, r.v, c.bf, b, h, s, d);
           sv += x * x;
@@ -572,6 +736,62 @@ Result Check(Case c, bool with_emu = true) {
   return res;
 }
 
+// Masks (bool, additive with -inf, broadcast shapes, fully masked rows, keys masked for every
+// row), combined with causal, windows, GQA, nonpad, split-KV; and softcap.
+std::vector<Case> MaskCases() {
+  std::vector<Case> cs;
+  Case c;
+  c.name = "bool [B,H,Sq,Skv] fp16 D128 B2 S300/333"; c.mask = 1; c.B = 2; c.Hq = c.Hkv = 2; c.Sq = 300; c.Skv = 333;
+  c.masked_rows = 7; cs.push_back(c);
+  c = Case{}; c.name = "add -inf [B,H,Sq,Skv] bf16 D64 rows off"; c.mask = 2; c.bf = true; c.D = 64; c.B = 2;
+  c.Hq = c.Hkv = 2; c.Sq = 300; c.Skv = 333; c.mask_p = 0.2f; c.masked_rows = 5; cs.push_back(c);
+  c = Case{}; c.name = "bool padding [B,1,1,Skv] B3 D64 S200/256"; c.mask = 1; c.mpat = 1; c.mh = c.ms = false;
+  c.B = 3; c.D = 64; c.Hq = c.Hkv = 4; c.Sq = 200; c.Skv = 256; cs.push_back(c);
+  c = Case{}; c.name = "add per-head [1,H,Sq,Skv] GQA 8/2 causal D128"; c.mask = 2; c.mb = false; c.causal = true;
+  c.Hq = 8; c.Hkv = 2; c.Sq = c.Skv = 260; c.mask_cols = true; cs.push_back(c);
+  c = Case{}; c.name = "softcap 8 fp16 D128 causal GQA 4/2"; c.softcap = 8.f; c.amp = 2.f; c.causal = true;
+  c.Hq = 4; c.Hkv = 2; c.Sq = c.Skv = 400; cs.push_back(c);
+  c = Case{}; c.name = "bool [Sq,Skv] causal GQA 8/2 bf16 D96 3-D"; c.mask = 1; c.mb = c.mh = false; c.causal = true;
+  c.bf = true; c.D = 96; c.Hq = 8; c.Hkv = 2; c.Sq = c.Skv = 300; c.layout3d = true; cs.push_back(c);
+  c = Case{}; c.name = "add padding [B,1,1,Skv] B2 fp16 D64 MT2 GQA"; c.mask = 2; c.mpat = 1; c.mh = c.ms = false;
+  c.B = 2; c.D = 64; c.Hq = 6; c.Hkv = 2; c.Sq = c.Skv = 333; cs.push_back(c);
+  c = Case{}; c.name = "add [B,1,Sq,mask_len 200] Skv 333 D80"; c.mask = 2; c.mh = false; c.mask_len = 200;
+  c.B = 2; c.D = 80; c.Hq = c.Hkv = 2; c.Sq = 150; c.Skv = 333; cs.push_back(c);
+  c = Case{}; c.name = "bool [1,H,1,Skv] GQA 4/2 D64 masked cols poison"; c.mask = 1; c.mb = c.ms = false;
+  c.D = 64; c.Hq = 4; c.Hkv = 2; c.Sq = c.Skv = 300; c.mask_cols = true; c.mask_poison = true; cs.push_back(c);
+  c = Case{}; c.name = "add + softcap 10 bf16 D256 causal"; c.mask = 2; c.softcap = 10.f; c.amp = 2.f; c.bf = true;
+  c.D = 256; c.causal = true; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 300; cs.push_back(c);
+  c = Case{}; c.name = "bool + nonpad B3 poison GQA 4/2 D128"; c.mask = 1; c.B = 3; c.Sq = 40; c.Skv = 512;
+  c.Hq = 4; c.Hkv = 2; c.nonpad = {500, 0, 131}; c.poison = true; c.masked_rows = 9; cs.push_back(c);
+  c = Case{}; c.name = "add window L64 R32 D128 bk64"; c.mask = 2; c.left = 64; c.right = 32; c.block_kv = 64;
+  c.Hq = c.Hkv = 2; c.Sq = c.Skv = 500; cs.push_back(c);
+  c = Case{}; c.name = "bool all masked fp16 D64"; c.mask = 1; c.mask_p = 1.1f; c.D = 64; c.Hq = c.Hkv = 2;
+  c.Sq = 100; c.Skv = 200; cs.push_back(c);
+  c = Case{}; c.name = "add overflow fallback amp 300 fp16 D128"; c.mask = 2; c.amp = 300.f; c.mask_p = 0.1f;
+  c.mask_amp = 5.f; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 300; cs.push_back(c);
+  c = Case{}; c.name = "add mean 30 O1 K=3e4 fp16 D128 [B,1,Sq,Skv]"; c.mask = 2; c.mh = false; c.kmean = 30000.f;
+  c.Hq = c.Hkv = 2; c.Sq = c.Skv = 400; cs.push_back(c);
+  for (int ql : {1, 16}) {
+    c = Case{};
+    c.name = "decode q" + std::to_string(ql) + " kv4100 GQA 8/2 D128 bool pad + softcap";
+    c.mask = 1; c.mpat = 1; c.mh = c.ms = false; c.softcap = 20.f; c.B = 2; c.Hq = 8; c.Hkv = 2; c.Sq = ql;
+    c.Skv = 4100; c.causal = true; c.past = 4100 - ql; cs.push_back(c);
+  }
+  c = Case{}; c.name = "decode q1 kv4100 add per-head GQA 8/2 D64 split"; c.mask = 2; c.mb = false; c.ms = false;
+  c.D = 64; c.Hq = 8; c.Hkv = 2; c.Sq = 1; c.Skv = 4100; cs.push_back(c);
+  c = Case{}; c.name = "softcap 10 bf16 D64 S600 window"; c.softcap = 10.f; c.amp = 2.f; c.bf = true; c.D = 64;
+  c.left = 200; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 600; cs.push_back(c);
+  for (size_t i = 0; i < cs.size(); ++i) cs[i].seed = static_cast<unsigned>(1000 + 13 * i);
+  return cs;
+}
+
+void MaskSuite(bool quick) {
+  std::printf("== masks and softcap\n");
+  std::vector<Case> cs = MaskCases();
+  if (quick) cs.resize(std::min<size_t>(cs.size(), 5));
+  for (const Case& c : cs) Check(c);
+}
+
 void CheckSuite(bool quick) {
   std::printf("== correctness: flash kernel vs float64 and vs the emulation of its pipeline\n");
   std::vector<Case> cs;
@@ -612,6 +832,7 @@ void CheckSuite(bool quick) {
   { Case c; c.name = "decode q1 kv2048 bf16 D256 past"; c.bf = true; c.D = 256; c.Hq = 4; c.Hkv = 4; c.Sq = 1; c.Skv = 2048; c.past = 2047; c.causal = true; add(c); }
   if (quick) cs.resize(std::min<size_t>(cs.size(), 6));
   for (const Case& c : cs) Check(c);
+  MaskSuite(quick);
 }
 
 void PaperGrid() {
@@ -696,6 +917,79 @@ void Bench() {
   }
 }
 
+// Median time (ms) of RunFlash on one case: 20 runs after 3 warm-up (cudaEvents).
+double TimeCase(const Case& c) {
+  Run r;
+  r.c = c;
+  Setup(r);
+  if (!pasa::cuda::FlashSupports(r.p)) return -1.0;
+  Dev dv;
+  Upload(r, dv);
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ts;
+  for (int it = 0; it < 23; ++it) {
+    CK(cudaEventRecord(e0));
+    const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
+    CK(cudaEventRecord(e1));
+    if (!err.empty()) {
+      std::printf("RunFlash: %s\n", err.c_str());
+      return -1.0;
+    }
+    CK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (it >= 3) ts.push_back(ms);
+  }
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
+  return Median(ts);
+}
+
+// The cost of masks and softcap: each shape without, then with (time includes the pre-passes).
+void BenchMask() {
+  std::printf("== timing of masks and softcap (fp16, median of 20; ratio against the same shape without)\n");
+  struct M {
+    const char* name;
+    int B, H, Hkv, Sq, Skv, D;
+    bool causal;
+    int mask, mpat;
+    bool mb, mh, ms;
+    float softcap;
+  };
+  const std::vector<M> ms = {
+      {"BERT-like B8 H12 S512 D64 bool pad [B,1,1,S]", 8, 12, 12, 512, 512, 64, false, 1, 1, true, false, false, 0.f},
+      {"BERT-like B8 H12 S512 D64 add pad [B,1,1,S]", 8, 12, 12, 512, 512, 64, false, 2, 1, true, false, false, 0.f},
+      {"H32 S2048 D128 bool pad [B,1,1,S]", 1, 32, 32, 2048, 2048, 128, false, 1, 1, true, false, false, 0.f},
+      {"H32 S2048 D128 causal bool [S,S] random", 1, 32, 32, 2048, 2048, 128, true, 1, 0, false, false, true, 0.f},
+      {"H8 S2048 D128 add bias [1,H,S,S]", 1, 8, 8, 2048, 2048, 128, false, 2, 0, false, true, true, 0.f},
+      {"Gemma2-like H16/8 S4096 D256 causal softcap 50", 1, 16, 8, 4096, 4096, 256, true, 0, 0, true, true, true, 50.f},
+      {"decode q1 kv8192 GQA 32/8 D128 bool pad", 4, 32, 8, 1, 8192, 128, false, 1, 1, true, false, false, 0.f},
+  };
+  for (const M& m : ms) {
+    Case c;
+    c.B = m.B;
+    c.Hq = m.H;
+    c.Hkv = m.Hkv;
+    c.Sq = m.Sq;
+    c.Skv = m.Skv;
+    c.D = m.D;
+    c.causal = m.causal;
+    c.fast_fill = true;
+    c.mask_p = 0.1f;
+    const double base = TimeCase(c);
+    c.mask = m.mask;
+    c.mpat = m.mpat;
+    c.mb = m.mb;
+    c.mh = m.mh;
+    c.ms = m.ms;
+    c.softcap = m.softcap;
+    const double t = TimeCase(c);
+    std::printf("%-52s %9.1f us (without: %9.1f us, x%.2f)\n", m.name, t * 1e3, base * 1e3, base > 0 ? t / base : 0.0);
+  }
+}
+
 // One run of a few shapes, for Nsight Compute.
 void Prof() {
   for (int which = 0; which < 3; ++which) {
@@ -729,6 +1023,8 @@ int main(int argc, char** argv) {
   for (const std::string& m : modes) {
     if (m == "check") CheckSuite(false);
     else if (m == "quick") CheckSuite(true);
+    else if (m == "mask") MaskSuite(false);
+    else if (m == "bench_mask") BenchMask();
     else if (m == "paper") PaperGrid();
     else if (m == "bench") Bench();
     else if (m == "prof") Prof();
