@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument(
+        "--max-ir-version",
+        type=int,
+        default=None,
+        help="lower the models' IR version to this (an older onnxruntime than the onnx here)",
+    )
     args = ap.parse_args(argv)
     layers = args.layers or (12 if args.model == "bert" else 4)
 
@@ -105,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     export(build(args.model, layers, args.seq), args.seq, original)
     print(f"exported in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     summary = rewrite_file(original, rewritten)
+    if args.max_ir_version is not None:
+        for path in (original, rewritten):
+            _lower_ir(path, args.max_ir_version)
     print(summary.format())
 
     providers = ["CPUExecutionProvider"]
@@ -163,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
+
+
+def _lower_ir(path: Path, ir_version: int) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    if model.ir_version > ir_version:
+        model.ir_version = ir_version
+        onnx.save(model, str(path))
 
 
 def _runner(session, feeds, provider: str):
