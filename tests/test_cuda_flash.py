@@ -105,3 +105,31 @@ def test_flash_3d_layout_with_nonpad_and_garbage_in_padded_keys(rng):
     k_clean[1, 312:] = 0
     v_clean[1, 312:] = 0
     _check(y, {**feeds, "K": k_clean, "V": v_clean}, attrs)
+
+
+MASK_CASES = ["padding_bool", "additive_per_head", "additive_2d_causal", "softcap", "softcap_bool"]
+
+
+@pytest.mark.parametrize("kind", MASK_CASES)
+def test_flash_masks_and_softcap_match_the_gpu_emulation(kind, rng):
+    # Masks of the shapes exporters write (a [B,1,1,S] padding mask, a per-head additive bias,
+    # an [Sq,Skv] additive mask) and Gemma-2's softcap, with fully masked rows in the bias case.
+    b, hq, hkv, s, d = 2, 4, 2, 320, 128
+    feeds = _inputs(rng, np.float16, b, hq, hkv, s, 0, s, d)
+    attrs: dict = {}
+    if kind in ("padding_bool", "softcap_bool"):
+        keep = np.arange(s)[None, :] < np.array([s, 201])[:, None]
+        feeds["attn_mask"] = keep[:, None, None, :]
+    elif kind == "additive_per_head":
+        bias = rng.standard_normal((1, hq, s, s)).astype(np.float16)
+        bias[0, 1, :7] = -np.inf  # rows that attend nothing: output 0
+        feeds["attn_mask"] = bias
+    elif kind == "additive_2d_causal":
+        feeds["attn_mask"] = (rng.standard_normal((s, s)) * 2).astype(np.float16)
+        attrs["is_causal"] = 1
+    if kind.startswith("softcap"):
+        attrs["softcap"] = 8.0
+    y = run_pasa_cuda(feeds, **attrs)
+    if kind == "additive_per_head":
+        assert (y[0, 1, :7] == 0).all()
+    _check(y, feeds, attrs)

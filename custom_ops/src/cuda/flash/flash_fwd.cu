@@ -580,10 +580,10 @@ __device__ __forceinline__ void SoftcapTile(float (&s)[MT][kTileN / 8][4], float
 // Mask of a tile with a bool (MK = 1) or additive (MK = 2) mask: the causal/window/padding test
 // (partial tiles only), then the mask element (every tile; keys at or past mask_len are masked);
 // a masked score becomes -inf. And the rows' attended max |S| of this thread, for the overflow test.
-template <int MK, typename T, int MT>
+template <int MK, typename T, int MT, bool kUniform>
 __device__ __forceinline__ void MaskTile(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&amax)[MT][2],
                                          bool full, int t, int valid, const Geometry& geo, const int (&row_pos)[MT][2],
-                                         const int64_t (&mrow)[MT][2], int tq) {
+                                         const int64_t (&mrow)[MT][2], const float (&kb)[kTileN / 8][2], int tq) {
   constexpr int NT_S = kTileN / 8;
   const float NEG_INF = -INFINITY;
   const int klim = min(valid, p.mask_len);
@@ -599,10 +599,15 @@ __device__ __forceinline__ void MaskTile(const FwdParams& p, float (&s)[MT][kTil
         for (int e = 0; e < 2; ++e) {
           float& x = s[mt][j][2 * rr + e];
           const int key = t * kTileN + j * 8 + tq * 2 + e;
-          // the element is read only for a row of the CTA and a key inside the bounds and the
-          // geometry (conditional reads: fewer registers than reading every element)
-          bool att = mr >= 0 && key < klim && (full || geo.Allowed(row_pos[mt][rr], key));
-          if (att) att = MaskAttendsAt<MK, T>(p.mask, mr + key);
+          bool att;
+          if constexpr (kUniform) {  // the tile's key mask, read once (LoadKeyMask)
+            att = kb[j][e] != NEG_INF && (full || geo.Allowed(row_pos[mt][rr], key));
+          } else {
+            // the element is read only for a row of the CTA and a key inside the bounds and the
+            // geometry (conditional reads: fewer registers than reading every element)
+            att = mr >= 0 && key < klim && (full || geo.Allowed(row_pos[mt][rr], key));
+            if (att) att = MaskAttendsAt<MK, T>(p.mask, mr + key);
+          }
           if (!att) x = NEG_INF;
           am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
         }
@@ -613,10 +618,11 @@ __device__ __forceinline__ void MaskTile(const FwdParams& p, float (&s)[MT][kTil
 // The additive-mask form of RoundShiftMax: x = (round(S) + mask) + shift for attended scores
 // (overflowing rows: fp32 S), the mask element read again (L1) rather than kept in registers;
 // then the rows' tile maxima, quad-reduced.
-template <typename T, int MT>
+template <typename T, int MT, bool kUniform>
 __device__ __forceinline__ void RoundAddShiftMax(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&mx)[MT][2],
                                                  const float (&shift)[MT][2], const bool (&ovf)[MT][2], int t,
-                                                 const int64_t (&mrow)[MT][2], int tq) {
+                                                 const int64_t (&mrow)[MT][2], const float (&kb)[kTileN / 8][2],
+                                                 int tq) {
   constexpr int NT_S = kTileN / 8;
   const float NEG_INF = -INFINITY;
 #pragma unroll
@@ -633,7 +639,8 @@ __device__ __forceinline__ void RoundAddShiftMax(const FwdParams& p, float (&s)[
           float& x = s[mt][j][2 * rr + e];
           const int key = t * kTileN + j * 8 + tq * 2 + e;
           // attended (x > -inf) implies mr >= 0 and key < mask_len: the read is in bounds
-          if (x != NEG_INF) x = ((ov ? x : RoundScore<T>(x)) + MaskAddAt<T>(p.mask, mr + key)) + sh;
+          if (x != NEG_INF)
+            x = ((ov ? x : RoundScore<T>(x)) + (kUniform ? kb[j][e] : MaskAddAt<T>(p.mask, mr + key))) + sh;
         }
       float t4[4];
 #pragma unroll
@@ -652,15 +659,60 @@ __device__ __forceinline__ void RoundAddShiftMax(const FwdParams& p, float (&s)[
     for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
 }
 
-// The mask step of a kExt kernel: softcap (if any), then the mask of p.mask_kind.
+// Whether every row of the CTA reads the same mask row: masks broadcast over the query rows
+// (m_ss = 0) and over the heads of the CTA's rows (m_sh = 0, or one head per CTA) — the
+// [B,1,1,Skv] padding masks that exporters write.
+__device__ __forceinline__ bool MaskRowUniform(const FwdParams& p) {
+  return p.m_ss == 0 && (p.m_sh == 0 || p.group == 1);
+}
+
+// The tile's 16 keys of this thread in a row-uniform mask (at element offset mr), read once for
+// all its rows, as additive values: bool true 0, false -inf; keys at or past min(valid,
+// mask_len) -inf. The same values MaskTile/RoundAddShiftMax read per row otherwise.
+template <int MK, typename T>
+__device__ __forceinline__ void LoadKeyMask(const FwdParams& p, float (&kb)[kTileN / 8][2], int64_t mr, int t,
+                                            int valid, int tq) {
+  const int klim = min(valid, p.mask_len);
+#pragma unroll
+  for (int j = 0; j < kTileN / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int key = t * kTileN + j * 8 + tq * 2 + e;
+      float v = -INFINITY;
+      if (key < klim) {
+        if constexpr (MK == 1) v = MaskBoolAt(p.mask, mr + key) ? 0.f : -INFINITY;
+        else v = MaskAddAt<T>(p.mask, mr + key);
+      }
+      kb[j][e] = v;
+    }
+}
+
+// The mask step of a kExt kernel: softcap (if any), then the mask of p.mask_kind (row-uniform
+// masks: the tile's key mask into kb first, which the rounding step reuses).
 template <typename T, int MT>
 __device__ __forceinline__ void ExtMaskStep(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&amax)[MT][2],
                                             bool full, int t, int valid, const Geometry& geo,
-                                            const int (&row_pos)[MT][2], const int64_t (&mrow)[MT][2], int tq) {
+                                            const int (&row_pos)[MT][2], const int64_t (&mrow)[MT][2],
+                                            int64_t mrow_uniform, float (&kb)[kTileN / 8][2], int tq) {
   if (p.softcap > 0.f) SoftcapTile<MT>(s, p.softcap);
-  if (p.mask_kind == 1) MaskTile<1, T, MT>(p, s, amax, full, t, valid, geo, row_pos, mrow, tq);
-  else if (p.mask_kind == 2) MaskTile<2, T, MT>(p, s, amax, full, t, valid, geo, row_pos, mrow, tq);
-  else MaskAndAbsMax<MT>(s, amax, full, t, valid, geo, row_pos, tq);
+  const bool uniform = MaskRowUniform(p);
+  if (p.mask_kind == 1) {
+    if (uniform) {
+      LoadKeyMask<1, T>(p, kb, mrow_uniform, t, valid, tq);
+      MaskTile<1, T, MT, true>(p, s, amax, full, t, valid, geo, row_pos, mrow, kb, tq);
+    } else {
+      MaskTile<1, T, MT, false>(p, s, amax, full, t, valid, geo, row_pos, mrow, kb, tq);
+    }
+  } else if (p.mask_kind == 2) {
+    if (uniform) {
+      LoadKeyMask<2, T>(p, kb, mrow_uniform, t, valid, tq);
+      MaskTile<2, T, MT, true>(p, s, amax, full, t, valid, geo, row_pos, mrow, kb, tq);
+    } else {
+      MaskTile<2, T, MT, false>(p, s, amax, full, t, valid, geo, row_pos, mrow, kb, tq);
+    }
+  } else {
+    MaskAndAbsMax<MT>(s, amax, full, t, valid, geo, row_pos, tq);
+  }
 }
 
 // The rounding step of a kExt kernel: with an additive mask x = (round(S) + mask) + shift, else as
@@ -668,8 +720,10 @@ __device__ __forceinline__ void ExtMaskStep(const FwdParams& p, float (&s)[MT][k
 template <typename T, int MT>
 __device__ __forceinline__ void ExtRoundStep(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&mx)[MT][2],
                                              const float (&shift)[MT][2], const bool (&ovf)[MT][2], bool full,
-                                             bool any_ovf, int t, const int64_t (&mrow)[MT][2], int tq) {
-  if (p.mask_kind == 2) RoundAddShiftMax<T, MT>(p, s, mx, shift, ovf, t, mrow, tq);
+                                             bool any_ovf, int t, const int64_t (&mrow)[MT][2],
+                                             const float (&kb)[kTileN / 8][2], int tq) {
+  if (p.mask_kind == 2 && MaskRowUniform(p)) RoundAddShiftMax<T, MT, true>(p, s, mx, shift, ovf, t, mrow, kb, tq);
+  else if (p.mask_kind == 2) RoundAddShiftMax<T, MT, false>(p, s, mx, shift, ovf, t, mrow, kb, tq);
   else RoundShiftMax<T, MT>(s, mx, shift, ovf, full && p.mask_kind == 0, any_ovf);
 }
 
@@ -833,6 +887,9 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     }
   int64_t mrow[MT][2];  // kExt: the rows' offsets in the mask
   if constexpr (kExt) MaskRowOffsets<MT>(p, mrow, b, hkv, R0, R1, wr0, g);
+  // kExt, row-uniform masks: the one mask row of the CTA, and this thread's keys of the tile in it
+  [[maybe_unused]] const int64_t mrow_uniform = b * p.m_sb + static_cast<int64_t>(hkv) * p.group * p.m_sh;
+  [[maybe_unused]] float kb[NT_S][2];
   uint32_t qf[S::QF][4];
   const bool warp_active = R0 + wr0 < R1;
   const Geometry geo{p.causal, p.left, p.right};
@@ -859,12 +916,12 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     // rounded for P·V.
     const bool full = t * kTileN >= tr.a_lo && (t + 1) * kTileN <= tr.a_hi;
     float amax[MT][2];
-    if constexpr (kExt) ExtMaskStep<T, MT>(p, s, amax, full, t, tr.valid, geo, row_pos, mrow, tq);
+    if constexpr (kExt) ExtMaskStep<T, MT>(p, s, amax, full, t, tr.valid, geo, row_pos, mrow, mrow_uniform, kb, tq);
     else MaskAndAbsMax<MT>(s, amax, full, t, tr.valid, geo, row_pos, tq);
     bool ovf[MT][2];
     const bool any_ovf = OverflowRows<MT>(ovf, amax, thr);
     float mx[MT][2];
-    if constexpr (kExt) ExtRoundStep<T, MT>(p, s, mx, shift, ovf, full, any_ovf, t, mrow, tq);
+    if constexpr (kExt) ExtRoundStep<T, MT>(p, s, mx, shift, ovf, full, any_ovf, t, mrow, kb, tq);
     else RoundShiftMax<T, MT>(s, mx, shift, ovf, full, any_ovf);
     uint32_t pf[MT][NT_S][2];
     SoftmaxUpdate<D, T, MT>(pf, s, mx, m_run, l_run, o);
