@@ -502,6 +502,30 @@ __device__ __forceinline__ bool OverflowRows(bool (&ovf)[MT][2], const float (&a
   return any_ovf;
 }
 
+// The tile maximum of row (mt, rr) over this thread's 16 scores (before the quad reduction).
+template <int MT>
+__device__ __forceinline__ float ThreadRowMax(const float (&s)[MT][kTileN / 8][4], int mt, int rr) {
+  float t4[4];
+#pragma unroll
+  for (int q4 = 0; q4 < 4; ++q4)
+    t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
+                   fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
+  return fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+}
+
+// The rows' maxima over the quad of lanes that holds each row's 64 scores.
+template <int MT>
+__device__ __forceinline__ void QuadMax(float (&mx)[MT][2]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
+}
+
 // x = round(S) + shift (overflowing rows: fp32 S + shift), and the rows' tile maxima, quad-reduced
 // (all rows first: independent chains).
 template <typename T, int MT>
@@ -530,21 +554,9 @@ __device__ __forceinline__ void RoundShiftMax(float (&s)[MT][kTileN / 8][4], flo
             x = x == NEG_INF ? NEG_INF : (ov ? x : RoundScore<T>(x)) + sh;
           }
       }
-      float t4[4];
-#pragma unroll
-      for (int q4 = 0; q4 < 4; ++q4)
-        t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
-                       fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
-      mx[mt][rr] = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+      mx[mt][rr] = ThreadRowMax<MT>(s, mt, rr);
     }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
+  QuadMax<MT>(mx);
 }
 
 // ---- the kExt steps: masks and softcap ----
@@ -642,21 +654,9 @@ __device__ __forceinline__ void RoundAddShiftMax(const FwdParams& p, float (&s)[
           if (x != NEG_INF)
             x = ((ov ? x : RoundScore<T>(x)) + (kUniform ? kb[j][e] : MaskAddAt<T>(p.mask, mr + key))) + sh;
         }
-      float t4[4];
-#pragma unroll
-      for (int q4 = 0; q4 < 4; ++q4)
-        t4[q4] = fmaxf(fmaxf(s[mt][2 * q4][2 * rr], s[mt][2 * q4][2 * rr + 1]),
-                       fmaxf(s[mt][2 * q4 + 1][2 * rr], s[mt][2 * q4 + 1][2 * rr + 1]));
-      mx[mt][rr] = fmaxf(fmaxf(t4[0], t4[1]), fmaxf(t4[2], t4[3]));
+      mx[mt][rr] = ThreadRowMax<MT>(s, mt, rr);
     }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 1));
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) mx[mt][rr] = fmaxf(mx[mt][rr], __shfl_xor_sync(0xffffffffu, mx[mt][rr], 2));
+  QuadMax<MT>(mx);
 }
 
 // Whether every row of the CTA reads the same mask row: masks broadcast over the query rows

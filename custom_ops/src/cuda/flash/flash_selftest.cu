@@ -861,6 +861,32 @@ double Median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
+// Median time (ms) of `reps` RunFlash calls after `warmup` more (cudaEvents); -1 on an error.
+double TimeRunFlash(Run& r, Dev& dv, int warmup, int reps) {
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  std::vector<float> ts;
+  double result = 0.0;
+  for (int it = 0; it < warmup + reps; ++it) {
+    CK(cudaEventRecord(e0));
+    const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
+    CK(cudaEventRecord(e1));
+    if (!err.empty()) {
+      std::printf("RunFlash: %s\n", err.c_str());
+      result = -1.0;
+      break;
+    }
+    CK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    if (it >= warmup) ts.push_back(ms);
+  }
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
+  return result < 0 ? result : Median(ts);
+}
+
 void Bench() {
   std::printf("== timing (B=1 fp16, cudaEvents, median of 50 after 5 warm-up; TFLOP/s = 4*H*Sq*Skv*D/t, half for causal)\n");
   struct B {
@@ -888,32 +914,14 @@ void Bench() {
     Setup(r);
     Dev dv;
     Upload(r, dv);
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    std::vector<float> ts;
-    for (int it = 0; it < 55; ++it) {
-      CK(cudaEventRecord(e0));
-      const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
-      CK(cudaEventRecord(e1));
-      if (!err.empty()) {
-        std::printf("RunFlash: %s\n", err.c_str());
-        return;
-      }
-      CK(cudaEventSynchronize(e1));
-      float ms = 0;
-      CK(cudaEventElapsedTime(&ms, e0, e1));
-      if (it >= 5) ts.push_back(ms);
-    }
-    const double ms = Median(ts);
+    const double ms = TimeRunFlash(r, dv, 5, 50);
+    if (ms < 0) return;
     double flop = 4.0 * x.H * double(x.Sq) * x.Skv * x.D;
     if (x.causal) flop /= 2;
     const double bytes = 2.0 * x.Hkv * double(x.Skv) * x.D * 2;
     std::printf("H%d/%d D%d Sq %5d Skv %5d %-7s split=%-2d %8.1f us  %6.1f TFLOP/s  (K+V %.0f GB/s)\n", x.H, x.Hkv,
                 x.D, x.Sq, x.Skv, x.causal ? "causal" : "", pasa::cuda::FlashNumSplits(r.p), ms * 1e3,
                 flop / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9);
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
   }
 }
 
@@ -925,26 +933,7 @@ double TimeCase(const Case& c) {
   if (!pasa::cuda::FlashSupports(r.p)) return -1.0;
   Dev dv;
   Upload(r, dv);
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  std::vector<float> ts;
-  for (int it = 0; it < 23; ++it) {
-    CK(cudaEventRecord(e0));
-    const std::string err = pasa::cuda::RunFlash(r.p, nullptr, dv.ws);
-    CK(cudaEventRecord(e1));
-    if (!err.empty()) {
-      std::printf("RunFlash: %s\n", err.c_str());
-      return -1.0;
-    }
-    CK(cudaEventSynchronize(e1));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    if (it >= 3) ts.push_back(ms);
-  }
-  CK(cudaEventDestroy(e0));
-  CK(cudaEventDestroy(e1));
-  return Median(ts);
+  return TimeRunFlash(r, dv, 3, 20);
 }
 
 // The cost of masks and softcap: each shape without, then with (time includes the pre-passes).
