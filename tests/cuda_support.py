@@ -116,6 +116,7 @@ def output_ulp(reference: np.ndarray, scale_ref: np.ndarray) -> float:
     bits = 8 if reference.dtype == BFLOAT16 else 11  # significant bits (fp16: 11)
     r = np.abs(np.asarray(reference, dtype=np.float64))
     _, e = np.frexp(r)
-    ulp = np.ldexp(1.0, np.maximum(e - bits, -24 if bits == 11 else -133))
+    smallest = -24 if bits == 11 else -133  # the type's smallest subnormal (also the ulp at 0)
+    ulp = np.ldexp(1.0, np.where(r > 0, np.maximum(e - bits, smallest), smallest))
     rms_ref = float(np.sqrt(np.mean(np.asarray(scale_ref, dtype=np.float64) ** 2)))
     return float(np.sqrt(np.mean(ulp**2))) / rms_ref
