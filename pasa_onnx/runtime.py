@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ __all__ = [
     "DOMAIN",
     "OP_TYPE",
     "OP_VERSION",
+    "build_info",
     "inference_session",
     "isa_info",
     "library_path",
@@ -71,16 +73,31 @@ def isa_info() -> dict[str, Any]:
     it is loaded: the best one the CPU supports, or the one ``PASA_ONNX_ISA`` names (set it
     before the first session).
     """
+    return _library_json("PasaOnnxIsaInfo")
+
+
+def build_info() -> dict[str, Any]:
+    """What this build of the library serves, as the library reports it.
+
+    ``execution_providers``: the onnxruntime execution providers it registers a PasaAttention
+    kernel for (``CUDAExecutionProvider`` only when it was built with nvcc);
+    ``cuda_architectures``: the CUDA architectures compiled in (CMake's list, comma-separated),
+    empty without CUDA.
+    """
+    return _library_json("PasaOnnxBuildInfo")
+
+
+def _library_json(symbol: str) -> dict[str, Any]:
     import ctypes
 
     # The same file onnxruntime loads: dlopen returns the already loaded copy, so this reports
-    # the dispatch that sessions in this process use.
+    # what sessions in this process use.
     lib = ctypes.CDLL(library_path())
     try:
-        query = lib.PasaOnnxIsaInfo
+        query = getattr(lib, symbol)
     except AttributeError as exc:
         raise PasaError(
-            f"{library_path()} does not export PasaOnnxIsaInfo; rebuild it (`pip install .`)"
+            f"{library_path()} does not export {symbol}; rebuild it (`pip install .`)"
         ) from exc
     query.restype = ctypes.c_char_p
     query.argtypes = []
@@ -115,11 +132,25 @@ def inference_session(
         model = model.SerializeToString()
     elif isinstance(model, os.PathLike):
         model = os.fspath(model)
-    return ort.InferenceSession(
-        model,
-        sess_options=session_options(options),
-        providers=providers or ["CPUExecutionProvider"],
-    )
+    providers = providers or ["CPUExecutionProvider"]
+    _warn_on_missing_kernels(providers)
+    return ort.InferenceSession(model, sess_options=session_options(options), providers=providers)
+
+
+def _warn_on_missing_kernels(providers: list[Any]) -> None:
+    # onnxruntime places a node whose op has no kernel for the first provider on a later one,
+    # silently: a CUDA session with a CPU-only build runs attention on the CPU, with copies.
+    served = build_info()["execution_providers"]
+    names = [p[0] if isinstance(p, tuple) else p for p in providers]
+    accelerators = [n for n in names if n != "CPUExecutionProvider"]
+    if accelerators and not any(n in served for n in accelerators):
+        warnings.warn(
+            f"{library_path()} has no PasaAttention kernel for {', '.join(accelerators)} "
+            f"(it serves {', '.join(served)}): those nodes will run on the CPU, with copies "
+            "around them; build the library with nvcc on the PATH (`pip install .`) for CUDA",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def run(session: Any, feeds: dict[str, Any], output_names: list[str] | None = None) -> list[Any]:

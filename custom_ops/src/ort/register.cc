@@ -1,6 +1,7 @@
 // The library's entry points: RegisterCustomOps (onnxruntime's custom-op library contract) adds
 // the ai.pasa domain with one PasaAttention kernel per execution provider this build carries;
-// PasaOnnxIsaInfo tells pasa_onnx.runtime.isa_info() which CPU path the library selected.
+// PasaOnnxIsaInfo tells pasa_onnx.runtime.isa_info() which CPU path the library selected;
+// PasaOnnxBuildInfo tells pasa_onnx.runtime.build_info() which execution providers it serves.
 #include <vector>
 
 #include "cpu/isa/kernels.h"
@@ -60,3 +61,12 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
 }
 
 extern "C" __attribute__((visibility("default"))) const char* PasaOnnxIsaInfo() { return pasa::IsaInfoJson(); }
+
+extern "C" __attribute__((visibility("default"))) const char* PasaOnnxBuildInfo() {
+#if PASA_HAVE_CUDA
+  return "{\"execution_providers\": [\"CPUExecutionProvider\", \"CUDAExecutionProvider\"], "
+         "\"cuda_architectures\": \"" PASA_CUDA_ARCHS "\"}";
+#else
+  return "{\"execution_providers\": [\"CPUExecutionProvider\"], \"cuda_architectures\": \"\"}";
+#endif
+}
