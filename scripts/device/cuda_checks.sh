@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the lent GPU machine, after scripts/device/stage.sh's steps 1-5 copied the parts (see there):
-# the flash selftest, the CUDA test suite, the CUDA benchmark. About 4 minutes. Everything lands
+# the flash selftest, the CUDA test suite, the CUDA benchmark (SAN=1: and compute-sanitizer). About 4 minutes. Everything lands
 # in $OUT/cuda_checks.tgz (a command brings back only a few files, so one archive).
 set -u
 T=/tmp/tools
@@ -29,4 +29,13 @@ grep -h "^FAILED\|^ERROR" $O/t_*.log | cut -c1-300 | head -10
 timeout 150 python3 benchmarks/bench_cuda.py --reps 10 --json $O/bench_cuda.json > $O/bench_cuda.txt 2>&1
 el "bench_cuda rc=$?"
 timeout 60 $T/flash_selftest bench_mask > $O/bench_mask.txt 2>&1; el "bench_mask rc=$?"
+# SAN=1: compute-sanitizer over a subset of the CUDA tests through onnxruntime (issue 11's
+# criterion 4; a few minutes more).
+if [ "${SAN:-0}" = 1 ]; then
+  for tool in memcheck racecheck; do
+    timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 $PT -x tests/test_cuda_flash.py \
+      tests/test_cuda_bad_input.py -k "not decode" > $O/san_$tool.log 2>&1
+    el "$tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/san_$tool.log | tail -1)"
+  done
+fi
 tar -C /tmp -czf "$OUT/cuda_checks.tgz" cuda_checks
