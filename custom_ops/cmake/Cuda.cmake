@@ -43,6 +43,9 @@ if(PASA_HAVE_CUDA)
        ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/flash/*.cu ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/flash/*.cc)
   # Standalone test programs (a main() each) are not part of the library.
   list(FILTER _pasa_cuda_sources EXCLUDE REGEX "selftest|_test\\.cu$")
+  # The Hopper kernel (wgmma, setmaxnreg) needs the sm_90a target, whose code runs on compute
+  # capability 9.0 only: its own object library, whatever CMAKE_CUDA_ARCHITECTURES says.
+  list(FILTER _pasa_cuda_sources EXCLUDE REGEX "_sm90\\.cu$")
   # The CUDA execution provider's onnxruntime kernel class (plain C++, no CUDA headers) lives
   # with the kernels it launches; the binding registers it when PASA_HAVE_CUDA is defined.
   add_library(pasa_cuda STATIC ${_pasa_cuda_sources} ${CMAKE_CURRENT_SOURCE_DIR}/src/ort/cuda_kernel.cc)
@@ -59,5 +62,19 @@ if(PASA_HAVE_CUDA)
   # The static runtime (libcudart_static.a with its librt/libpthread/libdl needs): no CUDA
   # library is needed at load time; the driver (libcuda.so.1) is opened on first use.
   target_link_libraries(pasa_cuda PUBLIC CUDA::cudart_static)
-  message(STATUS "pasa-onnx: building the CUDA kernels for ${CMAKE_CUDA_ARCHITECTURES}")
+  if(CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 12.0)
+    add_library(pasa_cuda_sm90 OBJECT ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/flash/flash_sm90.cu)
+    target_include_directories(pasa_cuda_sm90 PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+    set_target_properties(pasa_cuda_sm90 PROPERTIES
+      CUDA_ARCHITECTURES "90a-real" POSITION_INDEPENDENT_CODE ON
+      CUDA_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
+    target_compile_options(pasa_cuda_sm90 PRIVATE
+      -Xcompiler=-Wall,-Wextra,-fvisibility=hidden --expt-relaxed-constexpr -Werror=all-warnings -lineinfo)
+    target_sources(pasa_cuda PRIVATE $<TARGET_OBJECTS:pasa_cuda_sm90>)
+    set(PASA_CUDA_SM90 TRUE)
+  else()
+    target_compile_definitions(pasa_cuda PRIVATE PASA_HAVE_SM90=0)
+    set(PASA_CUDA_SM90 FALSE)
+  endif()
+  message(STATUS "pasa-onnx: building the CUDA kernels for ${CMAKE_CUDA_ARCHITECTURES} (sm_90a kernel: ${PASA_CUDA_SM90})")
 endif()

@@ -26,4 +26,8 @@ std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* works
 // The fixed split-KV factor RunFlash uses for `p` (a function of the problem only; 1 = no split).
 int FlashNumSplits(const AttentionProblem& p);
 
+// Which main kernel RunFlash launches for `p` on the current device: "sm90" (wgmma, compute
+// capability 9.0) or "sm80" (mma.sync).
+const char* FlashKernelName(const AttentionProblem& p);
+
 }  // namespace pasa::cuda

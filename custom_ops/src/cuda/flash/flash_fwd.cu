@@ -21,44 +21,26 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <type_traits>
 
 #include "flash.h"
+#include "flash_common.cuh"
 #include "flash_ptx.cuh"
+#include "flash_sm90.h"
+
+// The sm_90a kernel is built by default (CMake: nvcc 12 or later); PASA_HAVE_SM90=0 leaves it out.
+#ifndef PASA_HAVE_SM90
+#define PASA_HAVE_SM90 1
+#endif
 
 namespace pasa::cuda {
 namespace flash {
 
 constexpr int kTileN = 64;     // keys per shared-memory tile (the softmax / overflow-fallback tile)
 constexpr int kPad = 8;        // row padding of the shared tiles (halves): conflict-free ldmatrix
-constexpr float kLog2e = 1.4426950408889634f;
-
-struct FwdParams {
-  const void* q;
-  const void* v;
-  void* y;
-  const void* kp;     // K' [B][Hkv][kv_pad][D], half type
-  const float* kbar;  // [B][Hkv][nblk][D]
-  float* part_o;      // [B][Hkv][splits][rows][D] (splits > 1)
-  float* part_ml;     // [B][Hkv][splits][rows][2]
-  const int64_t* nonpad;
-  int64_t q_sb, q_sh, q_ss, v_sb, v_sh, v_ss, y_sb, y_sh, y_ss;
-  int64_t past_len;
-  int hkv, group, q_len, kv_len, kv_pad, nblk, blk_tiles, rows, splits;
-  int causal, left, right;
-  float scale;
-  // Masks and softcap (read by the kExt kernels only). mask: [B][Hq][Sq][mask_len] through the
-  // element strides m_* (bool bytes, or additive values of type T); mvalid: [.][.][kv_len] bytes,
-  // key r of (batch b, unit u) at b·mv_sb + u·mv_sh + r: 1 when some query row of the unit's mask
-  // plane attends it (MaskKeysKernel). A unit is a kv head, or a query head (kv_div = G) when the
-  // mask varies over the heads.
-  const void* mask;
-  const uint8_t* mvalid;
-  int64_t m_sb, m_sh, m_ss, mv_sb, mv_sh;
-  int mask_kind, mask_len, kv_div;  // mask_kind: 0 none, 1 bool, 2 additive
-  float softcap;                    // > 0: S = softcap·tanh(S / softcap)
-};
 
 struct ShiftParams {
   const void* k;
@@ -72,15 +54,6 @@ struct ShiftParams {
   int64_t mv_sb, mv_sh;
   int kv_div;             // units per kv head
 };
-
-__device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
-__device__ __forceinline__ int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
-
-__device__ __forceinline__ int ValidLen(const int64_t* nonpad, int b, int kv_len) {
-  if (nonpad == nullptr) return kv_len;
-  const int64_t v = nonpad[b];
-  return static_cast<int>(v < 0 ? 0 : (v > kv_len ? kv_len : v));
-}
 
 // grid (nblk, units, B), block kShiftGroups·D/2 threads: thread (grp, c) owns columns 2c, 2c+1 and
 // sums rows grp, grp + 8, grp + 16, ... in order; the 8 partial sums are added in group order
@@ -208,40 +181,6 @@ __global__ void MaskKeysKernel(MaskKeyParams mp) {
     for (int y = 0; y < 8; ++y) v |= hit[y][threadIdx.x];
     mp.out[(static_cast<int64_t>(blockIdx.z) * gridDim.y + blockIdx.y) * mp.kv_len + r] = static_cast<uint8_t>(v);
   }
-}
-
-// Key range [lo, hi) a query at absolute position `pos` may attend (before padding).
-struct Geometry {
-  int causal, left, right;
-  __device__ __forceinline__ bool Allowed(int pos, int key) const {
-    const int diff = pos - key;
-    if (causal && diff < 0) return false;
-    if (left >= 0 && diff > left) return false;
-    if (right >= 0 && -diff > right) return false;
-    return true;
-  }
-};
-
-// Round an fp32 score to the half type's precision, round-to-nearest-even on the bit pattern
-// (integer ALU, not the conversion unit): exact for bf16; for fp16 exact in the normal range
-// (|s| < 2^-14 keeps 11 significant bits instead of fp16's subnormal grid; |s| >= 65520 never
-// reaches here: that row uses its fp32 scores).
-template <typename T>
-__device__ __forceinline__ float RoundScore(float s);
-template <>
-__device__ __forceinline__ float RoundScore<__half>(float s) {
-  const uint32_t u = __float_as_uint(s);
-  return __uint_as_float((u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u);
-}
-template <>
-__device__ __forceinline__ float RoundScore<__nv_bfloat16>(float s) {
-  const uint32_t u = __float_as_uint(s);
-  return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
-}
-// |s| at or above this rounds to inf in the half type.
-template <typename T>
-__device__ __forceinline__ float OverflowThreshold() {
-  return std::is_same<T, __half>::value ? 65520.f : __uint_as_float(0x7F7F8000u);
 }
 
 // ---- FlashFwdKernel, in steps ----
@@ -1108,6 +1047,32 @@ void SetExtParams(const AttentionProblem& p, const Layout& L, char* w, FwdParams
   fp.softcap = p.softcap > 0.f ? p.softcap : 0.f;
 }
 
+// The Hopper kernel (flash_sm90.cu) runs the shapes it covers on compute capability 9.0 (its
+// sm_90a code runs nowhere else); PASA_ONNX_CUDA_KERNEL=sm80 keeps the mma.sync kernel there
+// (read once per process).
+bool Sm80Forced() {
+  static const bool value = [] {
+    const char* env = std::getenv("PASA_ONNX_CUDA_KERNEL");
+    return env != nullptr && std::strcmp(env, "sm80") == 0;
+  }();
+  return value;
+}
+bool DeviceIsSm90() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
+  return major == 9 && minor == 0;
+}
+bool UseSm90(const AttentionProblem& p, const Layout& L) {
+#if PASA_HAVE_SM90
+  return Sm90Covers(static_cast<int>(p.head_dim), ExtKernel(p), L.splits) && !Sm80Forced() && DeviceIsSm90();
+#else
+  (void)p, (void)L, (void)Sm80Forced, (void)DeviceIsSm90;
+  return false;
+#endif
+}
+
 template <int D, typename T, int MT, bool kExt>
 std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
   char* w = static_cast<char*>(ws);
@@ -1145,6 +1110,11 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   fp.right = static_cast<int>(p.right_window);
   fp.scale = p.scale;
   SetExtParams(p, L, w, fp);
+#if PASA_HAVE_SM90
+  if (UseSm90(p, L))
+    return LaunchSm90(fp, D, std::is_same<T, __nv_bfloat16>::value, static_cast<int>(L.units),
+                      static_cast<int>(p.batch), stream);
+#endif
   const size_t smem = SmemBytes(D, 16 * kWarps * MT);
   cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T, MT, kExt>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem));
@@ -1228,6 +1198,10 @@ bool FlashSupports(const AttentionProblem& p) {
 size_t FlashWorkspaceBytes(const AttentionProblem& p) { return flash::MakeLayout(p).total; }
 
 int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).splits; }
+
+const char* FlashKernelName(const AttentionProblem& p) {
+  return flash::UseSm90(p, flash::MakeLayout(p)) ? "sm90" : "sm80";
+}
 
 std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* workspace) {
   if (!FlashSupports(p)) return "flash: problem not supported by the flash path";

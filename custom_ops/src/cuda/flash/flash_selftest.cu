@@ -475,59 +475,73 @@ float EmuShiftDot(const std::vector<float>& qv, const float* kb, int D, float sc
   return scale * ((part[0] + part[1]) + (part[2] + part[3]));
 }
 
-// One split of packed row R of slab e: the key tiles [t_begin, t_end), fp32 (m, l, O).
+// One split of packed row R of slab e: the 64-key tiles [t_begin, t_end), fp32 (m, l, O). The
+// online softmax steps over W keys (64: the mma.sync kernel; 128: the sm90 kernel, whose tiles are
+// aligned to 128 keys: the 64-key tiles it adds before t_begin or after t_end are masked for the
+// row, so they change nothing); the overflow fallback and the shift stay per 64 keys.
 void EmuSplit(const Run& r, const EmuSlab& e, int R, const std::vector<float>& qv, const CtaRange& cr, float& m,
-              float& l, std::vector<float>& o) {
+              float& l, std::vector<float>& o, int W) {
   const Case& c = r.c;
   const bool bf = c.bf;
-  const int D = c.D, blk_tiles = c.block_kv / 64;
+  const int D = c.D, blk_tiles = c.block_kv / 64, U64 = W / 64;
   const float L2E = 1.4426950408889634f, scale = r.p.scale;
   const Geo geo{c.causal, c.left, c.right};
   const int i = R / e.group, hq = e.u * e.group + R % e.group;
   const int64_t pos = i + e.off;
-  std::vector<float> s(64), x(64), add(64);
+  std::vector<float> s(static_cast<size_t>(W)), x(static_cast<size_t>(W)), add(static_cast<size_t>(W));
   std::vector<double> pv(static_cast<size_t>(D));
   float shift = 0.f;
+  int shift_blk = -1;
   m = -INFINITY;
   l = 0.f;
   std::fill(o.begin(), o.end(), 0.f);
-  for (int t = cr.t_begin; t < cr.t_end; ++t) {
-    if (t == cr.t_begin || t % blk_tiles == 0)
-      shift = EmuShiftDot(qv, &e.kbar[static_cast<size_t>((t / blk_tiles) * D)], D, scale);
-    bool ovf = false;
-    for (int j = 0; j < 64; ++j) {
-      const int key = t * 64 + j;
-      double acc = 0;
-      for (int d = 0; d < D; ++d)
-        acc += static_cast<double>(qv[static_cast<size_t>(d)]) * e.kp[static_cast<size_t>(key) * D + d];
-      float sj = static_cast<float>(acc);
-      if (c.softcap > 0.f) sj = c.softcap * std::tanh(sj / c.softcap);
-      s[static_cast<size_t>(j)] = sj;
-      const bool ok = key < e.valid && geo.Allowed(pos, key) && MaskAt(r, e.b, hq, i, key, &add[static_cast<size_t>(j)]);
-      x[static_cast<size_t>(j)] = ok ? 0.f : -INFINITY;
-      if (ok && std::fabs(sj) >= OverflowThreshold(bf)) ovf = true;
+  const int w_begin = cr.t_begin / U64, w_end = (cr.t_end + U64 - 1) / U64;
+  for (int tw = w_begin; tw < w_end && cr.t_begin < cr.t_end; ++tw) {
+    for (int hu = 0; hu < U64; ++hu) {  // 64-key units: the shift of their block, the overflow test
+      const int t = tw * U64 + hu;
+      const bool in_range = t >= cr.t_begin && t < cr.t_end;
+      if (in_range && t / blk_tiles != shift_blk) {
+        shift_blk = t / blk_tiles;
+        shift = EmuShiftDot(qv, &e.kbar[static_cast<size_t>(shift_blk * D)], D, scale);
+      }
+      bool ovf = false;
+      for (int j = 0; j < 64; ++j) {
+        const size_t jw = static_cast<size_t>(hu * 64 + j);
+        const int key = t * 64 + j;
+        x[jw] = -INFINITY;
+        if (!in_range || key >= e.valid) continue;
+        double acc = 0;
+        for (int d = 0; d < D; ++d)
+          acc += static_cast<double>(qv[static_cast<size_t>(d)]) * e.kp[static_cast<size_t>(key) * D + d];
+        float sj = static_cast<float>(acc);
+        if (c.softcap > 0.f) sj = c.softcap * std::tanh(sj / c.softcap);
+        s[jw] = sj;
+        const bool ok = geo.Allowed(pos, key) && MaskAt(r, e.b, hq, i, key, &add[jw]);
+        x[jw] = ok ? 0.f : -INFINITY;
+        if (ok && std::fabs(sj) >= OverflowThreshold(bf)) ovf = true;
+      }
+      for (int j = 0; j < 64; ++j) {
+        const size_t jw = static_cast<size_t>(hu * 64 + j);
+        float& xj = x[jw];
+        if (xj == -INFINITY) continue;
+        const float sr = ovf ? s[jw] : RoundScore(s[jw], bf);
+        xj = (c.mask == 2 ? sr + add[jw] : sr) + shift;
+      }
     }
     float mx = -INFINITY;
-    for (int j = 0; j < 64; ++j) {
-      float& xj = x[static_cast<size_t>(j)];
-      if (xj == -INFINITY) continue;
-      const float sj = s[static_cast<size_t>(j)];
-      const float sr = ovf ? sj : RoundScore(sj, bf);
-      xj = (c.mask == 2 ? sr + add[static_cast<size_t>(j)] : sr) + shift;
-      mx = std::max(mx, xj);
-    }
+    for (int j = 0; j < W; ++j) mx = std::max(mx, x[static_cast<size_t>(j)]);
     const float m_new = std::max(m, mx);
     const float mL = m_new == -INFINITY ? 0.f : m_new * L2E;
     const float corr = std::exp2(std::fma(m, L2E, -mL));
     m = m_new;
     float psum = 0.f;
     std::fill(pv.begin(), pv.end(), 0.0);
-    for (int j = 0; j < 64; ++j) {
+    for (int j = 0; j < W; ++j) {
       const float pj = Rnd(std::exp2(std::fma(x[static_cast<size_t>(j)], L2E, -mL)), bf);
       psum += pj;
       if (pj != 0.f)
         for (int d = 0; d < D; ++d)
-          pv[static_cast<size_t>(d)] += static_cast<double>(pj) * e.vv[static_cast<size_t>((t * 64 + j) * D + d)];
+          pv[static_cast<size_t>(d)] += static_cast<double>(pj) * e.vv[static_cast<size_t>((tw * W + j) * D + d)];
     }
     l = l * corr + psum;
     for (int d = 0; d < D; ++d)
@@ -544,6 +558,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
   const int rows = c.Sq * group;
   const int bm = BlockRows(r, rows);
   const int splits = pasa::cuda::FlashNumSplits(p);
+  const int softmax_w = std::strcmp(pasa::cuda::FlashKernelName(p), "sm90") == 0 ? 128 : 64;
   const float L2E = 1.4426950408889634f;
   out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
   for (int b = 0; b < c.B; ++b)
@@ -565,7 +580,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
         for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, bf, b, hq, i, d);
         for (int sp = 0; sp < splits; ++sp) {
           const CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, e.valid, e.off);
-          EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o);
+          EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o, softmax_w);
           std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
         }
         float* y = &out[static_cast<size_t>(((int64_t{b} * c.Hq + hq) * c.Sq + i) * D)];
@@ -730,8 +745,8 @@ Result Check(Case c, bool with_emu = true) {
   const bool ok = res.nonfinite == 0 && (!with_emu || res.emu_bad <= static_cast<long>(N / 1000) + 2) &&
                   (!with_emu || res.rel_rmse <= 1.5 * res.emu_rel_rmse + 1e-4);
   if (!ok) ++g_fail;
-  std::printf("%-44s %s split=%-2d relRMSE %.3e (emu %.3e) maxabs %.2e | vs emu: rmse %.2e max %.2e off>2ulp %ld/%zu nonfinite %ld\n",
-              c.name.c_str(), ok ? "ok  " : "FAIL", res.splits, res.rel_rmse, res.emu_rel_rmse, res.max_abs,
+  std::printf("%-44s %s %s split=%-2d relRMSE %.3e (emu %.3e) maxabs %.2e | vs emu: rmse %.2e max %.2e off>2ulp %ld/%zu nonfinite %ld\n",
+              c.name.c_str(), ok ? "ok  " : "FAIL", pasa::cuda::FlashKernelName(r.p), res.splits, res.rel_rmse, res.emu_rel_rmse, res.max_abs,
               res.emu_rmse, res.emu_max, res.emu_bad, N, res.nonfinite);
   return res;
 }

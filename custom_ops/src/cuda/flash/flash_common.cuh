@@ -1,0 +1,85 @@
+// Pieces shared by the flash kernels (flash_fwd.cu: mma.sync, sm_80+; flash_sm90.cu: wgmma,
+// sm_90a): the main kernels' parameter block and the per-score steps whose numerics both follow.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+namespace pasa::cuda::flash {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct FwdParams {
+  const void* q;
+  const void* v;
+  void* y;
+  const void* kp;     // K' [B][Hkv][kv_pad][D], half type
+  const float* kbar;  // [B][Hkv][nblk][D]
+  float* part_o;      // [B][Hkv][splits][rows][D] (splits > 1)
+  float* part_ml;     // [B][Hkv][splits][rows][2]
+  const int64_t* nonpad;
+  int64_t q_sb, q_sh, q_ss, v_sb, v_sh, v_ss, y_sb, y_sh, y_ss;
+  int64_t past_len;
+  int hkv, group, q_len, kv_len, kv_pad, nblk, blk_tiles, rows, splits;
+  int causal, left, right;
+  float scale;
+  // Masks and softcap (read by the kExt kernels only). mask: [B][Hq][Sq][mask_len] through the
+  // element strides m_* (bool bytes, or additive values of type T); mvalid: [.][.][kv_len] bytes,
+  // key r of (batch b, unit u) at b·mv_sb + u·mv_sh + r: 1 when some query row of the unit's mask
+  // plane attends it (MaskKeysKernel). A unit is a kv head, or a query head (kv_div = G) when the
+  // mask varies over the heads.
+  const void* mask;
+  const uint8_t* mvalid;
+  int64_t m_sb, m_sh, m_ss, mv_sb, mv_sh;
+  int mask_kind, mask_len, kv_div;  // mask_kind: 0 none, 1 bool, 2 additive
+  float softcap;                    // > 0: S = softcap·tanh(S / softcap)
+};
+
+__device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+__device__ __forceinline__ int ValidLen(const int64_t* nonpad, int b, int kv_len) {
+  if (nonpad == nullptr) return kv_len;
+  const int64_t v = nonpad[b];
+  return static_cast<int>(v < 0 ? 0 : (v > kv_len ? kv_len : v));
+}
+
+// Key range [lo, hi) a query at absolute position `pos` may attend (before padding).
+struct Geometry {
+  int causal, left, right;
+  __device__ __forceinline__ bool Allowed(int pos, int key) const {
+    const int diff = pos - key;
+    if (causal && diff < 0) return false;
+    if (left >= 0 && diff > left) return false;
+    if (right >= 0 && -diff > right) return false;
+    return true;
+  }
+};
+
+// Round an fp32 score to the half type's precision, round-to-nearest-even on the bit pattern
+// (integer ALU, not the conversion unit): exact for bf16; for fp16 exact in the normal range
+// (|s| < 2^-14 keeps 11 significant bits instead of fp16's subnormal grid; |s| >= 65520 never
+// reaches here: that row uses its fp32 scores).
+template <typename T>
+__device__ __forceinline__ float RoundScore(float s);
+template <>
+__device__ __forceinline__ float RoundScore<__half>(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return __uint_as_float((u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u);
+}
+template <>
+__device__ __forceinline__ float RoundScore<__nv_bfloat16>(float s) {
+  const uint32_t u = __float_as_uint(s);
+  return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
+// |s| at or above this rounds to inf in the half type.
+template <typename T>
+__device__ __forceinline__ float OverflowThreshold() {
+  return std::is_same<T, __half>::value ? 65520.f : __uint_as_float(0x7F7F8000u);
+}
+
+}  // namespace pasa::cuda::flash

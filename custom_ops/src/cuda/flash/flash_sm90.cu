@@ -1,0 +1,631 @@
+// The Hopper main kernel of the flash path (sm_90a): S = Q·K'ᵀ and O += P·V on warpgroup MMAs.
+//
+// One CTA per (128 packed query rows, kv unit, batch), 384 threads:
+//   - warpgroup 0, the producer: streams 128-key tiles of K' (the shift pre-pass's output) and V,
+//     and the tile's kbar rows, into a 2-stage ring of shared-memory buffers with cp.async
+//     (zero-filling keys past the valid length, as the mma.sync kernel), then hands each stage to
+//     the consumers through a `full` mbarrier; it waits on the stage's `empty` mbarrier before
+//     refilling it.
+//   - warpgroups 1 and 2, the consumers, 64 query rows each: S = Q·K'ᵀ with wgmma (Q and K' read
+//     from shared memory through matrix descriptors, 128-byte swizzled), the PASA row steps of
+//     flash_fwd.cu on the fp32 accumulators, P rounded to the half type in registers, O += P·V
+//     with wgmma (P from registers, V from shared memory, transposed through the descriptor).
+// The numerics are the mma.sync kernel's, with the online softmax per 128-key tile (the overflow
+// fallback and the removed shift stay per 64 keys, as pasa_onnx.numerics_gpu emulates them).
+// The producer gives its registers to the consumers (setmaxnreg).
+#include "flash_sm90.h"
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "flash_ptx.cuh"
+#include "sm90_ptx.cuh"
+#include "wgmma_ops.cuh"
+
+namespace pasa::cuda::flash {
+namespace {
+
+constexpr int kBM = 128;           // packed query rows per CTA (two consumer warpgroups of 64)
+constexpr int kBN = 128;           // keys per tile (one online-softmax step)
+constexpr int kHalf = 64;          // keys per overflow-fallback / shift unit (the emulation's tile)
+constexpr int kStages = 2;         // K'/V ring depth
+constexpr int kThreads = 384;      // producer warpgroup + two consumer warpgroups
+constexpr int kProducerRegs = 56;  // setmaxnreg: 128·56 + 256·224 = 384·168, the registers the CTA starts with
+constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc waits forever)
+
+// Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
+// rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves), mbarriers.
+template <int D>
+struct SmemPlan {
+  static constexpr int kQBytes = kBM * D * 2;
+  static constexpr int kTileBytes = kBN * D * 2;
+  static constexpr int kKbBytes = 2 * D * 4;
+  static constexpr int kOffK = kQBytes;
+  static constexpr int kOffV = kOffK + kStages * kTileBytes;
+  static constexpr int kOffKb = kOffV + kStages * kTileBytes;
+  static constexpr int kOffZero = kOffKb + kStages * kKbBytes;  // a zero V tile (tile 0's P·V)
+  static constexpr int kOffBar = kOffZero + kTileBytes;
+  static constexpr int kBytes = kOffBar + 4 * kStages * 8;
+  static constexpr int kAlloc = kBytes + 1024;  // the swizzle needs 1024-byte aligned tiles
+};
+
+// The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each).
+struct Sm90Range {
+  int R0, R1, valid, t_begin, t_end;
+  int64_t off, a_lo, a_hi;
+};
+
+__device__ __forceinline__ Sm90Range MakeRange(const FwdParams& p) {
+  Sm90Range r;
+  const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
+  r.R0 = tile_m * kBM;
+  r.R1 = min(r.R0 + kBM, p.rows);
+  const int b = blockIdx.z;
+  r.valid = ValidLen(p.nonpad, b, p.kv_len);
+  r.off = p.nonpad != nullptr ? static_cast<int64_t>(r.valid) - p.q_len : p.past_len;
+  const int64_t pos_first = r.R0 / p.group + r.off, pos_last = (r.R1 - 1) / p.group + r.off;
+  int64_t k_lo = 0, k_hi = r.valid, a_lo = 0, a_hi = r.valid;
+  if (p.left >= 0) {
+    k_lo = Max64(0, pos_first - p.left);
+    a_lo = Max64(0, pos_last - p.left);
+  }
+  if (p.causal) {
+    k_hi = Min64(k_hi, pos_last + 1);
+    a_hi = Min64(a_hi, pos_first + 1);
+  }
+  if (p.right >= 0) {
+    k_hi = Min64(k_hi, pos_last + p.right + 1);
+    a_hi = Min64(a_hi, pos_first + p.right + 1);
+  }
+  r.t_begin = r.t_end = 0;
+  if (k_hi > k_lo) {
+    r.t_begin = static_cast<int>(k_lo / kBN);
+    r.t_end = static_cast<int>((k_hi + kBN - 1) / kBN);
+  }
+  r.a_lo = a_lo;
+  r.a_hi = a_hi;
+  return r;
+}
+
+// The ring's mbarriers, 8 bytes each from `base` (addresses, not arrays: a stage index known only
+// at run time would put an array in local memory). K' (with its kbar rows) and V have their own:
+// K' of tile i is read by the S product of iteration i, V by the P·V product of iteration i + 1.
+//   full_k(s), full_v(s): the producer's copies into stage s landed (128 asynchronous arrivals);
+//   empty_k(s), empty_v(s): the consumers' MMAs have read it (one arrival per consumer warp).
+struct Bars {
+  uint32_t base;
+  __device__ __forceinline__ uint32_t full_k(int s) const { return base + 8 * s; }
+  __device__ __forceinline__ uint32_t full_v(int s) const { return base + 8 * (kStages + s); }
+  __device__ __forceinline__ uint32_t empty_k(int s) const { return base + 8 * (2 * kStages + s); }
+  __device__ __forceinline__ uint32_t empty_v(int s) const { return base + 8 * (3 * kStages + s); }
+};
+
+// The mbarrier's arrival when all of this thread's earlier cp.async copies have landed (counted
+// against the expected arrivals: .noinc); the producer never waits for its own copies.
+__device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+// Producer warpgroup: K' rows (zero past the workspace's padded length) with the tile's two kbar
+// rows, then V rows (zero past the valid length: P·V never sees padded keys' ±inf or NaN), each
+// into its ring once the consumers have released the stage.
+template <int D, typename T>
+__device__ __forceinline__ void Produce(const FwdParams& p, const Sm90Range& rg, uint8_t* base, const Bars& bars) {
+  using Plan = SmemPlan<D>;
+  constexpr int CH = D / 8;
+  const int ptid = threadIdx.x;  // 0..127
+  const int b = blockIdx.z, hkv = blockIdx.y;
+  const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
+  const T* kp = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_sb + hkv * p.v_sh;
+  const float* kb = p.kbar + slab * p.nblk * D;
+  const int block_kv = p.blk_tiles * 64;
+  const uint32_t sK = SmemAddr(base + Plan::kOffK), sV = SmemAddr(base + Plan::kOffV);
+  const uint32_t sKb = SmemAddr(base + Plan::kOffKb);
+  const int n = rg.t_end - rg.t_begin;
+  for (int i = 0; i < n; ++i) {
+    const int t = rg.t_begin + i, s = i % kStages;
+    const uint32_t parity = static_cast<uint32_t>((i / kStages - 1) & 1);
+    if (i >= kStages) MbarWait(bars.empty_k(s), parity);
+    const uint32_t dk = sK + s * Plan::kTileBytes, dv = sV + s * Plan::kTileBytes;
+#pragma unroll 4
+    for (int idx = ptid; idx < kBN * CH; idx += 128) {
+      const int r = idx / CH, c = idx % CH;
+      const int key = t * kBN + r;
+      const bool in = key < p.kv_pad;
+      CpAsync16(dk + SwizzledOffset(r, c, kBN), in ? kp + static_cast<int64_t>(key) * D + c * 8 : kp, in ? 16 : 0);
+    }
+    for (int idx = ptid; idx < 2 * D / 4; idx += 128) {
+      const int h = idx / (D / 4), c4 = idx % (D / 4);
+      const int blk = (t * kBN + h * kHalf) / block_kv;
+      const bool in = blk < p.nblk;
+      CpAsync16(sKb + s * Plan::kKbBytes + (h * D + c4 * 4) * 4, in ? kb + static_cast<int64_t>(blk) * D + c4 * 4 : kb,
+                in ? 16 : 0);
+    }
+    CpAsyncArrive(bars.full_k(s));
+    if (i >= kStages) MbarWait(bars.empty_v(s), parity);
+#pragma unroll 4
+    for (int idx = ptid; idx < kBN * CH; idx += 128) {
+      const int r = idx / CH, c = idx % CH;
+      const int key = t * kBN + r;
+      const bool in = key < rg.valid;
+      CpAsync16(dv + SwizzledOffset(r, c, kBN), in ? v + static_cast<int64_t>(key) * p.v_ss + c * 8 : v, in ? 16 : 0);
+    }
+    CpAsyncArrive(bars.full_v(s));
+  }
+  CpAsyncWait<0>();  // nothing in flight when the producer's warps exit
+}
+
+// The removed shift c·(q·kbar) of this thread's two rows (CTA rows r0, r0 + 8) for one kbar row
+// (shared address kb), q from the swizzled Q tile (shared address sQa). The mma.sync kernel's
+// order (BlockShift): lane tq sums columns 8k + 2tq, 8k + 2tq + 1 for k = 0, 1, ..., then the
+// quad adds (p0 + p1) + (p2 + p3). Chunk k of row r sits at (r·128 + tq·4 + (r % 8)·16) XOR
+// (k % 8)·16 in panel k / 8 (the row's base has those bits clear): one XOR per load.
+template <int D, typename T>
+__device__ __forceinline__ void RowShifts(float (&sh)[2], uint32_t sQa, uint32_t kb, int r0, int tq, float scale) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  const uint32_t kb_t = kb + tq * 8;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int r = r0 + rr * 8;
+    const uint32_t row = sQa + r * 128 + tq * 4 + ((r & 7) << 4);
+    float acc = 0.f;
+#pragma unroll
+    for (int k2 = 0; k2 < D / 8; ++k2) {
+      const float2 kv2 = LdsF32x2(kb_t + k2 * 32);
+      const uint32_t qw = LdsU32((row ^ ((k2 & 7) << 4)) + (k2 >> 3) * kBM * 128);
+      const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&qw));
+      acc = fmaf(qv.x, kv2.x, acc);
+      acc = fmaf(qv.y, kv2.y, acc);
+    }
+    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+    sh[rr] = scale * acc;
+  }
+}
+
+// Accumulator layout of a 64xN wgmma tile per thread: element (j, rr, e) = acc[4j + 2rr + e] is
+// row 16·warp + g + 8·rr, column 8j + 2·tq + e (the m16n8 layout, N/8 tiles wide).
+constexpr int kNT = kBN / 8;  // 8-column tiles of S
+
+// The mask of a partial tile (-inf where a key is past the valid length or outside the row's
+// causal/window range) and the attended max |S| per (row, 64-key half), for the overflow test.
+// Full tiles take the first branch: no per-score test (the branch stays outside the loops).
+__device__ __forceinline__ void MaskAbsMax(float (&acc)[kBN / 2], float (&amax)[2][2], bool full, int t, int valid,
+                                           const Geometry& geo, const int (&row_pos)[2], int tq) {
+  const float NEG_INF = -INFINITY;
+  if (full) {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float am = 0.f;
+#pragma unroll
+        for (int j = h * 8; j < h * 8 + 8; ++j)
+          am = fmaxf(am, fmaxf(fabsf(acc[4 * j + 2 * rr]), fabsf(acc[4 * j + 2 * rr + 1])));
+        amax[rr][h] = am;
+      }
+    return;
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float am = 0.f;
+#pragma unroll
+      for (int j = h * 8; j < h * 8 + 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = acc[4 * j + 2 * rr + e];
+          const int key = t * kBN + j * 8 + tq * 2 + e;
+          x = key < valid && geo.Allowed(row_pos[rr], key) ? x : NEG_INF;
+          am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
+        }
+      amax[rr][h] = am;
+    }
+}
+
+// |h| of both halves of a packed pair (after __habs2) reaches the half type's infinity.
+template <typename T>
+__device__ __forceinline__ bool PairHasInf(uint32_t u) {
+  constexpr uint32_t kInf = std::is_same<T, __half>::value ? 0x7C00u : 0x7F80u;
+  return (u & 0xFFFFu) >= kInf || (u >> 16) >= kInf;
+}
+
+// The row steps of a full tile (every score attended) by halves of 64 keys: S rounded to the half
+// type with the conversion unit (round-to-nearest-even; a score at or past the overflow threshold
+// becomes ±inf, which is how the overflow test reads it: the half's max |round(S)| reaches inf),
+// then x = round(S) + shift (a row whose half overflows: fp32 S + shift), and the rows' maxima.
+template <typename T>
+__device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[2], const float (&shift)[2][2]) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  m[0] = m[1] = -INFINITY;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    uint32_t pk[2][8];
+    bool inf = false;
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      T2 am = Tr::Pack(0.f, 0.f);
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const int j = 8 * h + jj;
+        const T2 r2 = Tr::Pack(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
+        pk[rr][jj] = AsU32(r2);
+        am = __hmax2(am, __habs2(r2));
+      }
+      inf |= PairHasInf<T>(AsU32(am));
+    }
+    bool ovf[2] = {false, false};
+    const bool any = __any_sync(0xffffffffu, inf);
+    if (any) {  // rare: which rows overflow, quad-reduced (the row's 64 keys span the quad)
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        T2 am = Tr::Pack(0.f, 0.f);
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) am = __hmax2(am, __habs2(*reinterpret_cast<const T2*>(&pk[rr][jj])));
+        int o = PairHasInf<T>(AsU32(am)) ? 1 : 0;
+        o |= __shfl_xor_sync(0xffffffffu, o, 1);
+        o |= __shfl_xor_sync(0xffffffffu, o, 2);
+        ovf[rr] = o != 0;
+      }
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const float sh = shift[h][rr];
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const int j = 8 * h + jj;
+        float& x0 = acc[4 * j + 2 * rr];
+        float& x1 = acc[4 * j + 2 * rr + 1];
+        const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
+        if (any && ovf[rr]) {
+          x0 += sh;
+          x1 += sh;
+        } else {
+          x0 = r.x + sh;
+          x1 = r.y + sh;
+        }
+        m[rr] = fmaxf(m[rr], fmaxf(x0, x1));
+      }
+    }
+  }
+}
+
+// Overflow fallback per (row, 64-key half), rounding to the half type and the removed shift: acc
+// holds x = round(S) + shift afterwards (-inf where not attended), and mx the rows' tile maxima
+// (quad-reduced). Full tiles: FullTileSteps; partial tiles (the mask's edge): per-score tests.
+template <typename T>
+__device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], const float (&shift)[2][2], bool full,
+                                         int t, int valid, const Geometry& geo, const int (&row_pos)[2], int tq) {
+  const float NEG_INF = -INFINITY;
+  if (full) {
+    FullTileSteps<T>(acc, mx, shift);
+  } else {
+    float amax[2][2];
+    MaskAbsMax(acc, amax, false, t, valid, geo, row_pos, tq);
+    const float thr = OverflowThreshold<T>();
+    bool any = false;
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) any |= amax[rr][0] >= thr || amax[rr][1] >= thr;
+    any = __any_sync(0xffffffffu, any);
+    bool ovf[2][2] = {{false, false}, {false, false}};
+    if (any) {  // rare: per-row decision, quad-reduced
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float am = amax[rr][h];
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
+          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
+          ovf[rr][h] = am >= thr;
+        }
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float m = NEG_INF;
+#pragma unroll
+      for (int j = 0; j < kNT; ++j) {
+        const int h = j / 8;
+        const float sh = shift[h][rr];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = acc[4 * j + 2 * rr + e];
+          x = x == NEG_INF ? NEG_INF : (ovf[rr][h] ? x : RoundScore<T>(x)) + sh;
+          m = fmaxf(m, x);
+        }
+      }
+      mx[rr] = m;
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+  }
+}
+
+// Online softmax step: P = 2^(x·log2e − m·log2e) rounded to the half type, packed as the A
+// fragments of P·V (pf[j][rr]: row g + 8rr, columns 8j + 2tq, +1); l and O rescaled.
+template <int D, typename T>
+__device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&acc)[kBN / 2], const float (&mx)[2],
+                                        float (&m_run)[2], float (&l_run)[2], float (&o)[D / 2]) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  float corr_r[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const float m_new = fmaxf(m_run[rr], mx[rr]);
+    const float mL = m_new == -INFINITY ? 0.f : m_new * kLog2e;
+    const float corr = Exp2(fmaf(m_run[rr], kLog2e, -mL));
+    m_run[rr] = m_new;
+    float ps[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      const T2 ph = Tr::Pack(Exp2(fmaf(acc[4 * j + 2 * rr], kLog2e, -mL)), Exp2(fmaf(acc[4 * j + 2 * rr + 1], kLog2e, -mL)));
+      const float2 pr = Tr::Unpack(ph);
+      ps[j & 3] += pr.x + pr.y;
+      pf[j][rr] = AsU32(ph);
+    }
+    l_run[rr] = l_run[rr] * corr + ((ps[0] + ps[1]) + (ps[2] + ps[3]));
+    corr_r[rr] = corr;
+  }
+  // O·corr; skipped when no row of the warp changed its max (corr = 2^0 = 1 exactly: the same O).
+  if (__any_sync(0xffffffffu, corr_r[0] != 1.f || corr_r[1] != 1.f)) {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        o[4 * j + 2 * rr] *= corr_r[rr];
+        o[4 * j + 2 * rr + 1] *= corr_r[rr];
+      }
+  }
+}
+
+// Issues O += P·V over one tile (P from registers; V through descriptor dv of the tile's first 16
+// keys, N-major: leading offset one 64-column panel, stride offset 8 keys) and commits it.
+template <int D, typename T>
+__device__ __forceinline__ void PvProduct(float (&o)[D / 2], const uint32_t (&pf)[kNT][2], uint64_t dv) {
+  WgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < kBN / 16; ++kk) {
+    const uint32_t a[4] = {pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1]};
+    WgmmaRS<D, T, 1>(o, a, DescAdvance(dv, kk * 16 * 128), 1);
+  }
+  WgmmaCommit();
+}
+
+// What a consumer thread carries from tile to tile: O, the softmax statistics, the shifts of the
+// current PASA block, and P of the previous tile (the A operand of its P·V product).
+template <int D>
+struct ConsumerState {
+  float o[D / 2];
+  float m_run[2], l_run[2];
+  float shift[2][2];  // [64-key half][row]
+  float last_sh[2];   // the shift of PASA block last_blk
+  int last_blk;
+  uint32_t pf[kNT][2];
+};
+
+// A consumer thread's constants: shared-memory addresses, its place, the key geometry.
+struct ConsumerCtx {
+  uint32_t sQa, sK, sV, sKba;
+  uint64_t desc_q, desc_k, desc_v;  // this warpgroup's Q rows, stage 0 of K' and of V
+  int cw, lane, tq, r0, block_kv, n, my_turn, other_turn;
+  int row_pos[2];
+  Geometry geo;
+};
+
+// One tile i: wait for its K' (and the previous tile's V), the shifts of its PASA blocks, then in
+// this warpgroup's turn S = Q·K'ᵀ and the previous tile's O += P·V, the row steps while P·V runs,
+// the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by a zero tile (the
+// MMAs stay unconditional: a wgmma on a path the compiler cannot prove uniform is serialised).
+template <int D, typename T>
+__device__ __forceinline__ void ConsumeTile(const FwdParams& p, const Sm90Range& rg, const Bars& bars,
+                                            const ConsumerCtx& cx, ConsumerState<D>& st, int i) {
+  using Plan = SmemPlan<D>;
+  const int t = rg.t_begin + i, s = i % kStages, sp = (i + kStages - 1) % kStages;
+  MbarWait(bars.full_k(s), static_cast<uint32_t>((i / kStages) & 1));
+  if (i > 0) MbarWait(bars.full_v(sp), static_cast<uint32_t>(((i - 1) / kStages) & 1));
+  FenceProxyAsync();  // the producer's cp.async writes, seen through the mbarriers, before wgmma reads
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // the removed shift of each 64-key half's PASA block
+    const int blk = (t * kBN + h * kHalf) / cx.block_kv;
+    if (blk != st.last_blk) {
+      RowShifts<D, T>(st.last_sh, cx.sQa, cx.sKba + (s * 2 + h) * D * 4, cx.r0, cx.tq, p.scale);
+      st.last_blk = blk;
+    }
+    st.shift[h][0] = st.last_sh[0];
+    st.shift[h][1] = st.last_sh[1];
+  }
+  const bool arrive_other = cx.cw == 0 || i + 1 < cx.n;
+  float acc[kBN / 2];
+  NamedBarrierSync(cx.my_turn, 256);
+  FenceRegs(st.o);
+  WgmmaFence();
+  const uint64_t dk = DescAdvance(cx.desc_k, s * Plan::kTileBytes);
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {  // k-step kk: panel kk / 4, 32 bytes per 16 columns
+    const uint32_t off = (kk & 3) * 32;
+    WgmmaSS<kBN, T>(acc, DescAdvance(cx.desc_q, (kk >> 2) * kBM * 128 + off),
+                    DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
+  }
+  WgmmaCommit();
+  PvProduct<D, T>(st.o, st.pf, DescAdvance(cx.desc_v, i > 0 ? sp * Plan::kTileBytes : Plan::kOffZero - Plan::kOffV));
+  if (arrive_other) NamedBarrierArrive(cx.other_turn, 256);
+  WgmmaWait<1>();  // S done; the P·V product may still run
+  FenceRegs(acc);
+  __syncwarp();
+  if (cx.lane == 0) MbarArrive(bars.empty_k(s));
+
+  const bool full = static_cast<int64_t>(t) * kBN >= rg.a_lo && static_cast<int64_t>(t + 1) * kBN <= rg.a_hi;
+  float mx[2];
+  RowSteps<T>(acc, mx, st.shift, full, t, rg.valid, cx.geo, cx.row_pos, cx.tq);
+  WgmmaWait<0>();  // P·V done before O is rescaled and pf overwritten
+  FenceRegs(st.o);
+  __syncwarp();
+  if (i > 0 && cx.lane == 0) MbarArrive(bars.empty_v(sp));
+  Softmax<D, T>(st.pf, acc, mx, st.m_run, st.l_run, st.o);
+}
+
+// Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63.
+template <int D, typename T>
+__device__ __forceinline__ void Consume(const FwdParams& p, const Sm90Range& rg, uint8_t* base, const Bars& bars,
+                                        int cw) {
+  using Plan = SmemPlan<D>;
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  constexpr int CH = D / 8;
+  const int tid = threadIdx.x - 128 * (cw + 1);
+  const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
+  const int b = blockIdx.z, hkv = blockIdx.y;
+  uint8_t* sQ = base;
+  const uint32_t sQa = SmemAddr(sQ);
+
+  {  // this warpgroup's Q rows (packed rows R = i·G + g; rows past R1 zero-filled)
+    const T* qbase = static_cast<const T*>(p.q) + b * p.q_sb;
+    for (int idx = tid; idx < 64 * CH; idx += 128) {
+      const int r = 64 * cw + idx / CH, c = idx % CH;
+      const int R = rg.R0 + r;
+      const bool ok = R < rg.R1;
+      const T* src = qbase;
+      if (ok) {
+        const int i = R / p.group, gh = R % p.group;
+        src = qbase + (static_cast<int64_t>(hkv) * p.group + gh) * p.q_sh + static_cast<int64_t>(i) * p.q_ss + c * 8;
+      }
+      CpAsync16(sQa + SwizzledOffset(r, c, kBM), src, ok ? 16 : 0);
+    }
+    CpAsyncCommit();
+    // this warpgroup's half of the zero tile (each warpgroup's first P·V reads all of it: the
+    // two warpgroups meet at their first turn, below, before either issues an MMA)
+    uint4* zero = reinterpret_cast<uint4*>(base + Plan::kOffZero) + cw * (Plan::kTileBytes / 32);
+    for (int idx = tid; idx < Plan::kTileBytes / 32; idx += 128) zero[idx] = make_uint4(0u, 0u, 0u, 0u);
+    CpAsyncWait<0>();
+    FenceProxyAsync();
+    NamedBarrierSync(1 + cw, 128);
+  }
+
+  ConsumerState<D> st;
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) st.o[i] = 0.f;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    st.m_run[rr] = -INFINITY;
+    st.l_run[rr] = 0.f;
+    st.last_sh[rr] = 0.f;
+  }
+  st.last_blk = -1;
+#pragma unroll
+  for (int j = 0; j < kNT; ++j) st.pf[j][0] = st.pf[j][1] = 0u;
+  ConsumerCtx cx;
+  cx.sQa = sQa;
+  cx.sK = SmemAddr(base + Plan::kOffK);
+  cx.sV = SmemAddr(base + Plan::kOffV);
+  cx.desc_q = Desc(sQa + 64 * cw * 128, 16, 1024);
+  cx.desc_k = Desc(cx.sK, 16, 1024);
+  cx.desc_v = Desc(cx.sV, kBN * 128, 1024);
+  cx.sKba = SmemAddr(base + Plan::kOffKb);
+  cx.cw = cw;
+  cx.lane = lane;
+  cx.tq = tq;
+  cx.r0 = 64 * cw + 16 * warp + g;  // this thread's first CTA row
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) cx.row_pos[rr] = static_cast<int>((rg.R0 + cx.r0 + rr * 8) / p.group + rg.off);
+  cx.geo = Geometry{p.causal, p.left, p.right};
+  cx.block_kv = p.blk_tiles * 64;
+  cx.n = rg.t_end - rg.t_begin;
+  const int r0 = cx.r0;
+
+  // Ping-pong: the two consumer warpgroups take turns to issue their MMAs (named barriers 3 and
+  // 4, 256 threads: one warpgroup waits, the other arrives), so one's row steps run while the
+  // tensor cores work through the other's products. Warpgroup 0 goes first.
+  cx.my_turn = 3 + cw;
+  cx.other_turn = 4 - cw;
+  if (cw == 1) NamedBarrierArrive(3, 256);
+  const int n = cx.n;
+  for (int i = 0; i < n; ++i) ConsumeTile<D, T>(p, rg, bars, cx, st, i);
+  if (n > 0) {  // the last tile's P·V
+    const int sl = (n - 1) % kStages;
+    MbarWait(bars.full_v(sl), static_cast<uint32_t>(((n - 1) / kStages) & 1));
+    FenceProxyAsync();
+    FenceRegs(st.o);
+    PvProduct<D, T>(st.o, st.pf, DescAdvance(cx.desc_v, sl * Plan::kTileBytes));
+    WgmmaWait<0>();
+    FenceRegs(st.o);
+  }
+
+  // Epilogue: l quad-reduced, y = O / l in the half type (a row that attended nothing: 0).
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float l = st.l_run[rr];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int R = rg.R0 + r0 + rr * 8;
+    if (R >= rg.R1) continue;
+    const float inv = l != 0.f ? 1.0f / l : 0.f;
+    const int i = R / p.group, gh = R % p.group;
+    T* y = static_cast<T*>(p.y) + b * p.y_sb + (static_cast<int64_t>(hkv) * p.group + gh) * p.y_sh +
+           static_cast<int64_t>(i) * p.y_ss;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j)
+      *reinterpret_cast<T2*>(y + j * 8 + tq * 2) = Tr::Pack(st.o[4 * j + 2 * rr] * inv, st.o[4 * j + 2 * rr + 1] * inv);
+  }
+}
+
+template <int D, typename T>
+__global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_constant__ FwdParams p) {
+  using Plan = SmemPlan<D>;
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const Sm90Range rg = MakeRange(p);
+  const Bars bars{SmemAddr(base + Plan::kOffBar)};
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) {
+      MbarInit(bars.full_k(s), 128);  // every producer thread, once its copies landed
+      MbarInit(bars.full_v(s), 128);
+      MbarInit(bars.empty_k(s), 8);  // every consumer warp, once its MMAs read the stage
+      MbarInit(bars.empty_v(s), 8);
+    }
+  }
+  __syncthreads();
+  const int wg = threadIdx.x / 128;
+  if (wg == 0) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    Produce<D, T>(p, rg, base, bars);
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+    Consume<D, T>(p, rg, base, bars, wg - 1);
+  }
+}
+
+template <int D, typename T>
+std::string Launch(const FwdParams& fp, int units, int batch, cudaStream_t stream) {
+  const int smem = SmemPlan<D>::kAlloc;
+  cudaError_t e = cudaFuncSetAttribute(FlashFwdSm90Kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (e != cudaSuccess) return std::string("flash sm90: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
+  const unsigned q_tiles = static_cast<unsigned>((fp.rows + kBM - 1) / kBM);
+  FlashFwdSm90Kernel<D, T><<<dim3(q_tiles, static_cast<unsigned>(units), static_cast<unsigned>(batch)), kThreads, smem,
+                             stream>>>(fp);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return std::string("flash sm90: launch: ") + cudaGetErrorString(e);
+  return "";
+}
+
+}  // namespace
+
+bool Sm90Covers(int head_dim, bool ext, int splits) {
+  return (head_dim == 64 || head_dim == 128) && !ext && splits == 1;
+}
+
+std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, int units, int batch, cudaStream_t stream) {
+  if (head_dim == 64) return bf16 ? Launch<64, __nv_bfloat16>(fp, units, batch, stream) : Launch<64, __half>(fp, units, batch, stream);
+  if (head_dim == 128)
+    return bf16 ? Launch<128, __nv_bfloat16>(fp, units, batch, stream) : Launch<128, __half>(fp, units, batch, stream);
+  return "flash sm90: unsupported head size " + std::to_string(head_dim);
+}
+
+}  // namespace pasa::cuda::flash

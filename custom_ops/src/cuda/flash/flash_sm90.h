@@ -1,0 +1,24 @@
+// The Hopper (sm_90a) main kernel of the flash path: warpgroup MMAs (wgmma) with operands in
+// shared memory, a producer warpgroup streaming K'/V tiles through an mbarrier pipeline, two
+// consumer warpgroups of 64 query rows each. It takes the mma.sync kernel's parameter block and
+// workspace (the shift pre-pass is shared), so flash_fwd.cu decides per call which one runs.
+// Compiled for sm_90a only (its own translation unit): launch it on compute capability 9.0 alone.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "flash_common.cuh"
+
+namespace pasa::cuda::flash {
+
+// Whether the sm_90a kernel covers this shape: head size (D = Dv), no mask or softcap (the kExt
+// steps live in the mma.sync kernel), no split-KV.
+bool Sm90Covers(int head_dim, bool ext, int splits);
+
+// Launches the main kernel for `fp` (one CTA per 128 packed query rows, kv unit and batch), after
+// the pre-pass. `bf16`: the element type. Returns "" or an error message.
+std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, int units, int batch, cudaStream_t stream);
+
+}  // namespace pasa::cuda::flash
