@@ -44,8 +44,8 @@ struct SmemPlan {
   static constexpr int kOffK = kQBytes;
   static constexpr int kOffV = kOffK + kStages * kTileBytes;
   static constexpr int kOffKb = kOffV + kStages * kTileBytes;
-  static constexpr int kOffZero = kOffKb + kStages * kKbBytes;  // a zero V tile (tile 0's P·V)
-  static constexpr int kOffBar = kOffZero + kTileBytes;
+  static constexpr int kOffOnes = kOffKb + kStages * kKbBytes;  // a V-shaped tile of ones (see PvProduct)
+  static constexpr int kOffBar = kOffOnes + kTileBytes;
   static constexpr int kBytes = kOffBar + 4 * kStages * 8;
   static constexpr int kAlloc = kBytes + 1024;  // the swizzle needs 1024-byte aligned tiles
 };
@@ -276,20 +276,24 @@ __device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       const float sh = shift[h][rr];
+      if (!any) {
 #pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        const int j = 8 * h + jj;
-        float& x0 = acc[4 * j + 2 * rr];
-        float& x1 = acc[4 * j + 2 * rr + 1];
-        const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
-        if (any && ovf[rr]) {
-          x0 += sh;
-          x1 += sh;
-        } else {
-          x0 = r.x + sh;
-          x1 = r.y + sh;
+        for (int jj = 0; jj < 8; ++jj) {
+          const int j = 8 * h + jj;
+          const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
+          acc[4 * j + 2 * rr] = r.x + sh;
+          acc[4 * j + 2 * rr + 1] = r.y + sh;
+          m[rr] = fmaxf(m[rr], fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
         }
-        m[rr] = fmaxf(m[rr], fmaxf(x0, x1));
+      } else {
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) {
+          const int j = 8 * h + jj;
+          const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
+          acc[4 * j + 2 * rr] = (ovf[rr] ? acc[4 * j + 2 * rr] : r.x) + sh;
+          acc[4 * j + 2 * rr + 1] = (ovf[rr] ? acc[4 * j + 2 * rr + 1] : r.y) + sh;
+          m[rr] = fmaxf(m[rr], fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
+        }
       }
     }
   }
@@ -349,51 +353,53 @@ __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], 
 }
 
 // Online softmax step: P = 2^(x·log2e − m·log2e) rounded to the half type, packed as the A
-// fragments of P·V (pf[j][rr]: row g + 8rr, columns 8j + 2tq, +1); l and O rescaled.
+// fragments of P·V (pf[j][rr]: row g + 8rr, columns 8j + 2tq, +1); O and the row sums rescaled
+// (the sums of this tile's P are added by the next P·V product).
 template <int D, typename T>
 __device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&acc)[kBN / 2], const float (&mx)[2],
-                                        float (&m_run)[2], float (&l_run)[2], float (&o)[D / 2]) {
+                                        float (&m_run)[2], float (&lacc)[4], float (&o)[D / 2]) {
   using Tr = HalfTraits<T>;
-  using T2 = typename Tr::T2;
   float corr_r[2];
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const float m_new = fmaxf(m_run[rr], mx[rr]);
     const float mL = m_new == -INFINITY ? 0.f : m_new * kLog2e;
-    const float corr = Exp2(fmaf(m_run[rr], kLog2e, -mL));
+    corr_r[rr] = Exp2(fmaf(m_run[rr], kLog2e, -mL));
     m_run[rr] = m_new;
-    float ps[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < kNT; ++j) {
-      const T2 ph = Tr::Pack(Exp2(fmaf(acc[4 * j + 2 * rr], kLog2e, -mL)), Exp2(fmaf(acc[4 * j + 2 * rr + 1], kLog2e, -mL)));
-      const float2 pr = Tr::Unpack(ph);
-      ps[j & 3] += pr.x + pr.y;
-      pf[j][rr] = AsU32(ph);
-    }
-    l_run[rr] = l_run[rr] * corr + ((ps[0] + ps[1]) + (ps[2] + ps[3]));
-    corr_r[rr] = corr;
+    for (int j = 0; j < kNT; ++j)
+      pf[j][rr] = AsU32(
+          Tr::Pack(Exp2(fmaf(acc[4 * j + 2 * rr], kLog2e, -mL)), Exp2(fmaf(acc[4 * j + 2 * rr + 1], kLog2e, -mL))));
   }
   // O·corr; skipped when no row of the warp changed its max (corr = 2^0 = 1 exactly: the same O).
   if (__any_sync(0xffffffffu, corr_r[0] != 1.f || corr_r[1] != 1.f)) {
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr)
+    for (int rr = 0; rr < 2; ++rr) {
+      lacc[2 * rr] *= corr_r[rr];
+      lacc[2 * rr + 1] *= corr_r[rr];
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
         o[4 * j + 2 * rr] *= corr_r[rr];
         o[4 * j + 2 * rr + 1] *= corr_r[rr];
       }
+    }
   }
 }
 
 // Issues O += P·V over one tile (P from registers; V through descriptor dv of the tile's first 16
-// keys, N-major: leading offset one 64-column panel, stride offset 8 keys) and commits it.
+// keys, N-major: leading offset one 64-column panel, stride offset 8 keys) and the row sums of P,
+// l += P·1 (dl: the tile of ones; lacc[0] = lacc[1] is row g's sum, lacc[2] = lacc[3] row g + 8's:
+// the rounded P summed in fp32 by the tensor cores), and commits them as one group. Tile 0 has no
+// previous tile: P = 0 (times the ones, so nothing non-finite enters).
 template <int D, typename T>
-__device__ __forceinline__ void PvProduct(float (&o)[D / 2], const uint32_t (&pf)[kNT][2], uint64_t dv) {
+__device__ __forceinline__ void PvProduct(float (&o)[D / 2], float (&lacc)[4], const uint32_t (&pf)[kNT][2], uint64_t dv,
+                                          uint64_t dl) {
   WgmmaFence();
 #pragma unroll
   for (int kk = 0; kk < kBN / 16; ++kk) {
     const uint32_t a[4] = {pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1]};
     WgmmaRS<D, T, 1>(o, a, DescAdvance(dv, kk * 16 * 128), 1);
+    WgmmaRS<8, T, 1>(lacc, a, DescAdvance(dl, kk * 16 * 128), 1);
   }
   WgmmaCommit();
 }
@@ -403,7 +409,8 @@ __device__ __forceinline__ void PvProduct(float (&o)[D / 2], const uint32_t (&pf
 template <int D>
 struct ConsumerState {
   float o[D / 2];
-  float m_run[2], l_run[2];
+  float m_run[2];
+  float lacc[4];  // the rows' sums of P (see PvProduct)
   float shift[2][2];  // [64-key half][row]
   float last_sh[2];   // the shift of PASA block last_blk
   int last_blk;
@@ -413,7 +420,7 @@ struct ConsumerState {
 // A consumer thread's constants: shared-memory addresses, its place, the key geometry.
 struct ConsumerCtx {
   uint32_t sQa, sK, sV, sKba;
-  uint64_t desc_q, desc_k, desc_v;  // this warpgroup's Q rows, stage 0 of K' and of V
+  uint64_t desc_q, desc_k, desc_v, desc_ones;  // this warpgroup's Q rows, stage 0 of K' and of V, the ones
   int cw, lane, tq, r0, block_kv, n, my_turn, other_turn;
   int row_pos[2];
   Geometry geo;
@@ -445,6 +452,7 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const Sm90Range&
   float acc[kBN / 2];
   NamedBarrierSync(cx.my_turn, 256);
   FenceRegs(st.o);
+  FenceRegs(st.lacc);
   WgmmaFence();
   const uint64_t dk = DescAdvance(cx.desc_k, s * Plan::kTileBytes);
 #pragma unroll
@@ -454,7 +462,8 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const Sm90Range&
                     DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
   }
   WgmmaCommit();
-  PvProduct<D, T>(st.o, st.pf, DescAdvance(cx.desc_v, i > 0 ? sp * Plan::kTileBytes : Plan::kOffZero - Plan::kOffV));
+  PvProduct<D, T>(st.o, st.lacc, st.pf, DescAdvance(cx.desc_v, i > 0 ? sp * Plan::kTileBytes : Plan::kOffOnes - Plan::kOffV),
+                  cx.desc_ones);
   if (arrive_other) NamedBarrierArrive(cx.other_turn, 256);
   WgmmaWait<1>();  // S done; the P·V product may still run
   FenceRegs(acc);
@@ -466,9 +475,10 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const Sm90Range&
   RowSteps<T>(acc, mx, st.shift, full, t, rg.valid, cx.geo, cx.row_pos, cx.tq);
   WgmmaWait<0>();  // P·V done before O is rescaled and pf overwritten
   FenceRegs(st.o);
+  FenceRegs(st.lacc);
   __syncwarp();
   if (i > 0 && cx.lane == 0) MbarArrive(bars.empty_v(sp));
-  Softmax<D, T>(st.pf, acc, mx, st.m_run, st.l_run, st.o);
+  Softmax<D, T>(st.pf, acc, mx, st.m_run, st.lacc, st.o);
 }
 
 // Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63.
@@ -499,10 +509,11 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const Sm90Range& rg,
       CpAsync16(sQa + SwizzledOffset(r, c, kBM), src, ok ? 16 : 0);
     }
     CpAsyncCommit();
-    // this warpgroup's half of the zero tile (each warpgroup's first P·V reads all of it: the
-    // two warpgroups meet at their first turn, below, before either issues an MMA)
-    uint4* zero = reinterpret_cast<uint4*>(base + Plan::kOffZero) + cw * (Plan::kTileBytes / 32);
-    for (int idx = tid; idx < Plan::kTileBytes / 32; idx += 128) zero[idx] = make_uint4(0u, 0u, 0u, 0u);
+    // this warpgroup's half of the tile of ones (each warpgroup's MMAs read all of it: the two
+    // warpgroups meet at their first turn, below, before either issues one)
+    const uint32_t one2 = AsU32(Tr::Pack(1.f, 1.f));
+    uint4* ones = reinterpret_cast<uint4*>(base + Plan::kOffOnes) + cw * (Plan::kTileBytes / 32);
+    for (int idx = tid; idx < Plan::kTileBytes / 32; idx += 128) ones[idx] = make_uint4(one2, one2, one2, one2);
     CpAsyncWait<0>();
     FenceProxyAsync();
     NamedBarrierSync(1 + cw, 128);
@@ -514,7 +525,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const Sm90Range& rg,
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     st.m_run[rr] = -INFINITY;
-    st.l_run[rr] = 0.f;
+    st.lacc[2 * rr] = st.lacc[2 * rr + 1] = 0.f;
     st.last_sh[rr] = 0.f;
   }
   st.last_blk = -1;
@@ -527,6 +538,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const Sm90Range& rg,
   cx.desc_q = Desc(sQa + 64 * cw * 128, 16, 1024);
   cx.desc_k = Desc(cx.sK, 16, 1024);
   cx.desc_v = Desc(cx.sV, kBN * 128, 1024);
+  cx.desc_ones = Desc(SmemAddr(base + Plan::kOffOnes), kBN * 128, 1024);
   cx.sKba = SmemAddr(base + Plan::kOffKb);
   cx.cw = cw;
   cx.lane = lane;
@@ -552,17 +564,17 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const Sm90Range& rg,
     MbarWait(bars.full_v(sl), static_cast<uint32_t>(((n - 1) / kStages) & 1));
     FenceProxyAsync();
     FenceRegs(st.o);
-    PvProduct<D, T>(st.o, st.pf, DescAdvance(cx.desc_v, sl * Plan::kTileBytes));
+    FenceRegs(st.lacc);
+    PvProduct<D, T>(st.o, st.lacc, st.pf, DescAdvance(cx.desc_v, sl * Plan::kTileBytes), cx.desc_ones);
     WgmmaWait<0>();
     FenceRegs(st.o);
+    FenceRegs(st.lacc);
   }
 
-  // Epilogue: l quad-reduced, y = O / l in the half type (a row that attended nothing: 0).
+  // Epilogue: y = O / l in the half type (a row that attended nothing: 0).
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
-    float l = st.l_run[rr];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float l = st.lacc[2 * rr];
     const int R = rg.R0 + r0 + rr * 8;
     if (R >= rg.R1) continue;
     const float inv = l != 0.f ? 1.0f / l : 0.f;
