@@ -97,7 +97,9 @@ struct Case {
   bool mb = true, mh = true, ms = true;
   int mask_len = -1;        // < 0: Skv
   int mpat = 0;             // 0 random (mask_p masked; additive: mask_amp·normal); 1 padding:
-                            // batch b attends keys < Skv − 37·b (additive: 0 / -inf)
+                            // batch b attends keys < Skv − 37·b (additive: 0 / -inf); 2 padding
+                            // and causal (key <= i + past, as transformers writes it); 3 padding
+                            // but key 3 of the middle row masked; 4 left padding (keys >= 37·b)
   float mask_p = 0.25f, mask_amp = 2.f;
   int masked_rows = 0;      // > 0: every masked_rows-th row of a mask plane attends nothing
   bool mask_cols = false;   // keys ≡ 5 (mod 17) masked in every row (they leave the block mean)
@@ -271,6 +273,9 @@ void MakeMask(Run& r) {
           const size_t ix = static_cast<size_t>(b * r.mstride[0] + h * r.mstride[1] + i * r.mstride[2] + key);
           bool a = true;
           if (c.mpat == 1) a = key < c.Skv - 37 * b;
+          else if (c.mpat == 2) a = key < c.Skv - 37 * b && key <= i + c.past;
+          else if (c.mpat == 3) a = key < c.Skv - 37 * b && !(i == ns / 2 && key == 3);
+          else if (c.mpat == 4) a = key >= 37 * b;
           else a = ud(rng) >= c.mask_p;
           if (c.mpat == 0 && c.mask == 2) val[ix] = Rnd(c.mask_amp * nd(rng), c.bf);
           if (row_off || (c.mask_cols && key % 17 == 5)) a = false;
@@ -781,6 +786,22 @@ std::vector<Case> MaskCases() {
   c.D = 64; c.Hq = 8; c.Hkv = 2; c.Sq = 1; c.Skv = 4100; cs.push_back(c);
   c = Case{}; c.name = "softcap 10 bf16 D64 S600 window"; c.softcap = 10.f; c.amp = 2.f; c.bf = true; c.D = 64;
   c.left = 200; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 600; cs.push_back(c);
+  // Masks that only restate padding or causality (the plain steps run them, MaskClassKernel),
+  // and near misses that must take the general mask path.
+  c = Case{}; c.name = "geom bool padding [B,1,Sq,Skv] B3 D64 MT2"; c.mask = 1; c.mpat = 1; c.mh = false;
+  c.B = 3; c.D = 64; c.Hq = c.Hkv = 4; c.Sq = 200; c.Skv = 256; cs.push_back(c);
+  c = Case{}; c.name = "geom add causal+pad [B,1,S,S] B2 GQA 8/2 D128"; c.mask = 2; c.mpat = 2; c.mh = false;
+  c.B = 2; c.Hq = 8; c.Hkv = 2; c.Sq = c.Skv = 300; cs.push_back(c);
+  c = Case{}; c.name = "geom add causal+pad [1,1,S,S] D64 + is_causal"; c.mask = 2; c.mpat = 2; c.mb = c.mh = false;
+  c.causal = true; c.D = 64; c.Hq = c.Hkv = 4; c.Sq = c.Skv = 333; cs.push_back(c);
+  c = Case{}; c.name = "geom bool causal+pad past 400 q77 bf16 D96"; c.mask = 1; c.mpat = 2; c.mh = false;
+  c.B = 2; c.bf = true; c.D = 96; c.Hq = c.Hkv = 2; c.Sq = 77; c.Skv = 477; c.past = 400; cs.push_back(c);
+  c = Case{}; c.name = "geom near miss bool [B,1,Sq,Skv] D128"; c.mask = 1; c.mpat = 3; c.mh = false;
+  c.B = 2; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 260; cs.push_back(c);
+  c = Case{}; c.name = "geom left padding add [B,1,Sq,Skv] D64"; c.mask = 2; c.mpat = 4; c.mh = false;
+  c.B = 2; c.D = 64; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 300; cs.push_back(c);
+  c = Case{}; c.name = "geom add padding [B,1,Sq,Skv] + softcap 20"; c.mask = 2; c.mpat = 1; c.mh = false;
+  c.softcap = 20.f; c.B = 3; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 200; cs.push_back(c);
   for (size_t i = 0; i < cs.size(); ++i) cs[i].seed = static_cast<unsigned>(1000 + 13 * i);
   return cs;
 }
@@ -955,6 +976,8 @@ void BenchMask() {
       {"H8 S2048 D128 add bias [1,H,S,S]", 1, 8, 8, 2048, 2048, 128, false, 2, 0, false, true, true, 0.f},
       {"Gemma2-like H16/8 S4096 D256 causal softcap 50", 1, 16, 8, 4096, 4096, 256, true, 0, 0, true, true, true, 50.f},
       {"decode q1 kv8192 GQA 32/8 D128 bool pad", 4, 32, 8, 1, 8192, 128, false, 1, 1, true, false, false, 0.f},
+      {"BERT-like B8 H12 S512 D64 add pad [B,1,S,S] (export)", 8, 12, 12, 512, 512, 64, false, 2, 1, true, false, true, 0.f},
+      {"Llama-like H32 S2048 D64 add causal+pad [1,1,S,S] + causal", 1, 32, 32, 2048, 2048, 64, true, 2, 2, false, false, true, 0.f},
   };
   for (const M& m : ms) {
     Case c;
