@@ -910,7 +910,10 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
   int valid = ValidLen(p.nonpad, b, p.kv_len);
   const int64_t off = p.nonpad != nullptr ? static_cast<int64_t>(valid) - p.q_len : p.past_len;
   // kExt: a mask plane that only restates padding (keys [0, n)) or causal + padding runs as the
-  // plain steps with that geometry: the same scores attended, so the same results.
+  // plain steps with that geometry: the same scores attended, the same per-score arithmetic. The
+  // key tiles (KeyTiles) then end at n, so split-KV divides only the attended tiles among the
+  // splits: other split boundaries than the mask path's, fp32 results that may differ by rounding
+  // (the selftest's emulation classifies the plane too, EmuGeometry).
   int mask_kind = kExt ? p.mask_kind : 0, causal = p.causal;
   if constexpr (kExt) {
     if (p.mcls != nullptr) {

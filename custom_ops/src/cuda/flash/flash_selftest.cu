@@ -203,18 +203,19 @@ struct Geo {
   }
 };
 
-// The CTA row tiling and split boundaries of the kernel (copied logic, see flash_fwd.cu).
+// The CTA row tiling and split boundaries of the kernel (copied logic, see flash_fwd.cu, KeyTiles):
+// valid and causal are those the kernel's tile range uses (EmuGeometry).
 struct CtaRange {
   int t_begin, t_end;
 };
 CtaRange KernelRange(const Case& c, const AttentionProblem& p, int group, int bm, int splits, int tile_m, int split,
-                     int64_t valid, int64_t off) {
+                     int64_t valid, int64_t off, bool causal) {
   const int rows = c.Sq * group;
   const int R0 = tile_m * bm, R1 = std::min(R0 + bm, rows);
   const int64_t pos_first = R0 / group + off, pos_last = (R1 - 1) / group + off;
   int64_t k_lo = 0, k_hi = valid;
   if (p.left_window >= 0) k_lo = std::max<int64_t>(0, pos_first - p.left_window);
-  if (p.causal) k_hi = std::min<int64_t>(k_hi, pos_last + 1);
+  if (causal) k_hi = std::min<int64_t>(k_hi, pos_last + 1);
   if (p.right_window >= 0) k_hi = std::min<int64_t>(k_hi, pos_last + p.right_window + 1);
   int tb = 0, te = 0;
   if (k_hi > k_lo) {
@@ -480,6 +481,47 @@ float EmuShiftDot(const std::vector<float>& qv, const float* kb, int D, float sc
   return scale * ((part[0] + part[1]) + (part[2] + part[3]));
 }
 
+// The geometry the kernel's key tiles (and so its split-KV boundaries) come from for unit u of
+// batch row b: the valid length and causality, narrowed as FlashFwdKernel narrows them when the
+// unit's mask plane only restates padding or causal + padding (the host's own classification of
+// the plane, the rules of MaskRowsKernel/MaskClassKernel). Which scores are attended does not
+// depend on it (EmuSplit applies the mask itself): only which split's tiles hold them.
+void EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
+  const Case& c = r.c;
+  valid = e.valid;
+  causal = c.causal;
+  if (c.mask == 0 || !c.nonpad.empty() || c.Sq == 0 || c.Skv == 0) return;
+  const int64_t h = r.p.mask.stride[1] != 0 ? e.u : 0;  // a per-head mask: one query head per unit
+  const int64_t mrows = r.p.mask.stride[2] == 0 ? 1 : c.Sq;
+  std::vector<int64_t> len(static_cast<size_t>(mrows));
+  for (int64_t i = 0; i < mrows; ++i) {  // n when row i attends exactly keys [0, n) (value 0), else -1
+    int64_t count = 0, last = 0;
+    bool nonzero = false;
+    for (int64_t key = 0; key < r.mlen; ++key) {
+      float add;
+      if (MaskAt(r, e.b, h, i, key, &add)) {
+        ++count;
+        last = key + 1;
+        nonzero = nonzero || add != 0.f;
+      }
+    }
+    len[static_cast<size_t>(i)] = count == last && !nonzero ? count : -1;
+  }
+  const int64_t n0 = len[0], n_last = len[static_cast<size_t>(mrows - 1)];
+  bool prefix = true, causal_pad = true;
+  for (int64_t i = 0; i < mrows; ++i) {
+    const int64_t n = len[static_cast<size_t>(i)];
+    prefix = prefix && n >= 0 && n == n0;
+    causal_pad = causal_pad && n >= 0 && n == std::min<int64_t>(i + c.past + 1, n_last);
+  }
+  if (prefix) {
+    valid = std::min(valid, n0);
+  } else if (causal_pad) {
+    valid = std::min(valid, n_last);
+    causal = true;
+  }
+}
+
 // One split of packed row R of slab e: the key tiles [t_begin, t_end), fp32 (m, l, O).
 void EmuSplit(const Run& r, const EmuSlab& e, int R, const std::vector<float>& qv, const CtaRange& cr, float& m,
               float& l, std::vector<float>& o) {
@@ -562,6 +604,9 @@ void Emulate(const Run& r, std::vector<float>& out) {
                                  : std::max<int64_t>(0, std::min<int64_t>(c.Skv, c.nonpad[static_cast<size_t>(b)]));
       e.off = c.nonpad.empty() ? c.past : e.valid - c.Sq;
       EmuShift(r, e);
+      int64_t geo_valid;
+      bool geo_causal;
+      EmuGeometry(r, e, geo_valid, geo_causal);
 #pragma omp parallel for schedule(dynamic, 4)
       for (int R = 0; R < rows; ++R) {
         std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),
@@ -569,7 +614,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
         const int i = R / group, hq = u * group + R % group;
         for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, bf, b, hq, i, d);
         for (int sp = 0; sp < splits; ++sp) {
-          const CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, e.valid, e.off);
+          const CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, geo_valid, e.off, geo_causal);
           EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o);
           std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
         }
