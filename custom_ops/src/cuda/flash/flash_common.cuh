@@ -37,6 +37,11 @@ struct FwdParams {
   int64_t m_sb, m_sh, m_ss, mv_sb, mv_sh;
   int mask_kind, mask_len, kv_div;  // mask_kind: 0 none, 1 bool, 2 additive
   float softcap;                    // > 0: S = softcap·tanh(S / softcap)
+  // Per mask plane [planes_b][m_planes_h], from MaskClassKernel (null: not classified): {0, 0}
+  // a general mask; {1, n} every row attends exactly keys [0, n) with value 0 (a padding mask);
+  // {2, n} row i attends exactly keys [0, min(i + past_len + 1, n)) (causal + padding).
+  const int2* mcls;
+  int m_planes_h;
 };
 
 __device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }

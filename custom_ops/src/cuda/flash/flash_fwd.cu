@@ -183,6 +183,64 @@ __global__ void MaskKeysKernel(MaskKeyParams mp) {
   }
 }
 
+struct MaskClassParams {
+  const void* mask;
+  int* row_len;        // [planes][rows]: n when the row attends exactly keys [0, n) with value 0, else -1
+  int2* cls;           // [planes]: see FwdParams::mcls
+  int64_t sb, sh, ss;  // mask strides over batch, heads, rows (0: broadcast)
+  int rows, mask_len, off;
+};
+
+// grid (rows, planes over heads, planes over batch), block 128: whether mask row i of the plane
+// attends exactly a prefix of the keys [0, n) (additive: with value 0 there), and n.
+template <int MK, typename T>
+__global__ void MaskRowsKernel(MaskClassParams mp) {
+  __shared__ int count_s, last_s;
+  const int i = blockIdx.x;
+  const int64_t base = blockIdx.z * mp.sb + blockIdx.y * mp.sh + static_cast<int64_t>(i) * mp.ss;
+  if (threadIdx.x == 0) count_s = last_s = 0;
+  __syncthreads();
+  int count = 0, last = 0;
+  bool nonzero = false;
+  for (int key = threadIdx.x; key < mp.mask_len; key += blockDim.x) {
+    bool att;
+    if constexpr (MK == 1) {
+      att = MaskBoolAt(mp.mask, base + key);
+    } else {
+      const float v = MaskAddAt<T>(mp.mask, base + key);
+      att = v != -INFINITY;
+      nonzero = nonzero || (att && v != 0.f);  // NaN too: a general mask
+    }
+    if (att) {
+      ++count;
+      last = key + 1;
+    }
+  }
+  atomicAdd(&count_s, count);
+  atomicMax(&last_s, last);
+  const bool any_nonzero = __syncthreads_or(nonzero);  // also the barrier after the atomics
+  if (threadIdx.x == 0) {
+    const int plane = blockIdx.z * gridDim.y + blockIdx.y;
+    mp.row_len[static_cast<int64_t>(plane) * mp.rows + i] = count_s == last_s && !any_nonzero ? count_s : -1;
+  }
+}
+
+// grid (planes over heads, planes over batch), block 256: the plane's class from its rows.
+__global__ void MaskClassKernel(MaskClassParams mp) {
+  const int plane = blockIdx.y * gridDim.x + blockIdx.x;
+  const int* rl = mp.row_len + static_cast<int64_t>(plane) * mp.rows;
+  const int n0 = rl[0], n_last = rl[mp.rows - 1];
+  bool prefix = true, causal = true;
+  for (int i = threadIdx.x; i < mp.rows; i += blockDim.x) {
+    const int c = rl[i];
+    prefix = prefix && c >= 0 && c == n0;
+    causal = causal && c >= 0 && static_cast<int64_t>(c) == Min64(static_cast<int64_t>(i) + mp.off + 1, n_last);
+  }
+  prefix = __syncthreads_and(prefix);
+  causal = __syncthreads_and(causal);
+  if (threadIdx.x == 0) mp.cls[plane] = prefix ? make_int2(1, n0) : (causal ? make_int2(2, n_last) : make_int2(0, 0));
+}
+
 // ---- FlashFwdKernel, in steps ----
 // Every step is __forceinline__ and keeps the statements and their order of the former single
 // function: the generated PTX is the same (modulo register names), so are the numerics. Register
@@ -211,7 +269,7 @@ struct TileRange {
 
 // The CTA's key tiles [t_begin, t_end) (of its split) and the keys every row attends [a_lo, a_hi),
 // from the rows [R0, R1), valid and off already in tr.
-__device__ __forceinline__ void KeyTiles(const FwdParams& p, TileRange& tr, int split) {
+__device__ __forceinline__ void KeyTiles(const FwdParams& p, TileRange& tr, int split, int causal) {
   const int R0 = tr.R0, R1 = tr.R1, valid = tr.valid;
   const int64_t off = tr.off;
   const int64_t pos_first = R0 / p.group + off, pos_last = (R1 - 1) / p.group + off;
@@ -221,7 +279,7 @@ __device__ __forceinline__ void KeyTiles(const FwdParams& p, TileRange& tr, int 
     k_lo = Max64(0, pos_first - p.left);
     a_lo = Max64(0, pos_last - p.left);
   }
-  if (p.causal) {
+  if (causal) {
     k_hi = Min64(k_hi, pos_last + 1);
     a_hi = Min64(a_hi, pos_first + 1);
   }
@@ -626,23 +684,23 @@ __device__ __forceinline__ void LoadKeyMask(const FwdParams& p, float (&kb)[kTil
     }
 }
 
-// The mask step of a kExt kernel: softcap (if any), then the mask of p.mask_kind (row-uniform
+// The mask step of a kExt kernel: softcap (if any), then the mask of kind mask_kind (row-uniform
 // masks: the tile's key mask into kb first, which the rounding step reuses).
 template <typename T, int MT>
 __device__ __forceinline__ void ExtMaskStep(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&amax)[MT][2],
                                             bool full, int t, int valid, const Geometry& geo,
                                             const int (&row_pos)[MT][2], const int64_t (&mrow)[MT][2],
-                                            int64_t mrow_uniform, float (&kb)[kTileN / 8][2], int tq) {
+                                            int64_t mrow_uniform, float (&kb)[kTileN / 8][2], int mask_kind, int tq) {
   if (p.softcap > 0.f) SoftcapTile<MT>(s, p.softcap);
   const bool uniform = MaskRowUniform(p);
-  if (p.mask_kind == 1) {
+  if (mask_kind == 1) {
     if (uniform) {
       LoadKeyMask<1, T>(p, kb, mrow_uniform, t, valid, tq);
       MaskTile<1, T, MT, true>(p, s, amax, full, t, valid, geo, row_pos, mrow, kb, tq);
     } else {
       MaskTile<1, T, MT, false>(p, s, amax, full, t, valid, geo, row_pos, mrow, kb, tq);
     }
-  } else if (p.mask_kind == 2) {
+  } else if (mask_kind == 2) {
     if (uniform) {
       LoadKeyMask<2, T>(p, kb, mrow_uniform, t, valid, tq);
       MaskTile<2, T, MT, true>(p, s, amax, full, t, valid, geo, row_pos, mrow, kb, tq);
@@ -660,10 +718,10 @@ template <typename T, int MT>
 __device__ __forceinline__ void ExtRoundStep(const FwdParams& p, float (&s)[MT][kTileN / 8][4], float (&mx)[MT][2],
                                              const float (&shift)[MT][2], const bool (&ovf)[MT][2], bool full,
                                              bool any_ovf, int t, const int64_t (&mrow)[MT][2],
-                                             const float (&kb)[kTileN / 8][2], int tq) {
-  if (p.mask_kind == 2 && MaskRowUniform(p)) RoundAddShiftMax<T, MT, true>(p, s, mx, shift, ovf, t, mrow, kb, tq);
-  else if (p.mask_kind == 2) RoundAddShiftMax<T, MT, false>(p, s, mx, shift, ovf, t, mrow, kb, tq);
-  else RoundShiftMax<T, MT>(s, mx, shift, ovf, full && p.mask_kind == 0, any_ovf);
+                                             const float (&kb)[kTileN / 8][2], int mask_kind, int tq) {
+  if (mask_kind == 2 && MaskRowUniform(p)) RoundAddShiftMax<T, MT, true>(p, s, mx, shift, ovf, t, mrow, kb, tq);
+  else if (mask_kind == 2) RoundAddShiftMax<T, MT, false>(p, s, mx, shift, ovf, t, mrow, kb, tq);
+  else RoundShiftMax<T, MT>(s, mx, shift, ovf, full && mask_kind == 0, any_ovf);
 }
 
 // Online softmax in fp32: new running max, P = 2^(x·log2e − m·log2e) rounded to the half type
@@ -783,14 +841,30 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
   const int b = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
   const int R0 = tile_m * bm, R1 = min(R0 + bm, p.rows);
 
-  const int valid = ValidLen(p.nonpad, b, p.kv_len);
+  int valid = ValidLen(p.nonpad, b, p.kv_len);
   const int64_t off = p.nonpad != nullptr ? static_cast<int64_t>(valid) - p.q_len : p.past_len;
+  // kExt: a mask plane that only restates padding (keys [0, n)) or causal + padding runs as the
+  // plain steps with that geometry: the same scores attended, the same per-score arithmetic. The
+  // key tiles (KeyTiles) then end at n, so split-KV divides only the attended tiles among the
+  // splits: other split boundaries than the mask path's, fp32 results that may differ by rounding
+  // (the selftest's emulation classifies the plane too, EmuGeometry).
+  int mask_kind = kExt ? p.mask_kind : 0, causal = p.causal;
+  if constexpr (kExt) {
+    if (p.mcls != nullptr) {
+      const int2 cls = p.mcls[(p.m_sb != 0 ? b : 0) * p.m_planes_h + (p.m_sh != 0 ? hkv * p.group : 0)];
+      if (cls.x != 0) {
+        mask_kind = 0;
+        valid = min(valid, cls.y);
+        if (cls.x == 2) causal = 1;
+      }
+    }
+  }
   TileRange tr;
   tr.R0 = R0;
   tr.R1 = R1;
   tr.valid = valid;
   tr.off = off;
-  KeyTiles(p, tr, split);
+  KeyTiles(p, tr, split, causal);
   const int t_begin = tr.t_begin, t_end = tr.t_end;
 
   const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
@@ -831,7 +905,7 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
   [[maybe_unused]] float kb[NT_S][2];
   uint32_t qf[S::QF][4];
   const bool warp_active = R0 + wr0 < R1;
-  const Geometry geo{p.causal, p.left, p.right};
+  const Geometry geo{causal, p.left, p.right};
   const float thr = OverflowThreshold<T>();
 
   for (int t = t_begin; t < t_end; ++t) {
@@ -855,12 +929,13 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     // rounded for P·V.
     const bool full = t * kTileN >= tr.a_lo && (t + 1) * kTileN <= tr.a_hi;
     float amax[MT][2];
-    if constexpr (kExt) ExtMaskStep<T, MT>(p, s, amax, full, t, tr.valid, geo, row_pos, mrow, mrow_uniform, kb, tq);
+    if constexpr (kExt)
+      ExtMaskStep<T, MT>(p, s, amax, full, t, tr.valid, geo, row_pos, mrow, mrow_uniform, kb, mask_kind, tq);
     else MaskAndAbsMax<MT>(s, amax, full, t, tr.valid, geo, row_pos, tq);
     bool ovf[MT][2];
     const bool any_ovf = OverflowRows<MT>(ovf, amax, thr);
     float mx[MT][2];
-    if constexpr (kExt) ExtRoundStep<T, MT>(p, s, mx, shift, ovf, full, any_ovf, t, mrow, kb, tq);
+    if constexpr (kExt) ExtRoundStep<T, MT>(p, s, mx, shift, ovf, full, any_ovf, t, mrow, kb, mask_kind, tq);
     else RoundShiftMax<T, MT>(s, mx, shift, ovf, full, any_ovf);
     uint32_t pf[MT][NT_S][2];
     SoftmaxUpdate<D, T, MT>(pf, s, mx, m_run, l_run, o);
@@ -915,6 +990,12 @@ int64_t Units(const AttentionProblem& p) {
 // Mask planes of the key validity: over the batch and over the (query) heads, 1 where broadcast.
 int64_t MaskPlanesB(const AttentionProblem& p) { return p.mask.stride[0] != 0 ? p.batch : 1; }
 int64_t MaskPlanesH(const AttentionProblem& p) { return p.mask.stride[1] != 0 ? p.q_heads : 1; }
+int64_t MaskRows(const AttentionProblem& p) { return p.mask.stride[2] != 0 ? p.q_len : 1; }
+// Masks are classified per plane (FwdParams::mcls) unless nonpad_kv_seqlen moves the queries'
+// offset per batch row (then the general mask path runs).
+bool ClassifyMask(const AttentionProblem& p) {
+  return p.mask.kind != MaskKind::kNone && p.nonpad_kv_seqlen == nullptr && p.q_len > 0 && p.kv_len > 0;
+}
 
 // The kExt kernels (masks, softcap) keep MT = 2 for D = 64 only: for D = 80..128 the mask step's
 // registers push MT = 2 past 255 (ptxas spills the O accumulators), MT = 1 does not spill.
@@ -933,7 +1014,7 @@ size_t SmemBytes(int d, int bm) {
 struct Layout {
   int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0, units = 0;
   int splits = 1;
-  size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, total = 0;
+  size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, off_mrow = 0, off_mcls = 0, total = 0;
 };
 
 size_t Align256(size_t x) { return (x + 255) / 256 * 256; }
@@ -969,6 +1050,12 @@ Layout MakeLayout(const AttentionProblem& p) {
   if (p.mask.kind != MaskKind::kNone) {
     L.off_mv = off;
     off += Align256(static_cast<size_t>(MaskPlanesB(p) * MaskPlanesH(p) * p.kv_len));
+    if (ClassifyMask(p)) {
+      L.off_mrow = off;
+      off += Align256(static_cast<size_t>(MaskPlanesB(p) * MaskPlanesH(p) * MaskRows(p)) * sizeof(int));
+      L.off_mcls = off;
+      off += Align256(static_cast<size_t>(MaskPlanesB(p) * MaskPlanesH(p)) * sizeof(int2));
+    }
   }
   L.total = off;
   return L;
@@ -1001,6 +1088,24 @@ void LaunchPrepass(const AttentionProblem& p, const Layout& L, cudaStream_t stre
                     static_cast<unsigned>(MaskPlanesB(p)));
     if (p.mask.kind == MaskKind::kBool) MaskKeysKernel<1, T><<<grid, dim3(32, 8), 0, stream>>>(mp);
     else MaskKeysKernel<2, T><<<grid, dim3(32, 8), 0, stream>>>(mp);
+  }
+  if (ClassifyMask(p)) {
+    MaskClassParams cp{};
+    cp.mask = p.mask.data;
+    cp.row_len = reinterpret_cast<int*>(w + L.off_mrow);
+    cp.cls = reinterpret_cast<int2*>(w + L.off_mcls);
+    cp.sb = p.mask.stride[0];
+    cp.sh = p.mask.stride[1];
+    cp.ss = p.mask.stride[2];
+    cp.rows = static_cast<int>(MaskRows(p));
+    cp.mask_len = static_cast<int>(p.mask.mask_len);
+    cp.off = static_cast<int>(p.past_len);
+    const dim3 rows(static_cast<unsigned>(cp.rows), static_cast<unsigned>(MaskPlanesH(p)),
+                    static_cast<unsigned>(MaskPlanesB(p)));
+    if (p.mask.kind == MaskKind::kBool) MaskRowsKernel<1, T><<<rows, 128, 0, stream>>>(cp);
+    else MaskRowsKernel<2, T><<<rows, 128, 0, stream>>>(cp);
+    MaskClassKernel<<<dim3(static_cast<unsigned>(MaskPlanesH(p)), static_cast<unsigned>(MaskPlanesB(p))), 256, 0,
+                      stream>>>(cp);
   }
   {
     ShiftParams sp{};
@@ -1045,6 +1150,8 @@ void SetExtParams(const AttentionProblem& p, const Layout& L, char* w, FwdParams
   fp.mask_len = masked ? static_cast<int>(p.mask.mask_len) : static_cast<int>(p.kv_len);
   fp.kv_div = static_cast<int>(L.units / p.kv_heads);
   fp.softcap = p.softcap > 0.f ? p.softcap : 0.f;
+  fp.mcls = ClassifyMask(p) ? reinterpret_cast<const int2*>(w + L.off_mcls) : nullptr;
+  fp.m_planes_h = static_cast<int>(MaskPlanesH(p));
 }
 
 // The Hopper kernel (flash_sm90.cu) runs the shapes it covers on compute capability 9.0 (its

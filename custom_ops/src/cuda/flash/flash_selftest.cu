@@ -97,7 +97,9 @@ struct Case {
   bool mb = true, mh = true, ms = true;
   int mask_len = -1;        // < 0: Skv
   int mpat = 0;             // 0 random (mask_p masked; additive: mask_amp·normal); 1 padding:
-                            // batch b attends keys < Skv − 37·b (additive: 0 / -inf)
+                            // batch b attends keys < Skv − 37·b (additive: 0 / -inf); 2 padding
+                            // and causal (key <= i + past, as transformers writes it); 3 padding
+                            // but key 3 of the middle row masked; 4 left padding (keys >= 37·b)
   float mask_p = 0.25f, mask_amp = 2.f;
   int masked_rows = 0;      // > 0: every masked_rows-th row of a mask plane attends nothing
   bool mask_cols = false;   // keys ≡ 5 (mod 17) masked in every row (they leave the block mean)
@@ -201,18 +203,19 @@ struct Geo {
   }
 };
 
-// The CTA row tiling and split boundaries of the kernel (copied logic, see flash_fwd.cu).
+// The CTA row tiling and split boundaries of the kernel (copied logic, see flash_fwd.cu, KeyTiles):
+// valid and causal are those the kernel's tile range uses (EmuGeometry).
 struct CtaRange {
   int t_begin, t_end;
 };
 CtaRange KernelRange(const Case& c, const AttentionProblem& p, int group, int bm, int splits, int tile_m, int split,
-                     int64_t valid, int64_t off) {
+                     int64_t valid, int64_t off, bool causal) {
   const int rows = c.Sq * group;
   const int R0 = tile_m * bm, R1 = std::min(R0 + bm, rows);
   const int64_t pos_first = R0 / group + off, pos_last = (R1 - 1) / group + off;
   int64_t k_lo = 0, k_hi = valid;
   if (p.left_window >= 0) k_lo = std::max<int64_t>(0, pos_first - p.left_window);
-  if (p.causal) k_hi = std::min<int64_t>(k_hi, pos_last + 1);
+  if (causal) k_hi = std::min<int64_t>(k_hi, pos_last + 1);
   if (p.right_window >= 0) k_hi = std::min<int64_t>(k_hi, pos_last + p.right_window + 1);
   int tb = 0, te = 0;
   if (k_hi > k_lo) {
@@ -271,6 +274,9 @@ void MakeMask(Run& r) {
           const size_t ix = static_cast<size_t>(b * r.mstride[0] + h * r.mstride[1] + i * r.mstride[2] + key);
           bool a = true;
           if (c.mpat == 1) a = key < c.Skv - 37 * b;
+          else if (c.mpat == 2) a = key < c.Skv - 37 * b && key <= i + c.past;
+          else if (c.mpat == 3) a = key < c.Skv - 37 * b && !(i == ns / 2 && key == 3);
+          else if (c.mpat == 4) a = key >= 37 * b;
           else a = ud(rng) >= c.mask_p;
           if (c.mpat == 0 && c.mask == 2) val[ix] = Rnd(c.mask_amp * nd(rng), c.bf);
           if (row_off || (c.mask_cols && key % 17 == 5)) a = false;
@@ -475,6 +481,47 @@ float EmuShiftDot(const std::vector<float>& qv, const float* kb, int D, float sc
   return scale * ((part[0] + part[1]) + (part[2] + part[3]));
 }
 
+// The geometry the kernel's key tiles (and so its split-KV boundaries) come from for unit u of
+// batch row b: the valid length and causality, narrowed as FlashFwdKernel narrows them when the
+// unit's mask plane only restates padding or causal + padding (the host's own classification of
+// the plane, the rules of MaskRowsKernel/MaskClassKernel). Which scores are attended does not
+// depend on it (EmuSplit applies the mask itself): only which split's tiles hold them.
+void EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
+  const Case& c = r.c;
+  valid = e.valid;
+  causal = c.causal;
+  if (c.mask == 0 || !c.nonpad.empty() || c.Sq == 0 || c.Skv == 0) return;
+  const int64_t h = r.p.mask.stride[1] != 0 ? e.u : 0;  // a per-head mask: one query head per unit
+  const int64_t mrows = r.p.mask.stride[2] == 0 ? 1 : c.Sq;
+  std::vector<int64_t> len(static_cast<size_t>(mrows));
+  for (int64_t i = 0; i < mrows; ++i) {  // n when row i attends exactly keys [0, n) (value 0), else -1
+    int64_t count = 0, last = 0;
+    bool nonzero = false;
+    for (int64_t key = 0; key < r.mlen; ++key) {
+      float add;
+      if (MaskAt(r, e.b, h, i, key, &add)) {
+        ++count;
+        last = key + 1;
+        nonzero = nonzero || add != 0.f;
+      }
+    }
+    len[static_cast<size_t>(i)] = count == last && !nonzero ? count : -1;
+  }
+  const int64_t n0 = len[0], n_last = len[static_cast<size_t>(mrows - 1)];
+  bool prefix = true, causal_pad = true;
+  for (int64_t i = 0; i < mrows; ++i) {
+    const int64_t n = len[static_cast<size_t>(i)];
+    prefix = prefix && n >= 0 && n == n0;
+    causal_pad = causal_pad && n >= 0 && n == std::min<int64_t>(i + c.past + 1, n_last);
+  }
+  if (prefix) {
+    valid = std::min(valid, n0);
+  } else if (causal_pad) {
+    valid = std::min(valid, n_last);
+    causal = true;
+  }
+}
+
 // One split of packed row R of slab e: the 64-key tiles [t_begin, t_end), fp32 (m, l, O). The
 // online softmax steps over W keys (64: the mma.sync kernel; 128: the sm90 kernel, whose tiles are
 // aligned to 128 keys: the 64-key tiles it adds before t_begin or after t_end are masked for the
@@ -572,6 +619,9 @@ void Emulate(const Run& r, std::vector<float>& out) {
                                  : std::max<int64_t>(0, std::min<int64_t>(c.Skv, c.nonpad[static_cast<size_t>(b)]));
       e.off = c.nonpad.empty() ? c.past : e.valid - c.Sq;
       EmuShift(r, e);
+      int64_t geo_valid;
+      bool geo_causal;
+      EmuGeometry(r, e, geo_valid, geo_causal);
 #pragma omp parallel for schedule(dynamic, 4)
       for (int R = 0; R < rows; ++R) {
         std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),
@@ -579,7 +629,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
         const int i = R / group, hq = u * group + R % group;
         for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, bf, b, hq, i, d);
         for (int sp = 0; sp < splits; ++sp) {
-          const CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, e.valid, e.off);
+          const CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, geo_valid, e.off, geo_causal);
           EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o, softmax_w);
           std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
         }
@@ -796,6 +846,22 @@ std::vector<Case> MaskCases() {
   c.D = 64; c.Hq = 8; c.Hkv = 2; c.Sq = 1; c.Skv = 4100; cs.push_back(c);
   c = Case{}; c.name = "softcap 10 bf16 D64 S600 window"; c.softcap = 10.f; c.amp = 2.f; c.bf = true; c.D = 64;
   c.left = 200; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 600; cs.push_back(c);
+  // Masks that only restate padding or causality (the plain steps run them, MaskClassKernel),
+  // and near misses that must take the general mask path.
+  c = Case{}; c.name = "geom bool padding [B,1,Sq,Skv] B3 D64 MT2"; c.mask = 1; c.mpat = 1; c.mh = false;
+  c.B = 3; c.D = 64; c.Hq = c.Hkv = 4; c.Sq = 200; c.Skv = 256; cs.push_back(c);
+  c = Case{}; c.name = "geom add causal+pad [B,1,S,S] B2 GQA 8/2 D128"; c.mask = 2; c.mpat = 2; c.mh = false;
+  c.B = 2; c.Hq = 8; c.Hkv = 2; c.Sq = c.Skv = 300; cs.push_back(c);
+  c = Case{}; c.name = "geom add causal+pad [1,1,S,S] D64 + is_causal"; c.mask = 2; c.mpat = 2; c.mb = c.mh = false;
+  c.causal = true; c.D = 64; c.Hq = c.Hkv = 4; c.Sq = c.Skv = 333; cs.push_back(c);
+  c = Case{}; c.name = "geom bool causal+pad past 400 q77 bf16 D96"; c.mask = 1; c.mpat = 2; c.mh = false;
+  c.B = 2; c.bf = true; c.D = 96; c.Hq = c.Hkv = 2; c.Sq = 77; c.Skv = 477; c.past = 400; cs.push_back(c);
+  c = Case{}; c.name = "geom near miss bool [B,1,Sq,Skv] D128"; c.mask = 1; c.mpat = 3; c.mh = false;
+  c.B = 2; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 260; cs.push_back(c);
+  c = Case{}; c.name = "geom left padding add [B,1,Sq,Skv] D64"; c.mask = 2; c.mpat = 4; c.mh = false;
+  c.B = 2; c.D = 64; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 300; cs.push_back(c);
+  c = Case{}; c.name = "geom add padding [B,1,Sq,Skv] + softcap 20"; c.mask = 2; c.mpat = 1; c.mh = false;
+  c.softcap = 20.f; c.B = 3; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 200; cs.push_back(c);
   for (size_t i = 0; i < cs.size(); ++i) cs[i].seed = static_cast<unsigned>(1000 + 13 * i);
   return cs;
 }
@@ -970,6 +1036,8 @@ void BenchMask() {
       {"H8 S2048 D128 add bias [1,H,S,S]", 1, 8, 8, 2048, 2048, 128, false, 2, 0, false, true, true, 0.f},
       {"Gemma2-like H16/8 S4096 D256 causal softcap 50", 1, 16, 8, 4096, 4096, 256, true, 0, 0, true, true, true, 50.f},
       {"decode q1 kv8192 GQA 32/8 D128 bool pad", 4, 32, 8, 1, 8192, 128, false, 1, 1, true, false, false, 0.f},
+      {"BERT-like B8 H12 S512 D64 add pad [B,1,S,S] (export)", 8, 12, 12, 512, 512, 64, false, 2, 1, true, false, true, 0.f},
+      {"Llama-like H32 S2048 D64 add causal+pad [1,1,S,S] + causal", 1, 32, 32, 2048, 2048, 64, true, 2, 2, false, false, true, 0.f},
   };
   for (const M& m : ms) {
     Case c;
