@@ -28,7 +28,7 @@ for f in $O/t_grid_*.log; do echo "  grid: $(tail -1 "$f")"; done
 grep -h "^FAILED\|^ERROR" $O/t_*.log | cut -c1-300 | head -10
 timeout 150 python3 benchmarks/bench_cuda.py --reps 10 --json $O/bench_cuda.json > $O/bench_cuda.txt 2>&1
 el "bench_cuda rc=$?"
-timeout 60 $T/flash_selftest bench_mask > $O/bench_mask.txt 2>&1; el "bench_mask rc=$?"
+[ "${BENCH_MASK:-1}" = 1 ] && { timeout 60 $T/flash_selftest bench_mask > $O/bench_mask.txt 2>&1; el "bench_mask rc=$?"; }
 # SAN=1: compute-sanitizer over a subset of the CUDA tests through onnxruntime (issue 11's
 # criterion 4; a few minutes more).
 if [ "${SAN:-0}" = 1 ]; then
