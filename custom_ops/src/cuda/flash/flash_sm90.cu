@@ -91,8 +91,10 @@ __device__ __forceinline__ Sm90Range MakeRange(const FwdParams& p) {
 // The ring's mbarriers, 8 bytes each from `base` (addresses, not arrays: a stage index known only
 // at run time would put an array in local memory). K' (with its kbar rows) and V have their own:
 // K' of tile i is read by the S product of iteration i, V by the P·V product of iteration i + 1.
-//   full_k(s), full_v(s): the producer's copies into stage s landed (128 asynchronous arrivals);
-//   empty_k(s), empty_v(s): the consumers' MMAs have read it (one arrival per consumer warp).
+//   full_k(s), full_v(s): the producer's copies into stage s landed (128 asynchronous arrivals;
+//     full_k also 128 plain ones after the kbar stores);
+//   empty_k(s), empty_v(s): the consumers have read it (empty_k: every consumer thread, whose own
+//     loads read the kbar rows; empty_v: one arrival per consumer warp, V is read by MMAs only).
 struct Bars {
   uint32_t base;
   __device__ __forceinline__ uint32_t full_k(int s) const { return base + 8 * s; }
@@ -136,14 +138,17 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const Sm90Range& rg,
       const bool in = key < p.kv_pad;
       CpAsync16(dk + SwizzledOffset(r, c, kBN), in ? kp + static_cast<int64_t>(key) * D + c * 8 : kp, in ? 16 : 0);
     }
+    CpAsyncArrive(bars.full_k(s));
+    // The kbar rows (read by the consumers' own loads, not by the tensor cores) with plain loads
+    // and stores, published by a plain (release) arrival: a second arrival per producer thread.
     for (int idx = ptid; idx < 2 * D / 4; idx += 128) {
       const int h = idx / (D / 4), c4 = idx % (D / 4);
       const int blk = (t * kBN + h * kHalf) / block_kv;
-      const bool in = blk < p.nblk;
-      CpAsync16(sKb + s * Plan::kKbBytes + (h * D + c4 * 4) * 4, in ? kb + static_cast<int64_t>(blk) * D + c4 * 4 : kb,
-                in ? 16 : 0);
+      const float4 v4 = blk < p.nblk ? __ldg(reinterpret_cast<const float4*>(kb + static_cast<int64_t>(blk) * D) + c4)
+                                     : make_float4(0.f, 0.f, 0.f, 0.f);
+      StsF32x4(sKb + s * Plan::kKbBytes + (h * D + c4 * 4) * 4, v4);
     }
-    CpAsyncArrive(bars.full_k(s));
+    MbarArrive(bars.full_k(s));
     if (i >= kStages) MbarWait(bars.empty_v(s), parity);
 #pragma unroll 4
     for (int idx = ptid; idx < kBN * CH; idx += 128) {
@@ -468,7 +473,7 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const Sm90Range&
   WgmmaWait<1>();  // S done; the P·V product may still run
   FenceRegs(acc);
   __syncwarp();
-  if (cx.lane == 0) MbarArrive(bars.empty_k(s));
+  MbarArrive(bars.empty_k(s));  // every thread: its own kbar loads are released by its own arrival
 
   const bool full = static_cast<int64_t>(t) * kBN >= rg.a_lo && static_cast<int64_t>(t + 1) * kBN <= rg.a_hi;
   float mx[2];
@@ -597,9 +602,9 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int s = 0; s < kStages; ++s) {
-      MbarInit(bars.full_k(s), 128);  // every producer thread, once its copies landed
+      MbarInit(bars.full_k(s), 256);  // every producer thread: once its copies landed, once for kbar
       MbarInit(bars.full_v(s), 128);
-      MbarInit(bars.empty_k(s), 8);  // every consumer warp, once its MMAs read the stage
+      MbarInit(bars.empty_k(s), 256);  // every consumer thread, once its MMAs and loads read the stage
       MbarInit(bars.empty_v(s), 8);
     }
   }
