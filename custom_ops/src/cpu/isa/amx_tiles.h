@@ -227,6 +227,23 @@ inline AmxScratch& ThreadAmxScratch() {
   return s;
 }
 
+// The probability tile's bf16 terms, [rows32][n32] (lo: null when P has none, bf16 P).
+struct AmxPTerms {
+  const uint16_t *hi, *lo;
+};
+
+// P (t.s, rounded to the half type) split into its A-operand terms, in the thread's scratch.
+template <int R>
+inline AmxPTerms AmxPackP(TileState& t, const RowParams&, const KvBlock& kv) {
+  const int64_t n = kv.n_pad, n32 = AmxAlign(n);
+  AmxScratch& sc = ThreadAmxScratch();
+  const int64_t p_elems = AmxAlign(t.rows) * n32;
+  uint16_t* ph = AmxScratch::Grow(sc.ph, p_elems);
+  uint16_t* pl = R == kRoundF16 ? AmxScratch::Grow(sc.pl, p_elems) : nullptr;
+  SplitRows(t.s, t.rows, n, n, ph, pl);
+  return {ph, pl};
+}
+
 struct AmxProducts : FmaProducts {
   static void Score(TileState& t, const RowParams& rp, const KvBlock& kv) {
     if (kv.pack == nullptr) {
@@ -268,13 +285,9 @@ struct AmxProducts : FmaProducts {
       return;
     }
     const int64_t n = kv.n_pad, n32 = AmxAlign(n);
-    const bool p_lo = R == kRoundF16, v_lo = rp.v_type == ElemType::kFloat16;
-    AmxScratch& sc = ThreadAmxScratch();
-    const int64_t p_elems = AmxAlign(t.rows) * n32;
-    uint16_t* ph = AmxScratch::Grow(sc.ph, p_elems);
-    uint16_t* pl = p_lo ? AmxScratch::Grow(sc.pl, p_elems) : nullptr;
-    SplitRows(t.s, t.rows, n, n, ph, pl);
+    const bool v_lo = rp.v_type == ElemType::kFloat16;
+    const AmxPTerms p = AmxPackP<R>(t, rp, kv);
     const AmxBlockPack b(kv.pack, rp.head_dim, n, rp.dv_pad);
-    AmxGemm({ph, pl, n32, b.vh, v_lo ? b.vl : nullptr, rp.dv_pad, n32 / kAmxK}, t.rows, rp.dv_pad, t.pv, rp.dv_pad);
+    AmxGemm({p.hi, p.lo, n32, b.vh, v_lo ? b.vl : nullptr, rp.dv_pad, n32 / kAmxK}, t.rows, rp.dv_pad, t.pv, rp.dv_pad);
   }
 };
