@@ -11,13 +11,9 @@ inline const float*& BenchScores() {
 }
 
 struct BenchProducts : AmxProducts {
-  static void Score(TileState& t, const RowParams& rp, const KvBlock& kv) {
-    const int64_t D = rp.head_dim, n = kv.n_pad;
-    std::memcpy(t.s, BenchScores(), static_cast<size_t>(t.rows * n) * sizeof(float));
-    if (rp.precision == Precision::kHalf && rp.half_type == ElemType::kFloat16) RescoreLarge(t, D, kv);
+  static void Score(TileState& t, const RowParams&, const KvBlock& kv) {
+    std::memcpy(t.s, BenchScores(), static_cast<size_t>(t.rows * kv.n_pad) * sizeof(float));
   }
   template <int R, class VRow>
-  static void Pv(TileState& t, const RowParams& rp, const KvBlock& kv, int64_t, const VRow&) {
-    AmxPackP<R>(t, rp, kv);  // everything of AmxProducts::Pv but the tile GEMM
-  }
+  static void Pv(TileState&, const RowParams&, const KvBlock&, int64_t, const VRow&) {}  // P is packed already
 };
