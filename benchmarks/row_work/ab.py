@@ -35,7 +35,7 @@ def main() -> None:
             for case, ns in run(binary, args).items():
                 times[case][tag].append(ns)
     for case, t in times.items():
-        ratio = [x / y for x, y in zip(t["A"], t["B"])]
+        ratio = [x / y for x, y in zip(t["A"], t["B"], strict=True)]
         q = statistics.quantiles(ratio, n=4)
         ma, mb = statistics.median(t["A"]), statistics.median(t["B"])
         print(
