@@ -102,6 +102,13 @@ struct V {
     return _mm512_mask_blend_epi32(unord(x), r, quiet);
   }
   static T round_bf16(T x) { return _mm512_castsi512_ps(bf16_bits(x)); }
+  // round_bf16 for lanes that hold no NaN (the quieting blend left out; the same value else).
+  static T round_bf16_nonnan(T x) {
+    const __m512i b = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
   static float reduce_add(T a) {
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));

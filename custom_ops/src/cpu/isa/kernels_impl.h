@@ -46,6 +46,20 @@ inline T RoundV(T x) {
   else return x;
 }
 
+// Whether V offers round_bf16_nonnan (round_bf16 without the NaN handling).
+template <class VV, class = void>
+struct HasRoundBf16NonNaN : std::false_type {};
+template <class VV>
+struct HasRoundBf16NonNaN<VV, std::void_t<decltype(static_cast<void>(VV::round_bf16_nonnan(*std::declval<typename VV::T*>())))>>
+    : std::true_type {};
+
+// RoundV for x that holds no NaN (the same values).
+template <int R, class VV = V>
+inline T RoundVNonNaN(T x) {
+  if constexpr (R == kRoundBF16 && HasRoundBf16NonNaN<VV>::value) return VV::round_bf16_nonnan(x);
+  else return RoundV<R>(x);
+}
+
 inline float RoundScalar(float x, int r) {
   if (r == kRoundF16) return RoundToHalf(x);
   if (r == kRoundBF16) return RoundToBFloat16(x);
@@ -104,7 +118,7 @@ inline void WithSrcType(ElemType type, F&& f) {
 template <class VV, class = void>
 struct HasNonFinite : std::false_type {};
 template <class VV>
-struct HasNonFinite<VV, std::void_t<decltype(VV::nonfinite(std::declval<typename VV::T>()))>> : std::true_type {};
+struct HasNonFinite<VV, std::void_t<decltype(VV::nonfinite(*std::declval<typename VV::T*>()))>> : std::true_type {};
 
 // Lanes holding inf or NaN (x − x is 0 exactly for finite x).
 template <class VV = V>
@@ -474,7 +488,8 @@ enum ExpMode { kExpFiniteMax = 0, kExpNaN = 1, kExpNaNMasked = 2 };
 template <int R, int kMode>
 inline T ExpVec(const float* x, T mv) {
   const T xv = V::load(x);
-  T p = RoundV<R>(ExpNonPositive<kMode != kExpFiniteMax>(V::sub(xv, mv)));
+  const T e = ExpNonPositive<kMode != kExpFiniteMax>(V::sub(xv, mv));
+  T p = kMode == kExpFiniteMax ? RoundVNonNaN<R>(e) : RoundV<R>(e);  // finite max: no NaN
   if constexpr (kMode == kExpNaNMasked) p = V::select(V::eq(xv, V::set1(-kInf)), V::zero(), p);
   return p;
 }
