@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The amx path's correctness tests and issue 13's benchmark on an AMX host, in under 8 minutes.
 #
-# 1) Here (a build machine; needs the repo's venv for the onnxruntime headers):
+# 1) Here (a build machine; needs the onnxruntime headers of a `pip install -e .` build):
 #      scripts/amx_device.sh prepare [BASE_COMMIT]
-#    builds the library of BASE_COMMIT (default: main) and of the working tree (CUDA off,
+#    builds the library of BASE_COMMIT (default: the merge base with main) and of the working tree (CUDA off,
 #    Release) into build/device/base.so and build/device/new.so.
 # 2) On the AMX host (the lent Xeon: python3 with numpy, onnx, onnxruntime, torch, pytest;
 #    carry build/device with the working tree):
@@ -21,7 +21,7 @@ mode=${1:-run}
 
 if [ "$mode" = prepare ]; then
   set -e
-  base=${2:-main}
+  base=${2:-$(git merge-base main HEAD)}
   ort=$(ls -d "$root"/build/*/ort-headers/usr/include/onnxruntime 2>/dev/null | head -1)
   [ -n "$ort" ] || { echo "no onnxruntime headers under build/*/ort-headers: pip install -e . first" >&2; exit 1; }
   src=$(mktemp -d)
@@ -52,26 +52,30 @@ step() { echo; echo "==== $1 ($(date +%T))"; }
 step "CPU and path selection"
 grep -m1 "model name" /proc/cpuinfo; nproc
 grep -o -w -E 'amx_bf16|amx_tile|avx512_bf16|avx512_fp16' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
-$py -c "import json, onnxruntime, numpy; from pasa_onnx.runtime import isa_info; i = isa_info(); print(json.dumps(i), 'onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__); assert i['active'] == 'amx', 'the amx path is not active'" \
-  || { echo "amx is not the active path: stop"; exit 1; }
+isa=${PASA_DEVICE_ISA:-amx}  # another value only to try this script on a machine without AMX
+$py -c "import json, onnxruntime, numpy; from pasa_onnx.runtime import isa_info; i = isa_info(); print(json.dumps(i), 'onnxruntime', onnxruntime.__version__, 'numpy', numpy.__version__); assert i['active'] == '$isa', 'the $isa path is not active'" \
+  || { echo "$isa is not the active path: stop"; exit 1; }
 
-step "bit identity new vs base on the amx path (ab_builds --check)"
-timeout 150 $py benchmarks/ab_builds.py --a "$base_lib" --b "$PASA_ONNX_LIBRARY" --check --isa amx 2>&1 | tee "$out/ab_check.log" | tail -3 || status=1
+step "bit identity new vs base on the $isa path (ab_builds --check)"
+timeout 90 $py benchmarks/ab_builds.py --a "$base_lib" --b "$PASA_ONNX_LIBRARY" --check --isa "$isa" 2>&1 | tee "$out/ab_check.log" | tail -3
+grep -q '"mismatches": \[\]' "$out/ab_check.log" || { echo "new differs from base (or the check did not finish)"; status=1; }
 
 step "amx-path tests"
 xdist=$($py -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
-timeout 240 $py -m pytest -q -p no:cacheprovider $xdist \
+timeout 150 $py -m pytest -q -p no:cacheprovider $xdist \
   tests/test_isa_paths.py::test_amx_path_matches_its_split_product_emulation \
   tests/test_op_basics.py tests/test_conformance.py tests/test_numerics_stress.py tests/test_numerics_paper.py \
   2>&1 | tee "$out/tests.log" | tail -15
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
-step "speed new vs base, one thread (ab_builds --speed; ratio > 1: new is faster)"
-timeout 120 $py benchmarks/ab_builds.py --a "$base_lib" --b "$PASA_ONNX_LIBRARY" --speed --seq 1024,4096 --reps 5 \
-  2>&1 | tee "$out/ab_speed.log" | tail -8
+step "speed new vs base, one thread (ab_builds --speed; speedup_b_over_a > 1: new is faster)"
+for dt in float16 bfloat16; do
+  timeout 60 $py benchmarks/ab_builds.py --a "$base_lib" --b "$PASA_ONNX_LIBRARY" --speed --seq 128,1024,4096 --reps 5 \
+    --dtype $dt 2>&1 | tee "$out/ab_speed_$dt.log" | tail -6
+done
 
 step "issue 13 benchmark, one thread, new library"
-timeout 170 $py benchmarks/bench_attention.py --threads 1 --shapes 12x64 --seq 128,1024,4096 --causal 0,1 \
+timeout 120 $py benchmarks/bench_attention.py --threads 1 --shapes 12x64 --seq 128,1024,4096 --causal 0,1 \
   --min-time 0.03 --reps 3 --variants pasa,pasa_bf16,mha_fp32,sdpa_bf16,sdpa_fp16,sdpa_fp32 \
   --json "$out/bench_amx_1t.json" 2>&1 | tee "$out/bench.log" | sed -n '/==== all cases ====/,$p'
 

@@ -7,7 +7,13 @@
 // tile products), zero/load/store/set1, add/sub/mul/div/fma(a,b,c)=a·b+c, max/abs,
 // gt/ge/eq/unord -> M, mor/mand/mfalse, any, select(m, a, b) = m ? a : b, round_nearest, pow2i (2^n for
 // integral n in [-127, 127]), scale2(p, n) = p·2^n for integral n in [-127, 0], round_half/round_bf16 (round-to-nearest-even and back),
-// reduce_add/reduce_max, load_f16/load_bf16/store_f16/store_bf16 (W elements).
+// reduce_add/reduce_max, load_f16/load_bf16/store_f16/store_bf16 (W elements); optionally
+// dot_f64, transpose_w, nonfinite (±inf or NaN lanes) and round_bf16_nonnan (round_bf16 for
+// lanes without NaN), each detected and replaced by a generic form where V lacks it.
+//
+// The row pipeline per key block (AttendBlockT): the tile's score product, the removed shifts of
+// its rows, then per row two passes over its n scores (ShiftMax: shift, max, overflow check;
+// ExpRow: exp, rounding, sum, P written where the products read it), then P·V and the rescale.
 //
 // Determinism: every score is one multiply-add chain over the head dimension, every P·V output one
 // chain over the keys, every row reduction a fixed tree — so a row's result does not depend on
