@@ -3,7 +3,7 @@
 #
 # 1) Here (a build machine; needs the onnxruntime headers of a `pip install -e .` build):
 #      scripts/amx_device.sh prepare [BASE_COMMIT]
-#    builds the library of BASE_COMMIT (default: the merge base with main) and of the working tree (CUDA off,
+#    builds the library of BASE_COMMIT (default 6548662, the tree before the row-work cut) and of the working tree (CUDA off,
 #    Release) into build/device/base.so and build/device/new.so.
 # 2) On the AMX host (the lent Xeon: python3 with numpy, onnx, onnxruntime, torch, pytest;
 #    carry build/device with the working tree):
@@ -21,7 +21,7 @@ mode=${1:-run}
 
 if [ "$mode" = prepare ]; then
   set -e
-  base=${2:-$(git merge-base main HEAD)}
+  base=${2:-6548662}  # default: the tree before the row-work cut (issue 13, branch amx2)
   ort=$(ls -d "$root"/build/*/ort-headers/usr/include/onnxruntime 2>/dev/null | head -1)
   [ -n "$ort" ] || { echo "no onnxruntime headers under build/*/ort-headers: pip install -e . first" >&2; exit 1; }
   src=$(mktemp -d)
