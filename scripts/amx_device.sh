@@ -62,10 +62,12 @@ grep -q '"mismatches": \[\]' "$out/ab_check.log" || { echo "new differs from bas
 
 step "amx-path tests"
 xdist=$($py -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
-timeout 150 $py -m pytest -q -p no:cacheprovider $xdist \
+# -v: one line per test as it finishes, so a run cut off by the timeout still names its failures
+# (the 2026-12-01 run stopped at 150 s with one unnamed F); AMX_TEST_TIMEOUT to give it longer.
+timeout "${AMX_TEST_TIMEOUT:-150}" $py -m pytest -v -p no:cacheprovider $xdist \
   tests/test_isa_paths.py::test_amx_path_matches_its_split_product_emulation \
   tests/test_op_basics.py tests/test_conformance.py tests/test_numerics_stress.py tests/test_numerics_paper.py \
-  2>&1 | tee "$out/tests.log" | tail -15
+  2>&1 | tee "$out/tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -15
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 step "speed new vs base, one thread (ab_builds --speed; speedup_b_over_a > 1: new is faster)"
