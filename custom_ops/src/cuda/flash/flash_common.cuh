@@ -65,6 +65,54 @@ struct Geometry {
   }
 };
 
+// The CTA's packed rows [R0, R1), the valid keys of its batch row, the position offset of its
+// queries (absolute position of packed row R: R / G + off) and its key tiles.
+struct TileRange {
+  int R0, R1, valid;
+  int64_t off;
+  int64_t a_lo, a_hi;  // keys every row of the CTA attends: [a_lo, a_hi)
+  int t_begin, t_end;  // key tiles of this CTA (and split)
+};
+
+// The CTA's key tiles of kTile keys [t_begin, t_end) (kSplit: of split `split` of `splits`) and
+// the keys every row attends [a_lo, a_hi), from the rows [R0, R1), valid and off already in tr,
+// with the causality `causal` (the problem's, or a classified mask plane's).
+template <int kTile, bool kSplit>
+__device__ __forceinline__ void KeyTiles(const FwdParams& p, TileRange& tr, int split, int splits, int causal) {
+  const int R0 = tr.R0, R1 = tr.R1, valid = tr.valid;
+  const int64_t off = tr.off;
+  const int64_t pos_first = R0 / p.group + off, pos_last = (R1 - 1) / p.group + off;
+  // Keys any row of the CTA may attend: [k_lo, k_hi); keys every row attends: [a_lo, a_hi).
+  int64_t k_lo = 0, k_hi = valid, a_lo = 0, a_hi = valid;
+  if (p.left >= 0) {
+    k_lo = Max64(0, pos_first - p.left);
+    a_lo = Max64(0, pos_last - p.left);
+  }
+  if (causal) {
+    k_hi = Min64(k_hi, pos_last + 1);
+    a_hi = Min64(a_hi, pos_first + 1);
+  }
+  if (p.right >= 0) {
+    k_hi = Min64(k_hi, pos_last + p.right + 1);
+    a_hi = Min64(a_hi, pos_first + p.right + 1);
+  }
+  int t_begin = 0, t_end = 0;
+  if (k_hi > k_lo) {
+    t_begin = static_cast<int>(k_lo / kTile);
+    t_end = static_cast<int>((k_hi + kTile - 1) / kTile);
+  }
+  if constexpr (kSplit) {
+    const int nt = t_end - t_begin, per = (nt + splits - 1) / splits;
+    const int s_begin = min(t_end, t_begin + split * per);
+    t_end = min(t_end, s_begin + per);
+    t_begin = s_begin;
+  }
+  tr.a_lo = a_lo;
+  tr.a_hi = a_hi;
+  tr.t_begin = t_begin;
+  tr.t_end = t_end;
+}
+
 // Round an fp32 score to the half type's precision, round-to-nearest-even on the bit pattern
 // (integer ALU, not the conversion unit): exact for bf16; for fp16 exact in the normal range
 // (|s| < 2^-14 keeps 11 significant bits instead of fp16's subnormal grid; |s| >= 65520 never

@@ -258,52 +258,6 @@ struct FwdShape {
   static constexpr int QF = kQInRegs ? KSTEPS : 1;      // rows of the Q fragment array
 };
 
-// The CTA's packed rows [R0, R1), the valid keys of its batch row, the position offset of its
-// queries (absolute position of packed row R: R / G + off) and its key tiles.
-struct TileRange {
-  int R0, R1, valid;
-  int64_t off;
-  int64_t a_lo, a_hi;  // keys every row of the CTA attends: [a_lo, a_hi)
-  int t_begin, t_end;  // key tiles of this CTA (and split)
-};
-
-// The CTA's key tiles [t_begin, t_end) (of its split) and the keys every row attends [a_lo, a_hi),
-// from the rows [R0, R1), valid and off already in tr.
-__device__ __forceinline__ void KeyTiles(const FwdParams& p, TileRange& tr, int split, int causal) {
-  const int R0 = tr.R0, R1 = tr.R1, valid = tr.valid;
-  const int64_t off = tr.off;
-  const int64_t pos_first = R0 / p.group + off, pos_last = (R1 - 1) / p.group + off;
-  // Keys any row of the CTA may attend: [k_lo, k_hi); keys every row attends: [a_lo, a_hi).
-  int64_t k_lo = 0, k_hi = valid, a_lo = 0, a_hi = valid;
-  if (p.left >= 0) {
-    k_lo = Max64(0, pos_first - p.left);
-    a_lo = Max64(0, pos_last - p.left);
-  }
-  if (causal) {
-    k_hi = Min64(k_hi, pos_last + 1);
-    a_hi = Min64(a_hi, pos_first + 1);
-  }
-  if (p.right >= 0) {
-    k_hi = Min64(k_hi, pos_last + p.right + 1);
-    a_hi = Min64(a_hi, pos_first + p.right + 1);
-  }
-  int t_begin = 0, t_end = 0;
-  if (k_hi > k_lo) {
-    t_begin = static_cast<int>(k_lo / kTileN);
-    t_end = static_cast<int>((k_hi + kTileN - 1) / kTileN);
-  }
-  {
-    const int nt = t_end - t_begin, per = (nt + p.splits - 1) / p.splits;
-    const int s_begin = min(t_end, t_begin + split * per);
-    t_end = min(t_end, s_begin + per);
-    t_begin = s_begin;
-  }
-  tr.a_lo = a_lo;
-  tr.a_hi = a_hi;
-  tr.t_begin = t_begin;
-  tr.t_end = t_end;
-}
-
 // Shared-memory layout: Q tile, two K' and two V tiles (double buffer), two kbar rows.
 template <typename T>
 struct SmemTiles {
@@ -864,7 +818,7 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
   tr.R1 = R1;
   tr.valid = valid;
   tr.off = off;
-  KeyTiles(p, tr, split, causal);
+  KeyTiles<kTileN, true>(p, tr, split, p.splits, causal);
   const int t_begin = tr.t_begin, t_end = tr.t_end;
 
   const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;

@@ -50,41 +50,15 @@ struct SmemPlan {
   static constexpr int kAlloc = kBytes + 1024;  // the swizzle needs 1024-byte aligned tiles
 };
 
-// The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each).
-struct Sm90Range {
-  int R0, R1, valid, t_begin, t_end;
-  int64_t off, a_lo, a_hi;
-};
-
-__device__ __forceinline__ Sm90Range MakeRange(const FwdParams& p) {
-  Sm90Range r;
+// The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each; no split).
+__device__ __forceinline__ TileRange MakeRange(const FwdParams& p) {
+  TileRange r;
   const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
   r.R0 = tile_m * kBM;
   r.R1 = min(r.R0 + kBM, p.rows);
-  const int b = blockIdx.z;
-  r.valid = ValidLen(p.nonpad, b, p.kv_len);
+  r.valid = ValidLen(p.nonpad, blockIdx.z, p.kv_len);
   r.off = p.nonpad != nullptr ? static_cast<int64_t>(r.valid) - p.q_len : p.past_len;
-  const int64_t pos_first = r.R0 / p.group + r.off, pos_last = (r.R1 - 1) / p.group + r.off;
-  int64_t k_lo = 0, k_hi = r.valid, a_lo = 0, a_hi = r.valid;
-  if (p.left >= 0) {
-    k_lo = Max64(0, pos_first - p.left);
-    a_lo = Max64(0, pos_last - p.left);
-  }
-  if (p.causal) {
-    k_hi = Min64(k_hi, pos_last + 1);
-    a_hi = Min64(a_hi, pos_first + 1);
-  }
-  if (p.right >= 0) {
-    k_hi = Min64(k_hi, pos_last + p.right + 1);
-    a_hi = Min64(a_hi, pos_first + p.right + 1);
-  }
-  r.t_begin = r.t_end = 0;
-  if (k_hi > k_lo) {
-    r.t_begin = static_cast<int>(k_lo / kBN);
-    r.t_end = static_cast<int>((k_hi + kBN - 1) / kBN);
-  }
-  r.a_lo = a_lo;
-  r.a_hi = a_hi;
+  KeyTiles<kBN, false>(p, r, 0, 1, p.causal);
   return r;
 }
 
@@ -113,7 +87,7 @@ __device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
 // rows, then V rows (zero past the valid length: P·V never sees padded keys' ±inf or NaN), each
 // into its ring once the consumers have released the stage.
 template <int D, typename T>
-__device__ __forceinline__ void Produce(const FwdParams& p, const Sm90Range& rg, uint8_t* base, const Bars& bars) {
+__device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg, uint8_t* base, const Bars& bars) {
   using Plan = SmemPlan<D>;
   constexpr int CH = D / 8;
   const int ptid = threadIdx.x;  // 0..127
@@ -159,7 +133,7 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const Sm90Range& rg,
     }
     CpAsyncArrive(bars.full_v(s));
   }
-  CpAsyncWait<0>();  // nothing in flight when the producer's warps exit
+  CpAsyncWaitAll();  // nothing in flight when the producer's warps exit
 }
 
 // The removed shift c·(q·kbar) of this thread's two rows (CTA rows r0, r0 + 8) for one kbar row
@@ -197,23 +171,10 @@ constexpr int kNT = kBN / 8;  // 8-column tiles of S
 
 // The mask of a partial tile (-inf where a key is past the valid length or outside the row's
 // causal/window range) and the attended max |S| per (row, 64-key half), for the overflow test.
-// Full tiles take the first branch: no per-score test (the branch stays outside the loops).
-__device__ __forceinline__ void MaskAbsMax(float (&acc)[kBN / 2], float (&amax)[2][2], bool full, int t, int valid,
+// (Full tiles take FullTileSteps: no per-score test.)
+__device__ __forceinline__ void MaskAbsMax(float (&acc)[kBN / 2], float (&amax)[2][2], int t, int valid,
                                            const Geometry& geo, const int (&row_pos)[2], int tq) {
   const float NEG_INF = -INFINITY;
-  if (full) {
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float am = 0.f;
-#pragma unroll
-        for (int j = h * 8; j < h * 8 + 8; ++j)
-          am = fmaxf(am, fmaxf(fabsf(acc[4 * j + 2 * rr]), fabsf(acc[4 * j + 2 * rr + 1])));
-        amax[rr][h] = am;
-      }
-    return;
-  }
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr)
 #pragma unroll
@@ -315,7 +276,7 @@ __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], 
     FullTileSteps<T>(acc, mx, shift);
   } else {
     float amax[2][2];
-    MaskAbsMax(acc, amax, false, t, valid, geo, row_pos, tq);
+    MaskAbsMax(acc, amax, t, valid, geo, row_pos, tq);
     const float thr = OverflowThreshold<T>();
     bool any = false;
 #pragma unroll
@@ -436,7 +397,7 @@ struct ConsumerCtx {
 // the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by a zero tile (the
 // MMAs stay unconditional: a wgmma on a path the compiler cannot prove uniform is serialised).
 template <int D, typename T>
-__device__ __forceinline__ void ConsumeTile(const FwdParams& p, const Sm90Range& rg, const Bars& bars,
+__device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange& rg, const Bars& bars,
                                             const ConsumerCtx& cx, ConsumerState<D>& st, int i) {
   using Plan = SmemPlan<D>;
   const int t = rg.t_begin + i, s = i % kStages, sp = (i + kStages - 1) % kStages;
@@ -488,7 +449,7 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const Sm90Range&
 
 // Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63.
 template <int D, typename T>
-__device__ __forceinline__ void Consume(const FwdParams& p, const Sm90Range& rg, uint8_t* base, const Bars& bars,
+__device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg, uint8_t* base, const Bars& bars,
                                         int cw) {
   using Plan = SmemPlan<D>;
   using Tr = HalfTraits<T>;
@@ -519,7 +480,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const Sm90Range& rg,
     const uint32_t one2 = AsU32(Tr::Pack(1.f, 1.f));
     uint4* ones = reinterpret_cast<uint4*>(base + Plan::kOffOnes) + cw * (Plan::kTileBytes / 32);
     for (int idx = tid; idx < Plan::kTileBytes / 32; idx += 128) ones[idx] = make_uint4(one2, one2, one2, one2);
-    CpAsyncWait<0>();
+    CpAsyncWaitAll();
     FenceProxyAsync();
     NamedBarrierSync(1 + cw, 128);
   }
@@ -597,7 +558,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
   using Plan = SmemPlan<D>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  const Sm90Range rg = MakeRange(p);
+  const TileRange rg = MakeRange(p);
   const Bars bars{SmemAddr(base + Plan::kOffBar)};
   if (threadIdx.x == 0) {
 #pragma unroll

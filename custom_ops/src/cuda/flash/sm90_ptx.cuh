@@ -57,10 +57,6 @@ __device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
 // Orders this thread's generic-proxy shared-memory writes (cp.async landed) before the async
 // proxy's reads (wgmma operands).
 __device__ __forceinline__ void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 __device__ __forceinline__ void NamedBarrierSync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
@@ -74,7 +70,6 @@ template <int N>
 __device__ __forceinline__ void WgmmaWait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-__device__ __forceinline__ void WgmmaWaitAll() { WgmmaWait<0>(); }
 // Keeps the compiler from moving accesses of the accumulators across the asynchronous MMAs.
 template <int N>
 __device__ __forceinline__ void FenceRegs(float (&r)[N]) {

@@ -34,7 +34,7 @@ __global__ void SsProbe(const __half* q, const __half* k, float* s) {
   for (int idx = tid; idx < N * D / 8; idx += 128)
     CpAsync16(sk + SwizzledOffset(idx / (D / 8), idx % (D / 8), N), k + idx * 8, 16);
   CpAsyncCommit();
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  CpAsyncWaitAll();
   FenceProxyAsync();
   __syncthreads();
   float acc[N / 2];
@@ -44,7 +44,7 @@ __global__ void SsProbe(const __half* q, const __half* k, float* s) {
     WgmmaSS<N, __half>(acc, Desc(sq + (kk >> 2) * kRows * 128 + (kk & 3) * 32, 16, 1024),
                        Desc(sk + (kk >> 2) * N * 128 + (kk & 3) * 32, 16, 1024), kk > 0 ? 1 : 0);
   WgmmaCommit();
-  WgmmaWaitAll();
+  WgmmaWait<0>();
   FenceRegs(acc);
   const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
   for (int j = 0; j < N / 8; ++j)
@@ -62,7 +62,7 @@ __global__ void RsProbe(const __half* p, const __half* v, float* o, uint32_t lbo
   for (int idx = tid; idx < K * N / 8; idx += 128)
     CpAsync16(sv + SwizzledOffset(idx / (N / 8), idx % (N / 8), K), v + idx * 8, 16);
   CpAsyncCommit();
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  CpAsyncWaitAll();
   FenceProxyAsync();
   __syncthreads();
   const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
@@ -81,7 +81,7 @@ __global__ void RsProbe(const __half* p, const __half* v, float* o, uint32_t lbo
     WgmmaRS<N, __half, 1>(acc, a, Desc(sv + kk * 16 * 128, lbo, sbo), 1);
   }
   WgmmaCommit();
-  WgmmaWaitAll();
+  WgmmaWait<0>();
   FenceRegs(acc);
   for (int j = 0; j < N / 8; ++j)
     for (int rr = 0; rr < 2; ++rr)
