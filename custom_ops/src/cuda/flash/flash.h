@@ -27,7 +27,8 @@ std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* works
 int FlashNumSplits(const AttentionProblem& p);
 
 // Which main kernel RunFlash launches for `p` on the current device: "sm90" (wgmma, compute
-// capability 9.0) or "sm80" (mma.sync).
+// capability 9.0), "sm80" (mma.sync), or "sm90/sm80" (a classified mask on Hopper: sm90 for the
+// padding and causal+padding planes, mma.sync for the general ones).
 const char* FlashKernelName(const AttentionProblem& p);
 
 }  // namespace pasa::cuda

@@ -42,6 +42,7 @@ struct FwdParams {
   // {2, n} row i attends exactly keys [0, min(i + past_len + 1, n)) (causal + padding).
   const int2* mcls;
   int m_planes_h;
+  int skip_classified;  // kExt on Hopper: planes of class 1 or 2 are the sm90 kernel's (return)
 };
 
 __device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }

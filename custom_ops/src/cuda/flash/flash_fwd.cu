@@ -807,6 +807,7 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     if (p.mcls != nullptr) {
       const int2 cls = p.mcls[(p.m_sb != 0 ? b : 0) * p.m_planes_h + (p.m_sh != 0 ? hkv * p.group : 0)];
       if (cls.x != 0) {
+        if (p.skip_classified) return;  // the whole CTA: the sm90 kernel runs this plane
         mask_kind = 0;
         valid = min(valid, cls.y);
         if (cls.x == 2) causal = 1;
@@ -1127,7 +1128,9 @@ bool DeviceIsSm90() {
 }
 bool UseSm90(const AttentionProblem& p, const Layout& L) {
 #if PASA_HAVE_SM90
-  return Sm90Covers(static_cast<int>(p.head_dim), ExtKernel(p), L.splits) && !Sm80Forced() && DeviceIsSm90();
+  return Sm90Covers(static_cast<int>(p.head_dim), p.softcap > 0.f, ClassifyMask(p), p.mask.kind != MaskKind::kNone,
+                    L.splits) &&
+         !Sm80Forced() && DeviceIsSm90();
 #else
   (void)p, (void)L, (void)Sm80Forced, (void)DeviceIsSm90;
   return false;
@@ -1172,9 +1175,15 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   fp.scale = p.scale;
   SetExtParams(p, L, w, fp);
 #if PASA_HAVE_SM90
-  if (UseSm90(p, L))
-    return LaunchSm90(fp, D, std::is_same<T, __nv_bfloat16>::value, static_cast<int>(L.units),
-                      static_cast<int>(p.batch), stream);
+  // Hopper: the sm90 kernel runs unmasked problems, and with a classified mask the padding and
+  // causal+padding planes; the kExt kernel below then runs only the general planes (its CTAs of
+  // classified planes return at once).
+  if (UseSm90(p, L)) {
+    const std::string err = LaunchSm90(fp, D, std::is_same<T, __nv_bfloat16>::value, static_cast<int>(L.units),
+                                       static_cast<int>(p.batch), stream);
+    if (!err.empty() || !kExt) return err;
+    fp.skip_classified = 1;
+  }
 #endif
   const size_t smem = SmemBytes(D, 16 * kWarps * MT);
   cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T, MT, kExt>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -1261,7 +1270,8 @@ size_t FlashWorkspaceBytes(const AttentionProblem& p) { return flash::MakeLayout
 int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).splits; }
 
 const char* FlashKernelName(const AttentionProblem& p) {
-  return flash::UseSm90(p, flash::MakeLayout(p)) ? "sm90" : "sm80";
+  if (!flash::UseSm90(p, flash::MakeLayout(p))) return "sm80";
+  return p.mask.kind != MaskKind::kNone ? "sm90/sm80" : "sm90";
 }
 
 std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* workspace) {

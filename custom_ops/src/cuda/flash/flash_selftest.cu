@@ -486,11 +486,12 @@ float EmuShiftDot(const std::vector<float>& qv, const float* kb, int D, float sc
 // unit's mask plane only restates padding or causal + padding (the host's own classification of
 // the plane, the rules of MaskRowsKernel/MaskClassKernel). Which scores are attended does not
 // depend on it (EmuSplit applies the mask itself): only which split's tiles hold them.
-void EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
+// Returns whether the plane is classified (padding or causal + padding).
+bool EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
   const Case& c = r.c;
   valid = e.valid;
   causal = c.causal;
-  if (c.mask == 0 || !c.nonpad.empty() || c.Sq == 0 || c.Skv == 0) return;
+  if (c.mask == 0 || !c.nonpad.empty() || c.Sq == 0 || c.Skv == 0) return false;
   const int64_t h = r.p.mask.stride[1] != 0 ? e.u : 0;  // a per-head mask: one query head per unit
   const int64_t mrows = r.p.mask.stride[2] == 0 ? 1 : c.Sq;
   std::vector<int64_t> len(static_cast<size_t>(mrows));
@@ -520,6 +521,7 @@ void EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
     valid = std::min(valid, n_last);
     causal = true;
   }
+  return prefix || causal_pad;
 }
 
 // One split of packed row R of slab e: the 64-key tiles [t_begin, t_end), fp32 (m, l, O). The
@@ -605,7 +607,10 @@ void Emulate(const Run& r, std::vector<float>& out) {
   const int rows = c.Sq * group;
   const int bm = BlockRows(r, rows);
   const int splits = pasa::cuda::FlashNumSplits(p);
-  const int softmax_w = std::strcmp(pasa::cuda::FlashKernelName(p), "sm90") == 0 ? 128 : 64;
+  // The sm90 kernel steps the softmax over 128 keys: every plane ("sm90"), or with a classified
+  // mask the padding and causal+padding planes ("sm90/sm80", EmuGeometry's classification).
+  const char* kernel = pasa::cuda::FlashKernelName(p);
+  const bool sm90_all = std::strcmp(kernel, "sm90") == 0, sm90_classified = std::strcmp(kernel, "sm90/sm80") == 0;
   const float L2E = 1.4426950408889634f;
   out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
   for (int b = 0; b < c.B; ++b)
@@ -621,7 +626,8 @@ void Emulate(const Run& r, std::vector<float>& out) {
       EmuShift(r, e);
       int64_t geo_valid;
       bool geo_causal;
-      EmuGeometry(r, e, geo_valid, geo_causal);
+      const bool classified = EmuGeometry(r, e, geo_valid, geo_causal);
+      const int softmax_w = sm90_all || (sm90_classified && classified) ? 128 : 64;
 #pragma omp parallel for schedule(dynamic, 4)
       for (int R = 0; R < rows; ++R) {
         std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),

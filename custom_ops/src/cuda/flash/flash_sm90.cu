@@ -50,15 +50,28 @@ struct SmemPlan {
   static constexpr int kAlloc = kBytes + 1024;  // the swizzle needs 1024-byte aligned tiles
 };
 
-// The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each; no split).
-__device__ __forceinline__ TileRange MakeRange(const FwdParams& p) {
+// The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each; no split). With a
+// mask (p.mcls set: the launch for classified planes, see LaunchSm90), the CTA's plane class from
+// MaskClassKernel: a padding plane ({1, n}) or a causal + padding plane ({2, n}) runs as the
+// unmasked steps with that geometry (*causal: the plane's causality); a general plane ({0, 0}) is
+// the kExt kernel's (*skip set). The query offset comes before the class, as in the kExt kernel.
+__device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip, int* causal) {
   TileRange r;
   const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
   r.R0 = tile_m * kBM;
   r.R1 = min(r.R0 + kBM, p.rows);
-  r.valid = ValidLen(p.nonpad, blockIdx.z, p.kv_len);
+  const int b = blockIdx.z;
+  r.valid = ValidLen(p.nonpad, b, p.kv_len);
   r.off = p.nonpad != nullptr ? static_cast<int64_t>(r.valid) - p.q_len : p.past_len;
-  KeyTiles<kBN, false>(p, r, 0, 1, p.causal);
+  *causal = p.causal;
+  *skip = false;
+  if (p.mcls != nullptr) {
+    const int2 cls = p.mcls[(p.m_sb != 0 ? b : 0) * p.m_planes_h + (p.m_sh != 0 ? blockIdx.y * p.group : 0)];
+    *skip = cls.x == 0;
+    r.valid = min(r.valid, cls.y);
+    if (cls.x == 2) *causal = 1;
+  }
+  KeyTiles<kBN, false>(p, r, 0, 1, *causal);
   return r;
 }
 
@@ -94,7 +107,7 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
   const int b = blockIdx.z, hkv = blockIdx.y;
   const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
   const T* kp = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_sb + hkv * p.v_sh;
+  const T* v = static_cast<const T*>(p.v) + b * p.v_sb + (hkv / p.kv_div) * p.v_sh;  // unit -> kv head
   const float* kb = p.kbar + slab * p.nblk * D;
   const int block_kv = p.blk_tiles * 64;
   const uint32_t sK = SmemAddr(base + Plan::kOffK), sV = SmemAddr(base + Plan::kOffV);
@@ -512,7 +525,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   cx.r0 = 64 * cw + 16 * warp + g;  // this thread's first CTA row
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) cx.row_pos[rr] = static_cast<int>((rg.R0 + cx.r0 + rr * 8) / p.group + rg.off);
-  cx.geo = Geometry{p.causal, p.left, p.right};
+  cx.geo = Geometry{causal, p.left, p.right};
   cx.block_kv = p.blk_tiles * 64;
   cx.n = rg.t_end - rg.t_begin;
   const int r0 = cx.r0;
@@ -558,7 +571,10 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
   using Plan = SmemPlan<D>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
-  const TileRange rg = MakeRange(p);
+  bool skip;
+  int causal;
+  const TileRange rg = MakeRange(p, &skip, &causal);
+  if (skip) return;  // the whole CTA: a general mask plane, run by the kExt kernel
   const Bars bars{SmemAddr(base + Plan::kOffBar)};
   if (threadIdx.x == 0) {
 #pragma unroll
@@ -595,8 +611,8 @@ std::string Launch(const FwdParams& fp, int units, int batch, cudaStream_t strea
 
 }  // namespace
 
-bool Sm90Covers(int head_dim, bool ext, int splits) {
-  return (head_dim == 64 || head_dim == 128) && !ext && splits == 1;
+bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int splits) {
+  return (head_dim == 64 || head_dim == 128) && !softcap && (!mask || classified_mask) && splits == 1;
 }
 
 std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, int units, int batch, cudaStream_t stream) {

@@ -13,12 +13,14 @@
 
 namespace pasa::cuda::flash {
 
-// Whether the sm_90a kernel covers this shape: head size (D = Dv), no mask or softcap (the kExt
-// steps live in the mma.sync kernel), no split-KV.
-bool Sm90Covers(int head_dim, bool ext, int splits);
+// Whether the sm_90a kernel covers this shape: head size (D = Dv), no softcap, no split-KV, and
+// no mask or one the device classifies per plane (FwdParams::mcls): the kernel then runs the
+// padding and causal+padding planes and the mma.sync kExt kernel the general ones.
+bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int splits);
 
-// Launches the main kernel for `fp` (one CTA per 128 packed query rows, kv unit and batch), after
-// the pre-pass. `bf16`: the element type. Returns "" or an error message.
+// Launches the main kernel for `fp` (one CTA per 128 packed query rows, unit and batch), after the
+// pre-passes. With fp.mcls set, CTAs of general mask planes return at once. `bf16`: the element
+// type. Returns "" or an error message.
 std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, int units, int batch, cudaStream_t stream);
 
 }  // namespace pasa::cuda::flash
