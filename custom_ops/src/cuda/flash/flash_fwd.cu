@@ -1129,7 +1129,7 @@ bool DeviceIsSm90() {
 bool UseSm90(const AttentionProblem& p, const Layout& L) {
 #if PASA_HAVE_SM90
   return Sm90Covers(static_cast<int>(p.head_dim), p.softcap > 0.f, ClassifyMask(p), p.mask.kind != MaskKind::kNone,
-                    L.splits) &&
+                    L.splits, L.rows) &&
          !Sm80Forced() && DeviceIsSm90();
 #else
   (void)p, (void)L, (void)Sm80Forced, (void)DeviceIsSm90;
@@ -1267,7 +1267,10 @@ bool FlashSupports(const AttentionProblem& p) {
 
 size_t FlashWorkspaceBytes(const AttentionProblem& p) { return flash::MakeLayout(p).total; }
 
-int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).splits; }
+int FlashNumSplits(const AttentionProblem& p) {
+  const flash::Layout L = flash::MakeLayout(p);
+  return flash::UseSm90(p, L) ? 1 : L.splits;  // the sm90 kernel never splits
+}
 
 const char* FlashKernelName(const AttentionProblem& p) {
   if (!flash::UseSm90(p, flash::MakeLayout(p))) return "sm80";

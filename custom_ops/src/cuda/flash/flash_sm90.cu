@@ -611,8 +611,10 @@ std::string Launch(const FwdParams& fp, int units, int batch, cudaStream_t strea
 
 }  // namespace
 
-bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int splits) {
-  return (head_dim == 64 || head_dim == 128) && !softcap && (!mask || classified_mask) && splits == 1;
+bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int splits, int64_t rows) {
+  if ((head_dim != 64 && head_dim != 128) || softcap) return false;
+  if (mask) return classified_mask && splits == 1;  // the kExt launch beside it must not split
+  return splits == 1 || rows >= 2 * kBM;             // two row tiles per unit outrun the split path
 }
 
 std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, int units, int batch, cudaStream_t stream) {

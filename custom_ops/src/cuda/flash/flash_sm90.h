@@ -7,16 +7,19 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "flash_common.cuh"
 
 namespace pasa::cuda::flash {
 
-// Whether the sm_90a kernel covers this shape: head size (D = Dv), no softcap, no split-KV, and
-// no mask or one the device classifies per plane (FwdParams::mcls): the kernel then runs the
-// padding and causal+padding planes and the mma.sync kExt kernel the general ones.
-bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int splits);
+// Whether the sm_90a kernel covers this shape: head size (D = Dv), no softcap; no mask (then also
+// where the mma.sync path would split the keys, if there are at least 256 packed rows: the sm90
+// kernel never splits), or one the device classifies per plane (FwdParams::mcls) and no split:
+// the kernel then runs the padding and causal+padding planes, the mma.sync kExt kernel the
+// general ones. `rows`: packed query rows per unit.
+bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int splits, int64_t rows);
 
 // Launches the main kernel for `fp` (one CTA per 128 packed query rows, unit and batch), after the
 // pre-passes. With fp.mcls set, CTAs of general mask planes return at once. `bf16`: the element
