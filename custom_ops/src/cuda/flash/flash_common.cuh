@@ -73,6 +73,7 @@ struct TileRange {
   int64_t off;
   int64_t a_lo, a_hi;  // keys every row of the CTA attends: [a_lo, a_hi)
   int t_begin, t_end;  // key tiles of this CTA (and split)
+  int causal;          // the causality KeyTiles was given
 };
 
 // The CTA's key tiles of kTile keys [t_begin, t_end) (kSplit: of split `split` of `splits`) and
@@ -112,6 +113,7 @@ __device__ __forceinline__ void KeyTiles(const FwdParams& p, TileRange& tr, int 
   tr.a_hi = a_hi;
   tr.t_begin = t_begin;
   tr.t_end = t_end;
+  tr.causal = causal;
 }
 
 // Round an fp32 score to the half type's precision, round-to-nearest-even on the bit pattern

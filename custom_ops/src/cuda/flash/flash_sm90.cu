@@ -53,9 +53,9 @@ struct SmemPlan {
 // The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each; no split). With a
 // mask (p.mcls set: the launch for classified planes, see LaunchSm90), the CTA's plane class from
 // MaskClassKernel: a padding plane ({1, n}) or a causal + padding plane ({2, n}) runs as the
-// unmasked steps with that geometry (*causal: the plane's causality); a general plane ({0, 0}) is
-// the kExt kernel's (*skip set). The query offset comes before the class, as in the kExt kernel.
-__device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip, int* causal) {
+// unmasked steps with that geometry (TileRange::causal); a general plane ({0, 0}) is the kExt
+// kernel's (*skip set). The query offset comes before the class, as in the kExt kernel.
+__device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip) {
   TileRange r;
   const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
   r.R0 = tile_m * kBM;
@@ -63,15 +63,15 @@ __device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip, i
   const int b = blockIdx.z;
   r.valid = ValidLen(p.nonpad, b, p.kv_len);
   r.off = p.nonpad != nullptr ? static_cast<int64_t>(r.valid) - p.q_len : p.past_len;
-  *causal = p.causal;
+  int causal = p.causal;
   *skip = false;
   if (p.mcls != nullptr) {
     const int2 cls = p.mcls[(p.m_sb != 0 ? b : 0) * p.m_planes_h + (p.m_sh != 0 ? blockIdx.y * p.group : 0)];
     *skip = cls.x == 0;
     r.valid = min(r.valid, cls.y);
-    if (cls.x == 2) *causal = 1;
+    if (cls.x == 2) causal = 1;
   }
-  KeyTiles<kBN, false>(p, r, 0, 1, *causal);
+  KeyTiles<kBN, false>(p, r, 0, 1, causal);
   return r;
 }
 
@@ -525,7 +525,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   cx.r0 = 64 * cw + 16 * warp + g;  // this thread's first CTA row
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) cx.row_pos[rr] = static_cast<int>((rg.R0 + cx.r0 + rr * 8) / p.group + rg.off);
-  cx.geo = Geometry{causal, p.left, p.right};
+  cx.geo = Geometry{rg.causal, p.left, p.right};
   cx.block_kv = p.blk_tiles * 64;
   cx.n = rg.t_end - rg.t_begin;
   const int r0 = cx.r0;
@@ -572,8 +572,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
   extern __shared__ uint8_t smem_raw[];
   uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   bool skip;
-  int causal;
-  const TileRange rg = MakeRange(p, &skip, &causal);
+  const TileRange rg = MakeRange(p, &skip);
   if (skip) return;  // the whole CTA: a general mask plane, run by the kExt kernel
   const Bars bars{SmemAddr(base + Plan::kOffBar)};
   if (threadIdx.x == 0) {
