@@ -12,6 +12,7 @@ picks its path when it loads).
 Usage:
   python benchmarks/ab_builds.py --a OLD.so --b NEW.so --check [--isa avx512,avx2]
   python benchmarks/ab_builds.py --a OLD.so --b NEW.so --speed [--seq 128,1024] [--reps 15]
+      [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -195,13 +196,16 @@ def check(lib_a: str, lib_b: str) -> dict:
     return {"compared": compared, "identical": identical, "mismatches": mismatches[:20]}
 
 
-def speed(lib_a: str, lib_b: str, seqs: list[int], reps: int) -> list[dict]:
+def speed(lib_a: str, lib_b: str, seqs: list[int], reps: int, dtype: str = "float16") -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
+    elem = {"float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}[dtype]
     for seq in seqs:
         for causal in (0, 1):
-            q, k, v = (rng.standard_normal((1, 12, seq, 64)).astype(np.float16) for _ in range(3))
-            model = _single_node(TensorProto.FLOAT16, q.shape, k.shape, is_causal=causal)
+            q, k, v = (
+                rng.standard_normal((1, 12, seq, 64)).astype(DTYPES[dtype]) for _ in range(3)
+            )
+            model = _single_node(elem, q.shape, k.shape, is_causal=causal)
             sessions = {"a": _session(lib_a, model), "b": _session(lib_b, model)}
             feeds = {"Q": q, "K": k, "V": v}
             for s in sessions.values():
@@ -218,6 +222,7 @@ def speed(lib_a: str, lib_b: str, seqs: list[int], reps: int) -> list[dict]:
             q1, _, q3 = statistics.quantiles(ratios, n=4)
             rows.append(
                 {
+                    "dtype": dtype,
                     "seq": seq,
                     "causal": causal,
                     "a_ms": 1e3 * statistics.median(times["a"]),
@@ -240,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--isa", default="avx512bf16,avx512,avx2,portable", help="paths for --check")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--seq", default="128,1024")
+    ap.add_argument("--dtype", default="float16", help="--speed inputs: float16 or bfloat16")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = all(r.get("compared") == r.get("identical") for r in results.values())
             return 0 if ok else 1
         if args.speed:
-            speed(lib_a, lib_b, [int(s) for s in args.seq.split(",")], args.reps)
+            speed(lib_a, lib_b, [int(s) for s in args.seq.split(",")], args.reps, args.dtype)
     return 0
 
 

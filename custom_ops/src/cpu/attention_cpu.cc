@@ -83,9 +83,10 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 
 // Per-thread scratch of a tile or a block build, grown on demand (owned by a thread_local).
 struct Scratch {
-  std::vector<float> q, s, add, pv, o, m, l, abar, nblocks, corr, psum, kt, v, pack, krows, ksum, kmean;
+  std::vector<float> q, s, x, add, pv, o, m, l, abar, nblocks, corr, psum, shift, kt, v, pack, krows, ksum, kmean;
   std::vector<uint8_t> kind, upd, valid, read;
-  std::vector<uint32_t> pack_p, pack_v;
+  std::vector<uint16_t> pack_p;
+  std::vector<uint32_t> pack_v;
 };
 
 template <class T>
@@ -132,8 +133,10 @@ TileState StartTile(const AttentionProblem& p, int64_t rows, int64_t slot_n, int
   st.nblocks = Grow(t.nblocks, rows);
   st.corr = Grow(t.corr, rows);
   st.psum = Grow(t.psum, rows);
+  st.shift = Grow(t.shift, rows);
   st.upd = Grow(t.upd, rows);
-  st.pack_p = Grow(t.pack_p, rows * slot_n / 2);
+  st.x = Grow(t.x, kRowGroup * slot_n);
+  st.pack_p = Grow(t.pack_p, rows * slot_n);
   st.pack_v = Grow(t.pack_v, slot_n / 2 * dvp);
   st.kind = Grow(t.kind, rows);
   std::fill(st.o, st.o + rows * dvp, 0.0f);

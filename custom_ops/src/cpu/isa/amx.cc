@@ -5,6 +5,7 @@
 // -mamx-bf16; offered only when the CPU has AMX and the OS grants the tile data (dispatch.cc).
 #include <immintrin.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "cpu/isa/kernels.h"

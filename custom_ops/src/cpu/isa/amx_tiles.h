@@ -11,7 +11,8 @@
 // The dropped terms (Ql·Km, Q·(K' − Kh − Km), Pl·Vl) are below 2⁻¹⁶ of each product, against the
 // 2⁻¹¹ rounding of S and P that half mode applies; pasa_onnx.numerics.split_products emulates it.
 // Float precision and decode-sized problems (row-major K', direct blocks) keep the FMA products,
-// and so do the rows of a half-mode fp16 score tile that would overflow fp16 (RescoreLarge).
+// and so do the rows of a half-mode fp16 score tile that would overflow fp16 (RescoreRow, which
+// the row pass calls for a row it finds at or past 65520; RescoreLarge where softcap applies).
 //
 // Per output element the order is fixed (32 dimensions or keys per step, the terms in the order
 // above, the steps in order), whatever the tile, block_q or thread.
@@ -245,7 +246,28 @@ struct AmxProducts : FmaProducts {
     }
     const AmxBlockPack b(kv.pack, D, n, rp.dv_pad);
     AmxGemm({qh, ql, D32, b.kh, b.km, n, D32 / kAmxK}, t.rows, n, t.s, n);
-    if (rp.precision == Precision::kHalf && rp.half_type == ElemType::kFloat16) RescoreLarge(t, D, kv);
+    // Without softcap the row pass checks each row as it reads it (RescoresRows, RescoreRow).
+    if (RescoresFp16(rp) && rp.softcap > 0.0f) RescoreLarge(t, D, kv);
+  }
+
+  static bool RescoresFp16(const RowParams& rp) {
+    return rp.precision == Precision::kHalf && rp.half_type == ElemType::kFloat16;
+  }
+  static bool RescoresRows(const RowParams& rp, const KvBlock& kv) { return kv.pack != nullptr && RescoresFp16(rp); }
+  static void RescoreRow(TileState& t, const RowParams& rp, const KvBlock& kv, int64_t i) {
+    ScoreTile(t.q + i * rp.head_dim, 1, rp.head_dim, kv.kt, kv.n_pad, t.s + i * kv.n_pad);
+  }
+
+  // P goes straight from the exp pass into its A-operand terms, [rows][n32] in the thread's
+  // scratch (the rows rows..rows32 of the last row tile and rows that skip the block hold
+  // whatever they held: each output row of the product depends on its own row of P only, and
+  // only the updated rows' outputs are used).
+  template <int R>
+  static PTerms PTarget(TileState& t, const RowParams&, const KvBlock& kv) {
+    if (kv.pack == nullptr || R == kNoRound) return {};
+    const int64_t n32 = AmxAlign(kv.n_pad), p_elems = AmxAlign(t.rows) * n32;
+    AmxScratch& sc = ThreadAmxScratch();
+    return {AmxScratch::Grow(sc.ph, p_elems), R == kRoundF16 ? AmxScratch::Grow(sc.pl, p_elems) : nullptr, n32};
   }
 
   // Half mode keeps a row's fp32 scores where they would overflow fp16 (|s| ≥ 65520): there the
@@ -268,13 +290,9 @@ struct AmxProducts : FmaProducts {
       return;
     }
     const int64_t n = kv.n_pad, n32 = AmxAlign(n);
-    const bool p_lo = R == kRoundF16, v_lo = rp.v_type == ElemType::kFloat16;
-    AmxScratch& sc = ThreadAmxScratch();
-    const int64_t p_elems = AmxAlign(t.rows) * n32;
-    uint16_t* ph = AmxScratch::Grow(sc.ph, p_elems);
-    uint16_t* pl = p_lo ? AmxScratch::Grow(sc.pl, p_elems) : nullptr;
-    SplitRows(t.s, t.rows, n, n, ph, pl);
+    const bool v_lo = rp.v_type == ElemType::kFloat16;
+    const PTerms p = PTarget<R>(t, rp, kv);  // written by the exp pass
     const AmxBlockPack b(kv.pack, rp.head_dim, n, rp.dv_pad);
-    AmxGemm({ph, pl, n32, b.vh, v_lo ? b.vl : nullptr, rp.dv_pad, n32 / kAmxK}, t.rows, rp.dv_pad, t.pv, rp.dv_pad);
+    AmxGemm({p.hi, p.lo, n32, b.vh, v_lo ? b.vl : nullptr, rp.dv_pad, n32 / kAmxK}, t.rows, rp.dv_pad, t.pv, rp.dv_pad);
   }
 };

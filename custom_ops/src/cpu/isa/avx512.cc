@@ -2,6 +2,8 @@
 // blocks. Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mf16c -mfma (isa_list.def).
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/isa/kernels.h"
 
 namespace pasa {

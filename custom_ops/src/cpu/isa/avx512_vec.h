@@ -30,6 +30,8 @@ struct V {
   static M ge(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
   static M eq(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
   static M unord(T a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+  // ±inf or NaN (vfpclassps: QNaN 0x01, +inf 0x08, −inf 0x10, SNaN 0x80)
+  static M nonfinite(T a) { return _mm512_fpclass_ps_mask(a, 0x99); }
   static M mor(M a, M b) { return static_cast<M>(a | b); }
   static M mand(M a, M b) { return static_cast<M>(a & b); }
   static M mfalse() { return 0; }
@@ -44,16 +46,20 @@ struct V {
   // In-place 16x16 transpose: x[j][i] becomes x[i][j].
   // Σ a[d]·b[d] in double, rounded once to float: the products of two floats are exact in double,
   // so the fused multiply-adds round only the sums. Four accumulators of 8 lanes, a fixed tree.
-  static float dot_f64(const float* a, const float* b, int64_t n) {
+  // B: float, or double holding floats' exact values (the same sums: a converted once).
+  template <class B>
+  static __m512d load_pd(const B* b) {
+    if constexpr (std::is_same_v<B, double>) return _mm512_loadu_pd(b);
+    else return _mm512_cvtps_pd(_mm256_loadu_ps(b));
+  }
+  template <class B>
+  static float dot_f64(const float* a, const B* b, int64_t n) {
     __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
     int64_t d = 0;
     for (; d + 32 <= n; d += 32)
       for (int j = 0; j < 4; ++j)
-        acc[j] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + d + 8 * j)),
-                                 _mm512_cvtps_pd(_mm256_loadu_ps(b + d + 8 * j)), acc[j]);
-    for (; d + 8 <= n; d += 8)
-      acc[0] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + d)), _mm512_cvtps_pd(_mm256_loadu_ps(b + d)),
-                               acc[0]);
+        acc[j] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + d + 8 * j)), load_pd(b + d + 8 * j), acc[j]);
+    for (; d + 8 <= n; d += 8) acc[0] = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + d)), load_pd(b + d), acc[0]);
     const __m512d sum = _mm512_add_pd(_mm512_add_pd(acc[0], acc[1]), _mm512_add_pd(acc[2], acc[3]));
     double total = _mm512_reduce_add_pd(sum);
     for (; d < n; ++d) total += static_cast<double>(a[d]) * static_cast<double>(b[d]);
@@ -96,6 +102,13 @@ struct V {
     return _mm512_mask_blend_epi32(unord(x), r, quiet);
   }
   static T round_bf16(T x) { return _mm512_castsi512_ps(bf16_bits(x)); }
+  // round_bf16 for lanes that hold no NaN (the quieting blend left out; the same value else).
+  static T round_bf16_nonnan(T x) {
+    const __m512i b = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+    return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
   static float reduce_add(T a) {
     const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
     __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));

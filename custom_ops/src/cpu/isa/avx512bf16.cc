@@ -6,6 +6,8 @@
 // flags plus -mavx512bf16.
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/isa/kernels.h"
 
 namespace pasa {

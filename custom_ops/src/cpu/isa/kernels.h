@@ -59,6 +59,10 @@ struct RowParams {
   ElemType q_type = ElemType::kFloat32, v_type = ElemType::kFloat32;  // the inputs' element types
 };
 
+// Rows of a tile whose two row passes interleave (the first pass of each, then the second):
+// TileState::x holds that many rows.
+constexpr int64_t kRowGroup = 8;
+
 // The state of one query tile across key blocks (per-thread scratch, allocated once).
 struct TileState {
   int64_t rows = 0;
@@ -74,9 +78,11 @@ struct TileState {
   float* nblocks = nullptr;  // [rows] blocks seen (float: the emulation divides by it)
   float* corr = nullptr;    // [rows] scratch: rescale factor of the current block
   float* psum = nullptr;    // [rows] scratch: probability sum of the current block
+  float* shift = nullptr;   // [rows] scratch: removed shift of the current block (half, float)
   uint8_t* upd = nullptr;   // [rows] scratch: whether the row's state takes this block
-  uint32_t* pack_p = nullptr;  // [rows][n_pad/2] scratch of paths with bf16 pair products
-  uint32_t* pack_v = nullptr;  // [n_pad/2][dv_pad] likewise
+  float* x = nullptr;       // [kRowGroup][n_pad] scratch: shifted scores between a row's two passes
+  uint16_t* pack_p = nullptr;  // [rows][n_pad] scratch of paths with bf16 pair products (P's bits)
+  uint32_t* pack_v = nullptr;  // [n_pad/2][dv_pad] likewise (V's key pairs)
   bool q_fresh = true;      // q was loaded since the last block: a path's packed copy is stale
 };
 
