@@ -6,12 +6,14 @@
 #
 # quick (stops here if it hangs), racecheck and memcheck over quick, check (every case against
 # float64 and the emulation; the kernel that ran is printed per case), bench, bench_mask. Logs in
-# $OUT/selftest_checks.tgz.
+# $OUT/selftest_checks_NAME.tgz, NAME the binary's file name (so several binaries can run in one
+# call: for b in /tmp/tools/*_selftest; do bash scripts/device/selftest_checks.sh $b; done).
 set -u
 bin=${1:?usage: selftest_checks.sh FLASH_SELFTEST}
-O=/tmp/selftest_checks; rm -rf $O; mkdir -p $O
+name=$(basename "$bin")
+O=/tmp/selftest_checks_$name; rm -rf $O; mkdir -p $O
 T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
-pack() { tar -C /tmp -czf "$OUT/selftest_checks.tgz" selftest_checks; }
+pack() { tar -C /tmp -czf "$OUT/selftest_checks_$name.tgz" "selftest_checks_$name"; }
 timeout 30 "$bin" quick > $O/quick.txt 2>&1; rc=$?; el "quick rc=$rc $(grep -c ' ok ' $O/quick.txt) ok"
 grep FAIL $O/quick.txt | cut -c1-200
 [ $rc = 124 ] && { echo "quick timed out (a hang?): stop"; pack; exit 1; }
