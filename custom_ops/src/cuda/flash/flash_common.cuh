@@ -45,6 +45,22 @@ struct FwdParams {
   int skip_classified;  // kExt on Hopper: planes of class 1 or 2 are the sm90 kernel's (return)
 };
 
+// Reductions over the quad of lanes (lane ^ 1, lane ^ 2) that holds one row of an m16n8
+// accumulator: every lane of the quad gets the row's value. The sum adds (x0 + x1) + (x2 + x3),
+// the order the emulations reproduce.
+__device__ __forceinline__ float QuadRowSum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+__device__ __forceinline__ float QuadRowMax(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ int QuadRowOr(int x) {
+  x |= __shfl_xor_sync(0xffffffffu, x, 1);
+  return x | __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
 __device__ __forceinline__ int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
 __device__ __forceinline__ int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
 

@@ -352,9 +352,7 @@ __device__ __forceinline__ void BlockShift(const FwdParams& p, float (&shift)[MT
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 1);
-      acc[mt][rr] += __shfl_xor_sync(0xffffffffu, acc[mt][rr], 2);
-      shift[mt][rr] = p.scale * acc[mt][rr];
+      shift[mt][rr] = p.scale * QuadRowSum(acc[mt][rr]);
     }
 }
 
@@ -444,10 +442,7 @@ __device__ __forceinline__ bool OverflowRows(bool (&ovf)[MT][2], const float (&a
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        float am = amax[mt][rr];
-        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-        am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-        ovf[mt][rr] = am >= thr;
+        ovf[mt][rr] = QuadRowMax(amax[mt][rr]) >= thr;
       }
   }
   return any_ovf;
@@ -748,9 +743,7 @@ __device__ __forceinline__ void StoreRows(const FwdParams& p, const float (&o)[M
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      float l = l_run[mt][rr];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float l = QuadRowSum(l_run[mt][rr]);
       const int R = R0 + wr0 + mt * 16 + g + rr * 8;
       if (R >= R1) continue;
       if (p.splits == 1) {
@@ -969,10 +962,42 @@ size_t SmemBytes(int d, int bm) {
 struct Layout {
   int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0, units = 0;
   int splits = 1;
+  bool sm90 = false;  // the Hopper kernel runs it (UseSm90); then splits = 1
   size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, off_mrow = 0, off_mcls = 0, total = 0;
 };
 
 size_t Align256(size_t x) { return (x + 255) / 256 * 256; }
+
+// The Hopper kernel (flash_sm90.cu) runs the shapes it covers on compute capability 9.0 (its
+// sm_90a code runs nowhere else); PASA_ONNX_CUDA_KERNEL=sm80 keeps the mma.sync kernel there
+// (read once per process).
+bool Sm80Forced() {
+  static const bool value = [] {
+    const char* env = std::getenv("PASA_ONNX_CUDA_KERNEL");
+    return env != nullptr && std::strcmp(env, "sm80") == 0;
+  }();
+  return value;
+}
+bool DeviceIsSm90() {
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
+  return major == 9 && minor == 0;
+}
+// `splits`, `rows`: the mma.sync path's split factor and packed rows per unit (MakeLayout).
+bool UseSm90(const AttentionProblem& p, int splits, int64_t rows) {
+#if PASA_HAVE_SM90
+  return Sm90Covers(static_cast<int>(p.head_dim), p.softcap > 0.f, ClassifyMask(p), p.mask.kind != MaskKind::kNone,
+                    splits, rows) &&
+         !Sm80Forced() && DeviceIsSm90();
+#else
+  (void)p, (void)splits, (void)rows, (void)Sm80Forced, (void)DeviceIsSm90;
+  return false;
+#endif
+}
+
+
 
 Layout MakeLayout(const AttentionProblem& p) {
   Layout L;
@@ -984,13 +1009,16 @@ Layout MakeLayout(const AttentionProblem& p) {
   L.rows = p.q_len * group;
   const int bm = BlockM(p);
   L.q_tiles = (L.rows + bm - 1) / bm;
-  // Fixed split-KV factor, a function of the problem only (never of the device): aim at >= 256
-  // CTAs, with at least 4 key tiles per split and at most 64 splits.
+  // The mma.sync path's fixed split-KV factor, a function of the problem only (never of the
+  // device): aim at >= 256 CTAs, with at least 4 key tiles per split and at most 64 splits.
   const int64_t base = L.q_tiles * L.units * p.batch;
   const int64_t kv_tiles = (p.kv_len + kTileN - 1) / kTileN;
   int64_t s = 1;
   if (base < 128 && kv_tiles >= 8) s = std::min<int64_t>({(256 + base - 1) / base, kv_tiles / 4, 64});
   L.splits = static_cast<int>(std::max<int64_t>(1, s));
+  // The sm90 kernel never splits: where it runs there is no split workspace and no combine.
+  L.sm90 = UseSm90(p, L.splits, L.rows);
+  if (L.sm90) L.splits = 1;
   const size_t es = 2;
   const int64_t slabs = p.batch * L.units;
   size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
@@ -1109,34 +1137,6 @@ void SetExtParams(const AttentionProblem& p, const Layout& L, char* w, FwdParams
   fp.m_planes_h = static_cast<int>(MaskPlanesH(p));
 }
 
-// The Hopper kernel (flash_sm90.cu) runs the shapes it covers on compute capability 9.0 (its
-// sm_90a code runs nowhere else); PASA_ONNX_CUDA_KERNEL=sm80 keeps the mma.sync kernel there
-// (read once per process).
-bool Sm80Forced() {
-  static const bool value = [] {
-    const char* env = std::getenv("PASA_ONNX_CUDA_KERNEL");
-    return env != nullptr && std::strcmp(env, "sm80") == 0;
-  }();
-  return value;
-}
-bool DeviceIsSm90() {
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
-  return major == 9 && minor == 0;
-}
-bool UseSm90(const AttentionProblem& p, const Layout& L) {
-#if PASA_HAVE_SM90
-  return Sm90Covers(static_cast<int>(p.head_dim), p.softcap > 0.f, ClassifyMask(p), p.mask.kind != MaskKind::kNone,
-                    L.splits, L.rows) &&
-         !Sm80Forced() && DeviceIsSm90();
-#else
-  (void)p, (void)L, (void)Sm80Forced, (void)DeviceIsSm90;
-  return false;
-#endif
-}
-
 template <int D, typename T, int MT, bool kExt>
 std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
   char* w = static_cast<char*>(ws);
@@ -1178,7 +1178,7 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   // Hopper: the sm90 kernel runs unmasked problems, and with a classified mask the padding and
   // causal+padding planes; the kExt kernel below then runs only the general planes (its CTAs of
   // classified planes return at once).
-  if (UseSm90(p, L)) {
+  if (L.sm90) {
     const std::string err = LaunchSm90(fp, D, std::is_same<T, __nv_bfloat16>::value, static_cast<int>(L.units),
                                        static_cast<int>(p.batch), stream);
     if (!err.empty() || !kExt) return err;
@@ -1267,13 +1267,10 @@ bool FlashSupports(const AttentionProblem& p) {
 
 size_t FlashWorkspaceBytes(const AttentionProblem& p) { return flash::MakeLayout(p).total; }
 
-int FlashNumSplits(const AttentionProblem& p) {
-  const flash::Layout L = flash::MakeLayout(p);
-  return flash::UseSm90(p, L) ? 1 : L.splits;  // the sm90 kernel never splits
-}
+int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).splits; }
 
 const char* FlashKernelName(const AttentionProblem& p) {
-  if (!flash::UseSm90(p, flash::MakeLayout(p))) return "sm80";
+  if (!flash::MakeLayout(p).sm90) return "sm80";
   return p.mask.kind != MaskKind::kNone ? "sm90/sm80" : "sm90";
 }
 

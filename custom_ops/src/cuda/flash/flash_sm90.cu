@@ -172,9 +172,7 @@ __device__ __forceinline__ void RowShifts(float (&sh)[2], uint32_t sQa, uint32_t
       acc = fmaf(qv.x, kv2.x, acc);
       acc = fmaf(qv.y, kv2.y, acc);
     }
-    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-    sh[rr] = scale * acc;
+    sh[rr] = scale * QuadRowSum(acc);
   }
 }
 
@@ -246,10 +244,7 @@ __device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[
         T2 am = Tr::Pack(0.f, 0.f);
 #pragma unroll
         for (int jj = 0; jj < 8; ++jj) am = __hmax2(am, __habs2(*reinterpret_cast<const T2*>(&pk[rr][jj])));
-        int o = PairHasInf<T>(AsU32(am)) ? 1 : 0;
-        o |= __shfl_xor_sync(0xffffffffu, o, 1);
-        o |= __shfl_xor_sync(0xffffffffu, o, 2);
-        ovf[rr] = o != 0;
+        ovf[rr] = QuadRowOr(PairHasInf<T>(AsU32(am)) ? 1 : 0) != 0;
       }
     }
 #pragma unroll
@@ -301,10 +296,7 @@ __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], 
       for (int rr = 0; rr < 2; ++rr)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          float am = amax[rr][h];
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 1));
-          am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, 2));
-          ovf[rr][h] = am >= thr;
+          ovf[rr][h] = QuadRowMax(amax[rr][h]) >= thr;
         }
     }
 #pragma unroll
@@ -325,10 +317,7 @@ __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], 
     }
   }
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-    mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-  }
+  for (int rr = 0; rr < 2; ++rr) mx[rr] = QuadRowMax(mx[rr]);
 }
 
 // Online softmax step: P = 2^(x·log2e − m·log2e) rounded to the half type, packed as the A
