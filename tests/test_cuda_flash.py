@@ -134,3 +134,28 @@ def test_flash_masks_and_softcap_match_the_gpu_emulation(kind, rng):
     if kind == "additive_per_head":
         assert (y[0, 1, :7] == 0).all()
     _check(y, feeds, attrs)
+
+
+def test_flash_finfo_min_masks_match_the_gpu_emulation(rng):
+    # transformers writes finfo(fp16).min, not -inf, where a key is masked. The flash path
+    # classifies such a causal+padding mask like its -inf form (the masked keys get P = 0, which
+    # the exported graph's exp rounds them to as well), so it matches the emulation, which adds
+    # the value to every score. A row with every key masked keeps the mask path: softmax over all
+    # of its keys, as the exported graph computes it.
+    b, hq, hkv, s, d = 2, 8, 2, 300, 64
+    feeds = _inputs(rng, np.float16, b, hq, hkv, s, 0, s, d)
+    causal = np.arange(s)[None, :] <= np.arange(s)[:, None]
+    padded = np.arange(s)[None, :] < np.array([s, 250])[:, None]
+    keep = causal[None, None] & padded[:, None, None, :]
+    lowest = np.finfo(np.float16).min
+    mask = np.where(keep, 0.0, lowest).astype(np.float16)
+    y = run_pasa_cuda({**feeds, "attn_mask": mask})
+    _check(y, {**feeds, "attn_mask": mask}, {})
+    y_inf = run_pasa_cuda({**feeds, "attn_mask": np.where(keep, 0.0, -np.inf).astype(np.float16)})
+    # the same keys attended; only the block means differ (finfo.min keys still enter them)
+    assert error_metrics(y, y_inf.astype(np.float64)).rel_rmse < 2e-3
+    rows = mask.copy()
+    rows[1, 0, 7, :] = lowest  # batch 1, row 7: every key at finfo.min
+    y_rows = run_pasa_cuda({**feeds, "attn_mask": rows})
+    _check(y_rows, {**feeds, "attn_mask": rows}, {})
+    assert np.abs(y_rows[1, :, 7].astype(np.float32)).max() > 0  # not the -inf rule's zeros

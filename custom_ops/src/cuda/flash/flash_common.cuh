@@ -148,6 +148,12 @@ __device__ __forceinline__ float RoundScore<__nv_bfloat16>(float s) {
   const uint32_t u = __float_as_uint(s);
   return __uint_as_float((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
 }
+// The half type's lowest finite value (fp16 −65504, bf16 −3.39e38): transformers' finfo(dtype).min,
+// the value its exports write for masked keys.
+template <typename T>
+__device__ __forceinline__ float LowestFinite() {
+  return std::is_same<T, __half>::value ? -65504.f : __uint_as_float(0xFF7F0000u);
+}
 // |s| at or above this rounds to inf in the half type.
 template <typename T>
 __device__ __forceinline__ float OverflowThreshold() {

@@ -193,6 +193,12 @@ struct MaskClassParams {
 
 // grid (rows, planes over heads, planes over batch), block 128: whether mask row i of the plane
 // attends exactly a prefix of the keys [0, n) (additive: with value 0 there), and n.
+// Additive masks: a value at or below the half type's lowest finite one (transformers'
+// finfo(dtype).min) removes the key here as −inf does. The mask path would add it to the score:
+// x − m ≤ −65504 + (S_k − S_max) then, so exp rounds P to 0 in the half type unless S_k exceeds
+// the row's largest attended score by more than 65486. The plain steps give the key P = 0 outright.
+// A row left with no key keeps the mask path (−1): there the exported graph's softmax runs over
+// all of the row's keys.
 template <int MK, typename T>
 __global__ void MaskRowsKernel(MaskClassParams mp) {
   __shared__ int count_s, last_s;
@@ -201,14 +207,16 @@ __global__ void MaskRowsKernel(MaskClassParams mp) {
   if (threadIdx.x == 0) count_s = last_s = 0;
   __syncthreads();
   int count = 0, last = 0;
-  bool nonzero = false;
+  bool nonzero = false, finite_removed = false;
   for (int key = threadIdx.x; key < mp.mask_len; key += blockDim.x) {
     bool att;
     if constexpr (MK == 1) {
       att = MaskBoolAt(mp.mask, base + key);
     } else {
       const float v = MaskAddAt<T>(mp.mask, base + key);
-      att = v != -INFINITY;
+      const bool removed = v <= LowestFinite<T>();  // −inf, or the lowest finite value (not NaN)
+      att = !removed;
+      finite_removed = finite_removed || (removed && v != -INFINITY);
       nonzero = nonzero || (att && v != 0.f);  // NaN too: a general mask
     }
     if (att) {
@@ -219,9 +227,11 @@ __global__ void MaskRowsKernel(MaskClassParams mp) {
   atomicAdd(&count_s, count);
   atomicMax(&last_s, last);
   const bool any_nonzero = __syncthreads_or(nonzero);  // also the barrier after the atomics
+  const bool any_finite = __syncthreads_or(finite_removed);
   if (threadIdx.x == 0) {
     const int plane = blockIdx.z * gridDim.y + blockIdx.y;
-    mp.row_len[static_cast<int64_t>(plane) * mp.rows + i] = count_s == last_s && !any_nonzero ? count_s : -1;
+    const bool prefix = count_s == last_s && !any_nonzero && !(count_s == 0 && any_finite);
+    mp.row_len[static_cast<int64_t>(plane) * mp.rows + i] = prefix ? count_s : -1;
   }
 }
 

@@ -104,6 +104,8 @@ struct Case {
   int masked_rows = 0;      // > 0: every masked_rows-th row of a mask plane attends nothing
   bool mask_cols = false;   // keys ≡ 5 (mod 17) masked in every row (they leave the block mean)
   bool mask_poison = false; // with mask_cols: ±inf in K and V at those keys
+  bool mask_min = false;    // additive: masked keys hold the type's lowest finite value (transformers'
+                            // finfo(dtype).min) instead of -inf
   float softcap = 0.f;
 };
 
@@ -287,7 +289,8 @@ void MakeMask(Run& r) {
     r.mbool = att;
   } else {
     r.madd.resize(n);
-    for (size_t ix = 0; ix < n; ++ix) r.madd[ix] = F2H(att[ix] ? val[ix] : -INFINITY, c.bf);
+    const float off = !c.mask_min ? -INFINITY : (c.bf ? -3.38953139e38f : -65504.f);
+    for (size_t ix = 0; ix < n; ++ix) r.madd[ix] = F2H(att[ix] ? val[ix] : off, c.bf);
   }
   if (c.mask_poison && c.mask_cols && !c.packed) {
     for (int64_t b = 0; b < c.B; ++b)
@@ -495,18 +498,27 @@ bool EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
   const int64_t h = r.p.mask.stride[1] != 0 ? e.u : 0;  // a per-head mask: one query head per unit
   const int64_t mrows = r.p.mask.stride[2] == 0 ? 1 : c.Sq;
   std::vector<int64_t> len(static_cast<size_t>(mrows));
+  // MaskRowsKernel's rule: an additive value at or below the type's lowest finite one counts as
+  // removed (EmuSplit still adds it to the score, as the mask path does), unless that leaves the
+  // row no key.
+  const float lowest = c.bf ? -3.38953139e38f : -65504.f;
   for (int64_t i = 0; i < mrows; ++i) {  // n when row i attends exactly keys [0, n) (value 0), else -1
     int64_t count = 0, last = 0;
-    bool nonzero = false;
+    bool nonzero = false, finite_removed = false;
     for (int64_t key = 0; key < r.mlen; ++key) {
       float add;
-      if (MaskAt(r, e.b, h, i, key, &add)) {
+      bool att = MaskAt(r, e.b, h, i, key, &add);
+      if (att && c.mask == 2 && add <= lowest) {
+        att = false;
+        finite_removed = true;
+      }
+      if (att) {
         ++count;
         last = key + 1;
         nonzero = nonzero || add != 0.f;
       }
     }
-    len[static_cast<size_t>(i)] = count == last && !nonzero ? count : -1;
+    len[static_cast<size_t>(i)] = count == last && !nonzero && !(count == 0 && finite_removed) ? count : -1;
   }
   const int64_t n0 = len[0], n_last = len[static_cast<size_t>(mrows - 1)];
   bool prefix = true, causal_pad = true;
@@ -860,6 +872,14 @@ std::vector<Case> MaskCases() {
   c.B = 2; c.Hq = 8; c.Hkv = 2; c.Sq = c.Skv = 300; cs.push_back(c);
   c = Case{}; c.name = "geom add causal+pad [1,1,S,S] D64 + is_causal"; c.mask = 2; c.mpat = 2; c.mb = c.mh = false;
   c.causal = true; c.D = 64; c.Hq = c.Hkv = 4; c.Sq = c.Skv = 333; cs.push_back(c);
+  // transformers' masks: finfo(dtype).min where a key is masked (classified as the -inf ones)
+  c = Case{}; c.name = "geom finfo.min causal+pad [1,1,S,S] GQA 8/2 D64"; c.mask = 2; c.mpat = 2; c.mb = c.mh = false;
+  c.mask_min = true; c.D = 64; c.Hq = 8; c.Hkv = 2; c.Sq = c.Skv = 333; cs.push_back(c);
+  c = Case{}; c.name = "geom finfo.min pad [B,1,1,S] bf16 B2 D128"; c.mask = 2; c.mpat = 1; c.mh = c.ms = false;
+  c.mask_min = true; c.bf = true; c.B = 2; c.Hq = c.Hkv = 2; c.Sq = 200; c.Skv = 300; cs.push_back(c);
+  // a plane whose rows attend nothing but finfo.min keys keeps the mask path (softmax over them all)
+  c = Case{}; c.name = "geom finfo.min rows all masked [B,1,S,S] D128"; c.mask = 2; c.mpat = 1; c.mh = false;
+  c.mask_min = true; c.masked_rows = 3; c.B = 2; c.Hq = c.Hkv = 2; c.Sq = 150; c.Skv = 260; cs.push_back(c);
   c = Case{}; c.name = "geom bool causal+pad past 400 q77 bf16 D96"; c.mask = 1; c.mpat = 2; c.mh = false;
   c.B = 2; c.bf = true; c.D = 96; c.Hq = c.Hkv = 2; c.Sq = 77; c.Skv = 477; c.past = 400; cs.push_back(c);
   c = Case{}; c.name = "geom near miss bool [B,1,Sq,Skv] D128"; c.mask = 1; c.mpat = 3; c.mh = false;
@@ -1033,6 +1053,7 @@ void BenchMask() {
     int mask, mpat;
     bool mb, mh, ms;
     float softcap;
+    bool mask_min = false;  // masked keys at the type's lowest finite value (transformers' exports)
   };
   const std::vector<M> ms = {
       {"BERT-like B8 H12 S512 D64 bool pad [B,1,1,S]", 8, 12, 12, 512, 512, 64, false, 1, 1, true, false, false, 0.f},
@@ -1044,6 +1065,7 @@ void BenchMask() {
       {"decode q1 kv8192 GQA 32/8 D128 bool pad", 4, 32, 8, 1, 8192, 128, false, 1, 1, true, false, false, 0.f},
       {"BERT-like B8 H12 S512 D64 add pad [B,1,S,S] (export)", 8, 12, 12, 512, 512, 64, false, 2, 1, true, false, true, 0.f},
       {"Llama-like H32 S2048 D64 add causal+pad [1,1,S,S] + causal", 1, 32, 32, 2048, 2048, 64, true, 2, 2, false, false, true, 0.f},
+      {"Llama export H32/4 S2048 D64 finfo.min causal+pad [1,1,S,S]", 1, 32, 4, 2048, 2048, 64, false, 2, 2, false, false, true, 0.f, true},
   };
   for (const M& m : ms) {
     Case c;
@@ -1053,6 +1075,7 @@ void BenchMask() {
     c.Sq = m.Sq;
     c.Skv = m.Skv;
     c.D = m.D;
+    c.mask_min = m.mask_min;
     c.causal = m.causal;
     c.fast_fill = true;
     c.mask_p = 0.1f;
