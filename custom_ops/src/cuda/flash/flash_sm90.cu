@@ -112,18 +112,27 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
   const int block_kv = p.blk_tiles * 64;
   const uint32_t sK = SmemAddr(base + Plan::kOffK), sV = SmemAddr(base + Plan::kOffV);
   const uint32_t sKb = SmemAddr(base + Plan::kOffKb);
+  // Thread ptid copies the 16-byte chunk c = ptid % CH of rows r0, r0 + kRowStep, ... of each
+  // tile. kRowStep is a multiple of 8, so the swizzle term of those rows is the same: the shared
+  // address steps by kRowStep rows (the per-chunk index arithmetic was ~20 instructions per copy,
+  // and the producer warps issued more instructions than the consumers; ncu, 2026-12-01).
+  constexpr int kRowStep = 128 / CH, kIters = kBN / kRowStep;
+  static_assert(kRowStep % 8 == 0 && kBN % kRowStep == 0, "copy rows share the swizzle phase");
+  const int c = ptid % CH, r0 = ptid / CH;
+  const uint32_t soff = SwizzledOffset(r0, c, kBN);
+  const int64_t v_step = static_cast<int64_t>(kRowStep) * p.v_ss;
   const int n = rg.t_end - rg.t_begin;
   for (int i = 0; i < n; ++i) {
     const int t = rg.t_begin + i, s = i % kStages;
     const uint32_t parity = static_cast<uint32_t>((i / kStages - 1) & 1);
     if (i >= kStages) MbarWait(bars.empty_k(s), parity);
     const uint32_t dk = sK + s * Plan::kTileBytes, dv = sV + s * Plan::kTileBytes;
-#pragma unroll 4
-    for (int idx = ptid; idx < kBN * CH; idx += 128) {
-      const int r = idx / CH, c = idx % CH;
-      const int key = t * kBN + r;
-      const bool in = key < p.kv_pad;
-      CpAsync16(dk + SwizzledOffset(r, c, kBN), in ? kp + static_cast<int64_t>(key) * D + c * 8 : kp, in ? 16 : 0);
+    const int key0 = t * kBN + r0;
+    const T* ksrc = kp + static_cast<int64_t>(key0) * D + c * 8;
+#pragma unroll
+    for (int j = 0; j < kIters; ++j) {
+      const bool in = key0 + j * kRowStep < p.kv_pad;
+      CpAsync16(dk + soff + j * kRowStep * 128, in ? ksrc + j * kRowStep * D : kp, in ? 16 : 0);
     }
     CpAsyncArrive(bars.full_k(s));
     // The kbar rows (read by the consumers' own loads, not by the tensor cores) with plain loads
@@ -137,12 +146,12 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
     }
     MbarArrive(bars.full_k(s));
     if (i >= kStages) MbarWait(bars.empty_v(s), parity);
-#pragma unroll 4
-    for (int idx = ptid; idx < kBN * CH; idx += 128) {
-      const int r = idx / CH, c = idx % CH;
-      const int key = t * kBN + r;
-      const bool in = key < rg.valid;
-      CpAsync16(dv + SwizzledOffset(r, c, kBN), in ? v + static_cast<int64_t>(key) * p.v_ss + c * 8 : v, in ? 16 : 0);
+    const T* vsrc = v + static_cast<int64_t>(key0) * p.v_ss + c * 8;
+#pragma unroll
+    for (int j = 0; j < kIters; ++j) {
+      const bool in = key0 + j * kRowStep < rg.valid;
+      CpAsync16(dv + soff + j * kRowStep * 128, in ? vsrc : v, in ? 16 : 0);
+      vsrc += v_step;
     }
     CpAsyncArrive(bars.full_v(s));
   }
