@@ -1,11 +1,11 @@
 // The Hopper main kernel of the flash path (sm_90a): S = Q·K'ᵀ and O += P·V on warpgroup MMAs.
 //
 // One CTA per (128 packed query rows, kv unit, batch), 384 threads:
-//   - warpgroup 0, the producer: streams 128-key tiles of K' (the shift pre-pass's output) and V,
-//     and the tile's kbar rows, into a 2-stage ring of shared-memory buffers with cp.async
-//     (zero-filling keys past the valid length, as the mma.sync kernel), then hands each stage to
-//     the consumers through a `full` mbarrier; it waits on the stage's `empty` mbarrier before
-//     refilling it.
+//   - warpgroup 0, the producer: streams 128-key tiles of K' (the shift pre-pass's output) and V
+//     into a 2-stage ring of shared-memory buffers with cp.async (zero-filling keys past the valid
+//     length, as the mma.sync kernel), computes the removed shift of every row for the tile's PASA
+//     blocks (ProducerShifts), then hands each stage to the consumers through a `full` mbarrier;
+//     it waits on the stage's `empty` mbarrier before refilling it.
 //   - warpgroups 1 and 2, the consumers, 64 query rows each: S = Q·K'ᵀ with wgmma (Q and K' read
 //     from shared memory through matrix descriptors, 128-byte swizzled), the PASA row steps of
 //     flash_fwd.cu on the fp32 accumulators, P rounded to the half type in registers, O += P·V
@@ -35,7 +35,8 @@ constexpr int kProducerRegs = 56;  // setmaxnreg: 128·56 + 256·224 = 384·168,
 constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc waits forever)
 
 // Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
-// rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves), mbarriers.
+// rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves; the producer's),
+// the removed shifts sh[stage][2][kBM] (fp32, per half and CTA row), mbarriers.
 template <int D>
 struct SmemPlan {
   static constexpr int kQBytes = kBM * D * 2;
@@ -45,8 +46,10 @@ struct SmemPlan {
   static constexpr int kOffV = kOffK + kStages * kTileBytes;
   static constexpr int kOffKb = kOffV + kStages * kTileBytes;
   static constexpr int kOffOnes = kOffKb + kStages * kKbBytes;  // a V-shaped tile of ones (see PvProduct)
-  static constexpr int kOffBar = kOffOnes + kTileBytes;
-  static constexpr int kBytes = kOffBar + 4 * kStages * 8;
+  static constexpr int kShBytes = 2 * kBM * 4;
+  static constexpr int kOffSh = kOffOnes + kTileBytes;
+  static constexpr int kOffBar = kOffSh + kStages * kShBytes;
+  static constexpr int kBytes = kOffBar + (4 * kStages + 1) * 8;
   static constexpr int kAlloc = kBytes + 1024;  // the swizzle needs 1024-byte aligned tiles
 };
 
@@ -88,12 +91,47 @@ struct Bars {
   __device__ __forceinline__ uint32_t full_v(int s) const { return base + 8 * (kStages + s); }
   __device__ __forceinline__ uint32_t empty_k(int s) const { return base + 8 * (2 * kStages + s); }
   __device__ __forceinline__ uint32_t empty_v(int s) const { return base + 8 * (3 * kStages + s); }
+  __device__ __forceinline__ uint32_t q_full() const { return base + 8 * 4 * kStages; }  // Q in shared memory
 };
 
 // The mbarrier's arrival when all of this thread's earlier cp.async copies have landed (counted
 // against the expected arrivals: .noinc); the producer never waits for its own copies.
 __device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+// The removed shifts c·(q·kbar) of CTA row r for the tile's two 64-key halves (kbar rows at kb,
+// kb + 4·D; one_block: both halves in one PASA block, one dot product), q from the swizzled Q
+// tile, into sh[h][r]. The order of the mma.sync kernel's BlockShift, in one thread: partial sum
+// tq (of 4) takes columns 8k + 2tq, 8k + 2tq + 1 for k = 0, 1, ..., then (p0 + p1) + (p2 + p3).
+// Chunk k of row r sits at SwizzledOffset(r, k, kBM).
+template <int D, typename T>
+__device__ __forceinline__ void ProducerShifts(uint32_t sQa, uint32_t kb, uint32_t sh, int r, bool one_block,
+                                               float scale) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll 2
+  for (int k = 0; k < D / 8; ++k) {
+    const uint4 qw = LdsU32x4(sQa + SwizzledOffset(r, k, kBM));
+    const uint32_t q2[4] = {qw.x, qw.y, qw.z, qw.w};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (h == 1 && one_block) break;
+      const float4 k0 = LdsF32x4(kb + (h * D + 8 * k) * 4), k1 = LdsF32x4(kb + (h * D + 8 * k + 4) * 4);
+      const float kv[8] = {k0.x, k0.y, k0.z, k0.w, k1.x, k1.y, k1.z, k1.w};
+#pragma unroll
+      for (int tq = 0; tq < 4; ++tq) {
+        const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&q2[tq]));
+        acc[h][tq] = fmaf(qv.x, kv[2 * tq], acc[h][tq]);
+        acc[h][tq] = fmaf(qv.y, kv[2 * tq + 1], acc[h][tq]);
+      }
+    }
+  }
+  const float s0 = scale * ((acc[0][0] + acc[0][1]) + (acc[0][2] + acc[0][3]));
+  const float s1 = one_block ? s0 : scale * ((acc[1][0] + acc[1][1]) + (acc[1][2] + acc[1][3]));
+  StsF32(sh + r * 4, s0);
+  StsF32(sh + (kBM + r) * 4, s1);
 }
 
 // Producer warpgroup: K' rows (zero past the workspace's padded length) with the tile's two kbar
@@ -121,6 +159,7 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
   const int c = ptid % CH, r0 = ptid / CH;
   const uint32_t soff = SwizzledOffset(r0, c, kBN);
   const int64_t v_step = static_cast<int64_t>(kRowStep) * p.v_ss;
+  const uint32_t sQa = SmemAddr(base), sSh = SmemAddr(base + Plan::kOffSh);
   const int n = rg.t_end - rg.t_begin;
   for (int i = 0; i < n; ++i) {
     const int t = rg.t_begin + i, s = i % kStages;
@@ -144,7 +183,11 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
                                      : make_float4(0.f, 0.f, 0.f, 0.f);
       StsF32x4(sKb + s * Plan::kKbBytes + (h * D + c4 * 4) * 4, v4);
     }
-    MbarArrive(bars.full_k(s));
+    if (i == 0) MbarWait(bars.q_full(), 0);  // the consumers' Q rows (ProducerShifts reads them)
+    NamedBarrierSync(5, 128);                 // the producer's kbar stores, before its threads read them
+    const bool one_block = (t * kBN) / block_kv == (t * kBN + kHalf) / block_kv;
+    ProducerShifts<D, T>(sQa, sKb + s * Plan::kKbBytes, sSh + s * Plan::kShBytes, ptid, one_block, p.scale);
+    MbarArrive(bars.full_k(s));  // K' landed (the cp.async arrival above), the shifts stored
     if (i >= kStages) MbarWait(bars.empty_v(s), parity);
     const T* vsrc = v + static_cast<int64_t>(key0) * p.v_ss + c * 8;
 #pragma unroll
@@ -156,33 +199,6 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
     CpAsyncArrive(bars.full_v(s));
   }
   CpAsyncWaitAll();  // nothing in flight when the producer's warps exit
-}
-
-// The removed shift c·(q·kbar) of this thread's two rows (CTA rows r0, r0 + 8) for one kbar row
-// (shared address kb), q from the swizzled Q tile (shared address sQa). The mma.sync kernel's
-// order (BlockShift): lane tq sums columns 8k + 2tq, 8k + 2tq + 1 for k = 0, 1, ..., then the
-// quad adds (p0 + p1) + (p2 + p3). Chunk k of row r sits at (r·128 + tq·4 + (r % 8)·16) XOR
-// (k % 8)·16 in panel k / 8 (the row's base has those bits clear): one XOR per load.
-template <int D, typename T>
-__device__ __forceinline__ void RowShifts(float (&sh)[2], uint32_t sQa, uint32_t kb, int r0, int tq, float scale) {
-  using Tr = HalfTraits<T>;
-  using T2 = typename Tr::T2;
-  const uint32_t kb_t = kb + tq * 8;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int r = r0 + rr * 8;
-    const uint32_t row = sQa + r * 128 + tq * 4 + ((r & 7) << 4);
-    float acc = 0.f;
-#pragma unroll
-    for (int k2 = 0; k2 < D / 8; ++k2) {
-      const float2 kv2 = LdsF32x2(kb_t + k2 * 32);
-      const uint32_t qw = LdsU32((row ^ ((k2 & 7) << 4)) + (k2 >> 3) * kBM * 128);
-      const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&qw));
-      acc = fmaf(qv.x, kv2.x, acc);
-      acc = fmaf(qv.y, kv2.y, acc);
-    }
-    sh[rr] = scale * QuadRowSum(acc);
-  }
 }
 
 // Accumulator layout of a 64xN wgmma tile per thread: element (j, rr, e) = acc[4j + 2rr + e] is
@@ -389,14 +405,12 @@ struct ConsumerState {
   float m_run[2];
   float lacc[4];  // the rows' sums of P (see PvProduct)
   float shift[2][2];  // [64-key half][row]
-  float last_sh[2];   // the shift of PASA block last_blk
-  int last_blk;
   uint32_t pf[kNT][2];
 };
 
 // A consumer thread's constants: shared-memory addresses, its place, the key geometry.
 struct ConsumerCtx {
-  uint32_t sQa, sK, sV, sKba;
+  uint32_t sQa, sK, sV, sSh;
   uint64_t desc_q, desc_k, desc_v, desc_ones;  // this warpgroup's Q rows, stage 0 of K' and of V, the ones
   int cw, lane, tq, r0, block_kv, n, my_turn, other_turn;
   int row_pos[2];
@@ -416,15 +430,10 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   if (i > 0) MbarWait(bars.full_v(sp), static_cast<uint32_t>(((i - 1) / kStages) & 1));
   FenceProxyAsync();  // the producer's cp.async writes, seen through the mbarriers, before wgmma reads
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {  // the removed shift of each 64-key half's PASA block
-    const int blk = (t * kBN + h * kHalf) / cx.block_kv;
-    if (blk != st.last_blk) {
-      RowShifts<D, T>(st.last_sh, cx.sQa, cx.sKba + (s * 2 + h) * D * 4, cx.r0, cx.tq, p.scale);
-      st.last_blk = blk;
-    }
-    st.shift[h][0] = st.last_sh[0];
-    st.shift[h][1] = st.last_sh[1];
-  }
+  for (int h = 0; h < 2; ++h)  // the removed shift of each 64-key half's PASA block (the producer's)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+      st.shift[h][rr] = LdsF32(cx.sSh + s * Plan::kShBytes + (h * kBM + cx.r0 + 8 * rr) * 4);
   const bool arrive_other = cx.cw == 0 || i + 1 < cx.n;
   float acc[kBN / 2];
   NamedBarrierSync(cx.my_turn, 256);
@@ -493,6 +502,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
     for (int idx = tid; idx < Plan::kTileBytes / 32; idx += 128) ones[idx] = make_uint4(one2, one2, one2, one2);
     CpAsyncWaitAll();
     FenceProxyAsync();
+    MbarArrive(bars.q_full());  // every consumer thread, once its Q copies landed: the producer reads Q
     NamedBarrierSync(1 + cw, 128);
   }
 
@@ -503,9 +513,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   for (int rr = 0; rr < 2; ++rr) {
     st.m_run[rr] = -INFINITY;
     st.lacc[2 * rr] = st.lacc[2 * rr + 1] = 0.f;
-    st.last_sh[rr] = 0.f;
   }
-  st.last_blk = -1;
 #pragma unroll
   for (int j = 0; j < kNT; ++j) st.pf[j][0] = st.pf[j][1] = 0u;
   ConsumerCtx cx;
@@ -516,7 +524,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   cx.desc_k = Desc(cx.sK, 16, 1024);
   cx.desc_v = Desc(cx.sV, kBN * 128, 1024);
   cx.desc_ones = Desc(SmemAddr(base + Plan::kOffOnes), kBN * 128, 1024);
-  cx.sKba = SmemAddr(base + Plan::kOffKb);
+  cx.sSh = SmemAddr(base + Plan::kOffSh);
   cx.cw = cw;
   cx.lane = lane;
   cx.tq = tq;
@@ -581,6 +589,7 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
       MbarInit(bars.empty_k(s), 256);  // every consumer thread, once its MMAs and loads read the stage
       MbarInit(bars.empty_v(s), 8);
     }
+    MbarInit(bars.q_full(), 256);
   }
   __syncthreads();
   const int wg = threadIdx.x / 128;
