@@ -3,9 +3,10 @@
 // One CTA per (128 packed query rows, kv unit, batch), 384 threads:
 //   - warpgroup 0, the producer: streams 128-key tiles of K' (the shift pre-pass's output) and V
 //     into a 2-stage ring of shared-memory buffers with cp.async (zero-filling keys past the valid
-//     length, as the mma.sync kernel), computes the removed shift of every row for the tile's PASA
-//     blocks (ProducerShifts), then hands each stage to the consumers through a `full` mbarrier;
-//     it waits on the stage's `empty` mbarrier before refilling it.
+//     length, as the mma.sync kernel), at D = 64 also the removed shift of every row for the
+//     tile's PASA blocks (ProducerShifts; at D = 128 the consumers form them, see
+//     kProducerShifts), then hands each stage to the consumers through a `full` mbarrier; it
+//     waits on the stage's `empty` mbarrier before refilling it.
 //   - warpgroups 1 and 2, the consumers, 64 query rows each: S = Q·K'ᵀ with wgmma (Q and K' read
 //     from shared memory through matrix descriptors, 128-byte swizzled), the PASA row steps of
 //     flash_fwd.cu on the fp32 accumulators, P rounded to the half type in registers, O += P·V
@@ -33,6 +34,14 @@ constexpr int kStages = 2;         // K'/V ring depth
 constexpr int kThreads = 384;      // producer warpgroup + two consumer warpgroups
 constexpr int kProducerRegs = 56;  // setmaxnreg: 128·56 + 256·224 = 384·168, the registers the CTA starts with
 constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc waits forever)
+
+// Who forms the removed shifts c·(q·kbar), bit for bit the same either way. Measured on the H200
+// (flash_selftest bench, 2026-12-01): at D = 64 the producer warpgroup has time to spare and the
+// consumers gain (H12 S4096 215 -> 197 us, S16384 3035 -> 2754 us); at D = 128 the producer's
+// dot products, which the consumers' tile waits for, make it the bottleneck (H32 S4096 731 ->
+// 815 us), so there the consumers form them (RowShifts).
+template <int D>
+constexpr bool kProducerShifts = D == 64;
 
 // Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
 // rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves; the producer's),
@@ -183,11 +192,13 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
                                      : make_float4(0.f, 0.f, 0.f, 0.f);
       StsF32x4(sKb + s * Plan::kKbBytes + (h * D + c4 * 4) * 4, v4);
     }
-    if (i == 0) MbarWait(bars.q_full(), 0);  // the consumers' Q rows (ProducerShifts reads them)
-    NamedBarrierSync(5, 128);                 // the producer's kbar stores, before its threads read them
-    const bool one_block = (t * kBN) / block_kv == (t * kBN + kHalf) / block_kv;
-    ProducerShifts<D, T>(sQa, sKb + s * Plan::kKbBytes, sSh + s * Plan::kShBytes, ptid, one_block, p.scale);
-    MbarArrive(bars.full_k(s));  // K' landed (the cp.async arrival above), the shifts stored
+    if constexpr (kProducerShifts<D>) {
+      if (i == 0) MbarWait(bars.q_full(), 0);  // the consumers' Q rows (ProducerShifts reads them)
+      NamedBarrierSync(5, 128);                 // the producer's kbar stores, before its threads read them
+      const bool one_block = (t * kBN) / block_kv == (t * kBN + kHalf) / block_kv;
+      ProducerShifts<D, T>(sQa, sKb + s * Plan::kKbBytes, sSh + s * Plan::kShBytes, ptid, one_block, p.scale);
+    }
+    MbarArrive(bars.full_k(s));  // K' landed (the cp.async arrival above), the kbar rows (and shifts) stored
     if (i >= kStages) MbarWait(bars.empty_v(s), parity);
     const T* vsrc = v + static_cast<int64_t>(key0) * p.v_ss + c * 8;
 #pragma unroll
@@ -199,6 +210,34 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
     CpAsyncArrive(bars.full_v(s));
   }
   CpAsyncWaitAll();  // nothing in flight when the producer's warps exit
+}
+
+// The removed shift c·(q·kbar) of this thread's two rows (CTA rows r0, r0 + 8) for one kbar row
+// (shared address kb), q from the swizzled Q tile (shared address sQa), when the consumers form
+// them (!kProducerShifts). The mma.sync kernel's order (BlockShift), as ProducerShifts: lane tq
+// sums columns 8k + 2tq, 8k + 2tq + 1 for k = 0, 1, ..., then the quad adds (p0 + p1) + (p2 + p3).
+// Chunk k of row r sits at (r·128 + tq·4 + (r % 8)·16) XOR (k % 8)·16 in panel k / 8 (the row's
+// base has those bits clear): one XOR per load.
+template <int D, typename T>
+__device__ __forceinline__ void RowShifts(float (&sh)[2], uint32_t sQa, uint32_t kb, int r0, int tq, float scale) {
+  using Tr = HalfTraits<T>;
+  using T2 = typename Tr::T2;
+  const uint32_t kb_t = kb + tq * 8;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int r = r0 + rr * 8;
+    const uint32_t row = sQa + r * 128 + tq * 4 + ((r & 7) << 4);
+    float acc = 0.f;
+#pragma unroll
+    for (int k2 = 0; k2 < D / 8; ++k2) {
+      const float2 kv2 = LdsF32x2(kb_t + k2 * 32);
+      const uint32_t qw = LdsU32((row ^ ((k2 & 7) << 4)) + (k2 >> 3) * kBM * 128);
+      const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&qw));
+      acc = fmaf(qv.x, kv2.x, acc);
+      acc = fmaf(qv.y, kv2.y, acc);
+    }
+    sh[rr] = scale * QuadRowSum(acc);
+  }
 }
 
 // Accumulator layout of a 64xN wgmma tile per thread: element (j, rr, e) = acc[4j + 2rr + e] is
@@ -405,12 +444,14 @@ struct ConsumerState {
   float m_run[2];
   float lacc[4];  // the rows' sums of P (see PvProduct)
   float shift[2][2];  // [64-key half][row]
+  float last_sh[2];   // !kProducerShifts: the shift of PASA block last_blk
+  int last_blk;
   uint32_t pf[kNT][2];
 };
 
 // A consumer thread's constants: shared-memory addresses, its place, the key geometry.
 struct ConsumerCtx {
-  uint32_t sQa, sK, sV, sSh;
+  uint32_t sQa, sK, sV, sSh, sKba;
   uint64_t desc_q, desc_k, desc_v, desc_ones;  // this warpgroup's Q rows, stage 0 of K' and of V, the ones
   int cw, lane, tq, r0, block_kv, n, my_turn, other_turn;
   int row_pos[2];
@@ -430,10 +471,21 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   if (i > 0) MbarWait(bars.full_v(sp), static_cast<uint32_t>(((i - 1) / kStages) & 1));
   FenceProxyAsync();  // the producer's cp.async writes, seen through the mbarriers, before wgmma reads
 #pragma unroll
-  for (int h = 0; h < 2; ++h)  // the removed shift of each 64-key half's PASA block (the producer's)
+  for (int h = 0; h < 2; ++h) {  // the removed shift of each 64-key half's PASA block
+    if constexpr (kProducerShifts<D>) {
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr)
-      st.shift[h][rr] = LdsF32(cx.sSh + s * Plan::kShBytes + (h * kBM + cx.r0 + 8 * rr) * 4);
+      for (int rr = 0; rr < 2; ++rr)
+        st.shift[h][rr] = LdsF32(cx.sSh + s * Plan::kShBytes + (h * kBM + cx.r0 + 8 * rr) * 4);
+    } else {
+      const int blk = (t * kBN + h * kHalf) / cx.block_kv;
+      if (blk != st.last_blk) {
+        RowShifts<D, T>(st.last_sh, cx.sQa, cx.sKba + (s * 2 + h) * D * 4, cx.r0, cx.tq, p.scale);
+        st.last_blk = blk;
+      }
+      st.shift[h][0] = st.last_sh[0];
+      st.shift[h][1] = st.last_sh[1];
+    }
+  }
   const bool arrive_other = cx.cw == 0 || i + 1 < cx.n;
   float acc[kBN / 2];
   NamedBarrierSync(cx.my_turn, 256);
@@ -513,7 +565,9 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   for (int rr = 0; rr < 2; ++rr) {
     st.m_run[rr] = -INFINITY;
     st.lacc[2 * rr] = st.lacc[2 * rr + 1] = 0.f;
+    st.last_sh[rr] = 0.f;
   }
+  st.last_blk = -1;
 #pragma unroll
   for (int j = 0; j < kNT; ++j) st.pf[j][0] = st.pf[j][1] = 0u;
   ConsumerCtx cx;
@@ -525,6 +579,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   cx.desc_v = Desc(cx.sV, kBN * 128, 1024);
   cx.desc_ones = Desc(SmemAddr(base + Plan::kOffOnes), kBN * 128, 1024);
   cx.sSh = SmemAddr(base + Plan::kOffSh);
+  cx.sKba = SmemAddr(base + Plan::kOffKb);
   cx.cw = cw;
   cx.lane = lane;
   cx.tq = tq;
