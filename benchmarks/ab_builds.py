@@ -18,6 +18,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -196,42 +197,50 @@ def check(lib_a: str, lib_b: str) -> dict:
     return {"compared": compared, "identical": identical, "mismatches": mismatches[:20]}
 
 
-def speed(lib_a: str, lib_b: str, seqs: list[int], reps: int, dtype: str = "float16") -> list[dict]:
+def speed(
+    lib_a: str,
+    lib_b: str,
+    seqs: list[int],
+    reps: int,
+    dtype: str = "float16",
+    shapes: tuple[tuple[int, int], ...] = ((12, 64),),
+    causals: tuple[int, ...] = (0, 1),
+) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
     elem = {"float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}[dtype]
-    for seq in seqs:
-        for causal in (0, 1):
-            q, k, v = (
-                rng.standard_normal((1, 12, seq, 64)).astype(DTYPES[dtype]) for _ in range(3)
-            )
-            model = _single_node(elem, q.shape, k.shape, is_causal=causal)
-            sessions = {"a": _session(lib_a, model), "b": _session(lib_b, model)}
-            feeds = {"Q": q, "K": k, "V": v}
-            for s in sessions.values():
-                _run(s, feeds)
-            times: dict[str, list[float]] = {"a": [], "b": []}
-            for _ in range(reps):
-                order = ["a", "b"]
-                random.shuffle(order)
-                for key in order:
-                    t0 = time.thread_time()
-                    _run(sessions[key], feeds)
-                    times[key].append(time.thread_time() - t0)
-            ratios = sorted(a / b for a, b in zip(times["a"], times["b"], strict=True))
-            q1, _, q3 = statistics.quantiles(ratios, n=4)
-            rows.append(
-                {
-                    "dtype": dtype,
-                    "seq": seq,
-                    "causal": causal,
-                    "a_ms": 1e3 * statistics.median(times["a"]),
-                    "b_ms": 1e3 * statistics.median(times["b"]),
-                    "speedup_b_over_a": statistics.median(ratios),
-                    "iqr": [q1, q3],
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+    for (heads, dim), seq, causal in itertools.product(shapes, seqs, causals):
+        q, k, v = (
+            rng.standard_normal((1, heads, seq, dim)).astype(DTYPES[dtype]) for _ in range(3)
+        )
+        model = _single_node(elem, q.shape, k.shape, is_causal=causal)
+        sessions = {"a": _session(lib_a, model), "b": _session(lib_b, model)}
+        feeds = {"Q": q, "K": k, "V": v}
+        for s in sessions.values():
+            _run(s, feeds)
+        times: dict[str, list[float]] = {"a": [], "b": []}
+        for _ in range(reps):
+            order = ["a", "b"]
+            random.shuffle(order)
+            for key in order:
+                t0 = time.thread_time()
+                _run(sessions[key], feeds)
+                times[key].append(time.thread_time() - t0)
+        ratios = sorted(a / b for a, b in zip(times["a"], times["b"], strict=True))
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        rows.append(
+            {
+                "dtype": dtype,
+                "shape": f"{heads}x{dim}",
+                "seq": seq,
+                "causal": causal,
+                "a_ms": 1e3 * statistics.median(times["a"]),
+                "b_ms": 1e3 * statistics.median(times["b"]),
+                "speedup_b_over_a": statistics.median(ratios),
+                "iqr": [q1, q3],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -247,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", default="128,1024")
     ap.add_argument("--dtype", default="float16", help="--speed inputs: float16 or bfloat16")
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--shapes", default="12x64", help="--speed: HEADSxHEAD_DIM, comma-separated")
+    ap.add_argument("--causal", default="0,1", help="--speed: causal values, comma-separated")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -271,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             ok = all(r.get("compared") == r.get("identical") for r in results.values())
             return 0 if ok else 1
         if args.speed:
-            speed(lib_a, lib_b, [int(s) for s in args.seq.split(",")], args.reps, args.dtype)
+            shapes = tuple(
+                (int(h), int(d)) for h, d in (x.split("x") for x in args.shapes.split(","))
+            )
+            causals = tuple(int(c) for c in args.causal.split(","))
+            seqs = [int(s) for s in args.seq.split(",")]
+            speed(lib_a, lib_b, seqs, args.reps, args.dtype, shapes, causals)
     return 0
 
 

@@ -103,6 +103,21 @@ void LargeProblemsPrepareInChunks() {
   CHECK(StageItems(plan) == 64 * plan.q_blocks);
 }
 
+void TallTilesWhereBlocksLeaveL2() {
+  // H32/D128, S = 4096, non-causal: a unit's prepared blocks (4 MB) do not stay in L2, so a
+  // tile takes 256 query positions (block_q 64 unchanged).
+  pasa::CpuPlan plan = pasa::MakeCpuPlan(Problem(32, 32, 4096, 4096, 128, false));
+  CHECK(plan.tile_q == 256 && plan.q_blocks == 16);
+  // Causal tiles keep block_q (a taller tile would compute more masked scores); so do problems
+  // whose blocks stay in L2, and those that would keep too few tiles for the threads.
+  plan = pasa::MakeCpuPlan(Problem(32, 32, 4096, 4096, 128, true));
+  CHECK(plan.tile_q == 64 && plan.q_blocks == 64);
+  plan = pasa::MakeCpuPlan(Problem(12, 12, 512, 512, 64, false));
+  CHECK(plan.tile_q == 64);
+  plan = pasa::MakeCpuPlan(Problem(1, 1, 4096, 4096, 128, false));
+  CHECK(plan.tile_q == 128 && plan.q_blocks == 32);
+}
+
 }  // namespace
 
 int main() {
@@ -111,6 +126,7 @@ int main() {
   MaskedKeysAreInvalidAndSplitUnits();
   PaddingBeyondNonpadIsInvalid();
   LargeProblemsPrepareInChunks();
+  TallTilesWhereBlocksLeaveL2();
   if (failures == 0) std::printf("planner tests passed\n");
   return failures == 0 ? 0 : 1;
 }

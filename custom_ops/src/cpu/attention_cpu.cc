@@ -438,8 +438,8 @@ void PreparedProblem::RunTile(int64_t item) {
   c.h = bh % p.q_heads;
   c.b = bh / p.q_heads;
   c.unit = plan.unit_of[static_cast<size_t>(bh)];
-  c.i0 = (item % plan.q_blocks) * p.block_q;
-  c.q_rows = std::min(p.block_q, p.q_len - c.i0);
+  c.i0 = (item % plan.q_blocks) * plan.tile_q;
+  c.q_rows = std::min(plan.tile_q, p.q_len - c.i0);
   c.heads = plan.heads_per_tile;
   c.rows = c.q_rows * c.heads;
   c.offset = p.query_offset[static_cast<size_t>(c.b)];

@@ -13,6 +13,28 @@ namespace {
 // Budget of the prepared key/value blocks (floats); above it heads are processed in chunks.
 constexpr int64_t kCacheBudgetFloats = int64_t{48} << 18;  // 48 MiB
 
+// Tall tiles: a tile reads each prepared key block once for all its rows, so the taller the
+// tile the fewer times a unit's blocks come again from the outer caches. Where a unit's prepared
+// blocks are more than kL2ShareBytes (half of a 2 MB L2; 4 MB at S = 4096, D = 128), tiles grow
+// up to kTallTileRows query positions, as long as the problem keeps kMinTiles tiles to share
+// among threads.
+constexpr int64_t kL2ShareBytes = int64_t{1} << 20;
+constexpr int64_t kTallTileRows = 256;
+constexpr int64_t kMinTiles = 32;
+
+// The tile height (CpuPlan::tile_q). Only where the rows of a tile attend the same keys (no
+// causal frontier or window: a taller causal tile would compute more masked scores) and the
+// keys are transposed (decode-sized problems keep their tiles).
+int64_t TileRows(const AttentionProblem& p, const CpuPlan& plan) {
+  const bool same_keys = !p.causal && p.left_window < 0 && p.right_window < 0;
+  const int64_t unit_bytes = plan.kv_blocks * plan.slot_floats * static_cast<int64_t>(sizeof(float));
+  if (!same_keys || plan.k_rows || p.block_q >= kTallTileRows || unit_bytes <= kL2ShareBytes) return p.block_q;
+  const auto tiles = [&](int64_t rows) { return p.batch * p.q_heads * ((p.q_len + rows - 1) / rows); };
+  int64_t rows = p.block_q;
+  while (2 * rows <= kTallTileRows && tiles(2 * rows) >= kMinTiles) rows *= 2;
+  return rows;
+}
+
 // Key validity: before the batch's valid length, and attendable by at least one query row.
 void MarkValidKeys(const AttentionProblem& p, CpuPlan* plan) {
   plan->key_valid.assign(static_cast<size_t>(p.batch * p.q_heads * p.kv_len), 0);
@@ -93,7 +115,7 @@ void ChooseBlockReuse(const AttentionProblem& p, const std::vector<int64_t>& use
 int64_t TileCost(const AttentionProblem& p, const CpuPlan& plan, int64_t item) {
   const int64_t qb = item % plan.q_blocks;
   const int64_t b = item / plan.q_blocks / p.q_heads;
-  const int64_t i0 = qb * p.block_q, i1 = std::min(p.q_len, i0 + p.block_q) - 1;
+  const int64_t i0 = qb * plan.tile_q, i1 = std::min(p.q_len, i0 + plan.tile_q) - 1;
   const Geometry g = GeometryOf(p, b);
   const int64_t offset = p.query_offset[static_cast<size_t>(b)];
   int64_t lo0, hi0, lo1, hi1;
@@ -140,14 +162,15 @@ void BuildStages(const AttentionProblem& p, CpuPlan* plan) {
 
 CpuPlan MakeCpuPlan(const AttentionProblem& p, PackFloatsFn pack_floats) {
   CpuPlan plan;
-  plan.q_blocks = (p.q_len + p.block_q - 1) / p.block_q;
+  plan.k_rows = p.q_len <= kRowMajorMaxQueries;
   plan.kv_blocks = (p.kv_len + p.block_kv - 1) / p.block_kv;
   plan.slot_keys = AlignUp(std::min(p.block_kv, p.kv_len), kKeyAlign);
   plan.dv_pad = AlignUp(p.v_head_dim, kKeyAlign);
-  plan.k_rows = p.q_len <= kRowMajorMaxQueries;
   if (!plan.k_rows && pack_floats != nullptr) plan.pack_floats = pack_floats(p, plan.slot_keys, plan.dv_pad);
   plan.slot_floats =
       plan.slot_keys * (p.head_dim + plan.dv_pad) + AlignUp(p.head_dim, kKeyAlign) + plan.pack_floats;
+  plan.tile_q = TileRows(p, plan);
+  plan.q_blocks = (p.q_len + plan.tile_q - 1) / plan.tile_q;
   MarkValidKeys(p, &plan);
   const std::vector<int64_t> uses = FormUnits(p, &plan);
   ChooseBlockReuse(p, uses, &plan);

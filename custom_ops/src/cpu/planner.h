@@ -37,6 +37,9 @@ struct CpuPlan {
   std::vector<int64_t> unit_of;    // [B * Hq]
   std::vector<Stage> stages;
   int64_t q_blocks = 0, kv_blocks = 0;
+  // Query positions of a tile: block_q, or a multiple of it where every row of a tile attends
+  // the same keys (TileRows in planner.cc). A row's result does not depend on it.
+  int64_t tile_q = 0;
   int64_t slot_keys = 0;           // keys of one prepared block, padded
   int64_t dv_pad = 0;              // value width, padded
   // One prepared block: K' [slot_keys][D], V [slot_keys][dv_pad], α·mean [D, padded], then the
