@@ -68,3 +68,44 @@ def test_fma_ceiling_benchmark_runs(tmp_path):
     assert [r["threads"] for r in rows] == [1, 2] and "vs 1 thread" in table
     assert all(r["per_thread_median"] > 0 for r in rows)
     assert rows[0]["scaling_bound"] == 1.0
+
+
+def _ncu_source_block(kernel: str, body: list[tuple[str, int, int, int]]) -> str:
+    """One kernel block of ncu's source-page CSV: (SASS, executions, samples, long_sb samples)."""
+    head = '"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed",'
+    head += '"stall_long_sb","stall_wait","stall_long_sb (Not Issued)"'
+    rows = [f'"Kernel Name","{kernel}",', head]
+    for i, (sass, ex, samples, long_sb) in enumerate(body):
+        stalls = f'"{long_sb}","{samples - long_sb}","0"'
+        rows.append(f'"0x{i:04x}","{sass}","{samples}","{ex:,}",{stalls}')
+    return "\n".join(rows)
+
+
+def test_ncu_summary_ranks_regions_by_samples(tmp_path):
+    loop = [("LDGSTS.E.128 [R2], desc[UR4][R4.64]", 4096, 10, 0)] * 3
+    wait = [("@!P0 BRA 0x100", 1024, 300, 297), ("SYNCS.PHASECHK P0, [UR6]", 1024, 20, 20)]
+    tail = [("EXIT", 1, 1, 0)]
+    block = _ncu_source_block("void k<128>(Params)", loop + wait + tail)
+    other = _ncu_source_block("void other(Params)", [("FFMA R1, R2, R3, R4", 8, 5, 0)])
+    path = tmp_path / "source.csv"
+    path.write_text("\n".join([block, block, other]))  # the export repeats blocks
+    out = _run(str(ROOT / "benchmarks" / "ncu_summary.py"), str(path), "--kernel", "k<128>")
+    lines = out.splitlines()
+    assert lines[0] == "== void k<128>(Params)" and out.count("== ") == 1
+    assert "6 instructions, 14,337 executed, 351 samples" in lines[1]
+    # the mbarrier wait (2 instructions run 1024 times) holds 320 of the 351 samples
+    top = lines[3].split()
+    assert top[0] == "91.2%" and top[2:4] == ["2", "1,024"] and "long_sb:99%" in lines[3]
+    assert lines[4].split()[0] == "8.5%" and "LDGSTS:3" in lines[4]
+
+
+def test_ncu_summary_names_the_file_it_cannot_read(tmp_path):
+    bad = tmp_path / "details.csv"
+    bad.write_text('"Kernel Name","k",\n"ID","Metric Name"\n"0","Duration"\n')
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ncu_summary.py"), str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert str(bad) in done.stderr and "--set full" in done.stderr
