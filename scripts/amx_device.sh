@@ -61,10 +61,12 @@ timeout 90 $py benchmarks/ab_builds.py --a "$base_lib" --b "$PASA_ONNX_LIBRARY" 
 grep -q '"mismatches": \[\]' "$out/ab_check.log" || { echo "new differs from base (or the check did not finish)"; status=1; }
 
 step "amx-path tests"
-xdist=$($py -c "import xdist" 2>/dev/null && echo "-n 8" || echo "")
+xdist=$($py -c "import xdist" 2>/dev/null && echo "-n $(nproc)" || echo "")
 # -v: one line per test as it finishes, so a run cut off by the timeout still names its failures
 # (the 2026-12-01 run stopped at 150 s with one unnamed F); AMX_TEST_TIMEOUT to give it longer.
-timeout "${AMX_TEST_TIMEOUT:-150}" $py -m pytest -v -p no:cacheprovider $xdist \
+# One BLAS thread per worker: with the default, the workers' numpy references oversubscribe the
+# cores and the set ran past 240 s; so it took 27 s (16 workers, 441 tests, fourth session).
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 timeout "${AMX_TEST_TIMEOUT:-150}" $py -m pytest -v -p no:cacheprovider $xdist \
   tests/test_isa_paths.py::test_amx_path_matches_its_split_product_emulation \
   tests/test_op_basics.py tests/test_conformance.py tests/test_numerics_stress.py tests/test_numerics_paper.py \
   2>&1 | tee "$out/tests.log" | grep -E "FAILED|ERROR|passed|failed" | tail -15
