@@ -44,8 +44,9 @@ template <int D>
 constexpr bool kProducerShifts = D == 64;
 
 // Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
-// rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves; the producer's),
-// the removed shifts sh[stage][2][kBM] (fp32, per half and CTA row), mbarriers.
+// rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves, stored by the
+// producer), the removed shifts sh[stage][2][kBM] (fp32, per half and CTA row; kProducerShifts
+// only), mbarriers.
 template <int D>
 struct SmemPlan {
   static constexpr int kQBytes = kBM * D * 2;
@@ -183,8 +184,9 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
       CpAsync16(dk + soff + j * kRowStep * 128, in ? ksrc + j * kRowStep * D : kp, in ? 16 : 0);
     }
     CpAsyncArrive(bars.full_k(s));
-    // The kbar rows (read by the consumers' own loads, not by the tensor cores) with plain loads
-    // and stores, published by a plain (release) arrival: a second arrival per producer thread.
+    // The kbar rows, copied with plain loads and stores (plain loads read them, not the tensor
+    // cores: the consumers' RowShifts, or with kProducerShifts this warpgroup's ProducerShifts),
+    // published by a plain (release) arrival: a second arrival per producer thread.
     for (int idx = ptid; idx < 2 * D / 4; idx += 128) {
       const int h = idx / (D / 4), c4 = idx % (D / 4);
       const int blk = (t * kBN + h * kHalf) / block_kv;
