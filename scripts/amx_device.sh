@@ -64,8 +64,8 @@ step "amx-path tests"
 xdist=$($py -c "import xdist" 2>/dev/null && echo "-n $(nproc)" || echo "")
 # -v: one line per test as it finishes, so a run cut off by the timeout still names its failures
 # (the 2026-12-01 run stopped at 150 s with one unnamed F); AMX_TEST_TIMEOUT to give it longer.
-# One BLAS thread per worker: with the default, the workers' numpy references oversubscribe the
-# cores and the set ran past 240 s; so it took 27 s (16 workers, 441 tests, fourth session).
+# One BLAS thread per worker: with the default (every worker's BLAS free to use all cores) the
+# set reached 240 s in the paper grid; with one it took 27 s (16 workers, 441 tests, 2026-12-01).
 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 timeout "${AMX_TEST_TIMEOUT:-150}" $py -m pytest -v -p no:cacheprovider $xdist \
   tests/test_isa_paths.py::test_amx_path_matches_its_split_product_emulation \
   tests/test_op_basics.py tests/test_conformance.py tests/test_numerics_stress.py tests/test_numerics_paper.py \

@@ -1007,8 +1007,6 @@ bool UseSm90(const AttentionProblem& p, int splits, int64_t rows) {
 #endif
 }
 
-
-
 Layout MakeLayout(const AttentionProblem& p) {
   Layout L;
   const int64_t n = p.block_kv;
