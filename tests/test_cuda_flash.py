@@ -38,6 +38,18 @@ CASES = [
     ("d128_fp16_past_causal", np.float16, 1, 4, 2, 5, 400, 5, 128, {"is_causal": 1}),
     ("decode_4k_32x8", np.float16, 1, 32, 8, 1, 4095, 1, 128, {}),
     ("decode_bf16_16q", BFLOAT16, 2, 8, 8, 16, 1000, 16, 64, {"is_causal": 1}),
+    (
+        "decode_d64_32x32_window",
+        np.float16,
+        1,
+        32,
+        32,
+        1,
+        2999,
+        1,
+        64,
+        {"is_causal": 1, "left_window_size": 700},
+    ),
 ]
 
 
@@ -105,6 +117,26 @@ def test_flash_3d_layout_with_nonpad_and_garbage_in_padded_keys(rng):
     k_clean, v_clean = k.copy(), v.copy()
     k_clean[1, 312:] = 0
     v_clean[1, 312:] = 0
+    _check(y, {**feeds, "K": k_clean, "V": v_clean}, attrs)
+
+
+def test_decode_with_nonpad_and_garbage_in_padded_keys(rng):
+    # Few packed query rows (4 positions x 4 heads of a group): the fused decode kernel, which
+    # forms the block means and K' from the raw keys. Batch 1's keys past 1777 hold inf and NaN.
+    b, hq, hkv, sq, s, d = 2, 16, 4, 4, 3000, 128
+    q = rng.standard_normal((b, hq, sq, d)).astype(np.float16)
+    k = (rng.standard_normal((b, hkv, s, d)) + 1).astype(np.float16)
+    v = rng.standard_normal((b, hkv, s, d)).astype(np.float16)
+    valid = np.array([3000, 1777], dtype=np.int64)
+    k[1, :, 1777:] = np.inf
+    v[1, :, 1777:] = np.nan
+    feeds = {"Q": q, "K": k, "V": v, "nonpad_kv_seqlen": valid}
+    attrs = {"is_causal": 1}
+    y = run_pasa_cuda(feeds, **attrs)
+    assert np.isfinite(y.astype(np.float32)).all()
+    k_clean, v_clean = k.copy(), v.copy()
+    k_clean[1, :, 1777:] = 0
+    v_clean[1, :, 1777:] = 0
     _check(y, {**feeds, "K": k_clean, "V": v_clean}, attrs)
 
 

@@ -27,8 +27,9 @@ std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* works
 int FlashNumSplits(const AttentionProblem& p);
 
 // Which main kernel RunFlash launches for `p` on the current device: "sm90" (wgmma, compute
-// capability 9.0), "sm80" (mma.sync), or "sm90/sm80" (a classified mask on Hopper: sm90 for the
-// padding and causal+padding planes, mma.sync for the general ones).
+// capability 9.0), "sm80" (mma.sync), "sm90/sm80" (a classified mask on Hopper: sm90 for the
+// padding and causal+padding planes, mma.sync for the general ones), or "decode" (the fused
+// split-KV kernel for at most 16 packed query rows, flash_decode.h).
 const char* FlashKernelName(const AttentionProblem& p);
 
 }  // namespace pasa::cuda

@@ -28,6 +28,7 @@
 
 #include "flash.h"
 #include "flash_common.cuh"
+#include "flash_decode.h"
 #include "flash_ptx.cuh"
 #include "flash_sm90.h"
 
@@ -972,14 +973,16 @@ size_t SmemBytes(int d, int bm) {
 struct Layout {
   int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0, units = 0;
   int splits = 1;
-  bool sm90 = false;  // the Hopper kernel runs it (UseSm90); then splits = 1
+  bool sm90 = false;    // the Hopper kernel runs it (UseSm90); then splits = 1
+  bool decode = false;  // the fused decode kernel runs it (UseDecode): no K' workspace, no pre-pass
   size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, off_mrow = 0, off_mcls = 0, total = 0;
 };
 
 size_t Align256(size_t x) { return (x + 255) / 256 * 256; }
 
 // The Hopper kernel (flash_sm90.cu) runs the shapes it covers on compute capability 9.0 (its
-// sm_90a code runs nowhere else); PASA_ONNX_CUDA_KERNEL=sm80 keeps the mma.sync kernel there
+// sm_90a code runs nowhere else), the fused decode kernel (flash_decode.cu) the decode shapes;
+// PASA_ONNX_CUDA_KERNEL=sm80 keeps the mma.sync main kernel with the shift pre-pass for both
 // (read once per process).
 bool Sm80Forced() {
   static const bool value = [] {
@@ -1007,6 +1010,14 @@ bool UseSm90(const AttentionProblem& p, int splits, int64_t rows) {
 #endif
 }
 
+int MaxSmemOptin();
+
+// Decode shapes (at most 16 packed query rows, no mask or softcap, D 64 or 128, block_kv 128).
+bool UseDecode(const AttentionProblem& p, int64_t rows) {
+  return !Sm80Forced() && DecodeCovers(static_cast<int>(p.head_dim), p.block_kv, rows, p.kv_len, ExtKernel(p),
+                                       MaxSmemOptin());
+}
+
 Layout MakeLayout(const AttentionProblem& p) {
   Layout L;
   const int64_t n = p.block_kv;
@@ -1027,8 +1038,19 @@ Layout MakeLayout(const AttentionProblem& p) {
   // The sm90 kernel never splits: where it runs there is no split workspace and no combine.
   L.sm90 = UseSm90(p, L.splits, L.rows);
   if (L.sm90) L.splits = 1;
-  const size_t es = 2;
   const int64_t slabs = p.batch * L.units;
+  L.decode = UseDecode(p, L.rows);
+  if (L.decode) {  // split partials only: the kernel forms K' from the raw keys
+    L.sm90 = false;
+    L.splits = DecodeSplits(p.batch, L.units, L.nblk);
+    L.off_po = 0;
+    size_t off = Align256(static_cast<size_t>(slabs * L.splits * L.rows * p.head_dim) * sizeof(float));
+    L.off_ml = off;
+    off += Align256(static_cast<size_t>(slabs * L.splits * L.rows * 2) * sizeof(float));
+    L.total = off;
+    return L;
+  }
+  const size_t es = 2;
   size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
   L.off_kbar = off;
   off += Align256(static_cast<size_t>(slabs * L.nblk * p.head_dim) * sizeof(float));
@@ -1145,18 +1167,39 @@ void SetExtParams(const AttentionProblem& p, const Layout& L, char* w, FwdParams
   fp.m_planes_h = static_cast<int>(MaskPlanesH(p));
 }
 
+// The fused decode kernel (no pre-pass: it forms K' itself), then the merge of its splits.
+template <typename T>
+std::string LaunchDecodePath(const AttentionProblem& p, const Layout& L, const FwdParams& fp, cudaStream_t stream) {
+  DecodeParams dp{};
+  dp.f = fp;
+  dp.k = p.k.data;
+  dp.k_sb = p.k.stride[0];
+  dp.k_sh = p.k.stride[1];
+  dp.k_ss = p.k.stride[2];
+  dp.alpha = p.alpha;
+  const std::string err = LaunchDecode(dp, static_cast<int>(p.head_dim), std::is_same<T, __nv_bfloat16>::value,
+                                       static_cast<int>(L.units), static_cast<int>(p.batch), MaxSmemOptin(), stream);
+  if (!err.empty()) return err;
+  CombineKernel<T><<<dim3(static_cast<unsigned>(L.rows), static_cast<unsigned>(L.units),
+                          static_cast<unsigned>(p.batch)),
+                     static_cast<unsigned>(p.head_dim / 2), 0, stream>>>(fp, static_cast<int>(p.head_dim));
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return std::string("flash decode: launch: ") + cudaGetErrorString(e);
+  return "";
+}
+
 template <int D, typename T, int MT, bool kExt>
 std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
   char* w = static_cast<char*>(ws);
-  if (p.kv_len > 0) LaunchPrepass<D, T>(p, L, stream, w);
   FwdParams fp{};
   fp.q = p.q.data;
   fp.v = p.v.data;
   fp.y = p.y;
   fp.kp = w;
   fp.kbar = reinterpret_cast<const float*>(w + L.off_kbar);
-  fp.part_o = L.splits > 1 ? reinterpret_cast<float*>(w + L.off_po) : nullptr;
-  fp.part_ml = L.splits > 1 ? reinterpret_cast<float*>(w + L.off_ml) : nullptr;
+  const bool partials = L.splits > 1 || L.decode;  // the decode kernel always writes partials
+  fp.part_o = partials ? reinterpret_cast<float*>(w + L.off_po) : nullptr;
+  fp.part_ml = partials ? reinterpret_cast<float*>(w + L.off_ml) : nullptr;
   fp.nonpad = p.nonpad_kv_seqlen;
   fp.q_sb = p.q.stride[0];
   fp.q_sh = p.q.stride[1];
@@ -1182,6 +1225,10 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   fp.right = static_cast<int>(p.right_window);
   fp.scale = p.scale;
   SetExtParams(p, L, w, fp);
+  if constexpr (!kExt && (D == 64 || D == 128)) {
+    if (L.decode) return LaunchDecodePath<T>(p, L, fp, stream);
+  }
+  if (p.kv_len > 0) LaunchPrepass<D, T>(p, L, stream, w);
 #if PASA_HAVE_SM90
   // Hopper: the sm90 kernel runs unmasked problems, and with a classified mask the padding and
   // causal+padding planes; the kExt kernel below then runs only the general planes (its CTAs of
@@ -1278,7 +1325,9 @@ size_t FlashWorkspaceBytes(const AttentionProblem& p) { return flash::MakeLayout
 int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).splits; }
 
 const char* FlashKernelName(const AttentionProblem& p) {
-  if (!flash::MakeLayout(p).sm90) return "sm80";
+  const flash::Layout L = flash::MakeLayout(p);
+  if (L.decode) return "decode";
+  if (!L.sm90) return "sm80";
   return p.mask.kind != MaskKind::kNone ? "sm90/sm80" : "sm90";
 }
 

@@ -623,6 +623,10 @@ void Emulate(const Run& r, std::vector<float>& out) {
   // mask the padding and causal+padding planes ("sm90/sm80", EmuGeometry's classification).
   const char* kernel = pasa::cuda::FlashKernelName(p);
   const bool sm90_all = std::strcmp(kernel, "sm90") == 0, sm90_classified = std::strcmp(kernel, "sm90/sm80") == 0;
+  // The decode kernel steps over whole 128-key PASA blocks too; its splits cut the blocks
+  // [0, nblk) into equal parts, each then cut to the keys the rows attend.
+  const bool decode = std::strcmp(kernel, "decode") == 0;
+  const int nblk = static_cast<int>((c.Skv + c.block_kv - 1) / c.block_kv);
   const float L2E = 1.4426950408889634f;
   out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
   for (int b = 0; b < c.B; ++b)
@@ -639,7 +643,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
       int64_t geo_valid;
       bool geo_causal;
       const bool classified = EmuGeometry(r, e, geo_valid, geo_causal);
-      const int softmax_w = sm90_all || (sm90_classified && classified) ? 128 : 64;
+      const int softmax_w = sm90_all || decode || (sm90_classified && classified) ? 128 : 64;
 #pragma omp parallel for schedule(dynamic, 4)
       for (int R = 0; R < rows; ++R) {
         std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),
@@ -647,7 +651,14 @@ void Emulate(const Run& r, std::vector<float>& out) {
         const int i = R / group, hq = u * group + R % group;
         for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, bf, b, hq, i, d);
         for (int sp = 0; sp < splits; ++sp) {
-          const CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, geo_valid, e.off, geo_causal);
+          CtaRange cr = KernelRange(c, p, group, bm, splits, R / bm, sp, geo_valid, e.off, geo_causal);
+          if (decode) {  // every row of the unit in one CTA; split sp: blocks [sp·per, (sp + 1)·per)
+            const CtaRange all = KernelRange(c, p, group, rows, 1, 0, 0, geo_valid, e.off, geo_causal);
+            const int per = (nblk + splits - 1) / splits, tpb = c.block_kv / 64;
+            cr.t_begin = std::max(all.t_begin, sp * per * tpb);
+            cr.t_end = std::min(all.t_end, std::min(nblk, (sp + 1) * per) * tpb);
+            if (cr.t_end < cr.t_begin) cr.t_end = cr.t_begin;
+          }
           EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o, softmax_w);
           std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
         }
@@ -736,6 +747,7 @@ size_t YIndex(const Run& r, int64_t b, int64_t h, int64_t s, int64_t d) {
 }
 
 int g_fail = 0;
+std::string g_only;  // "check:NAME": only the cases whose name contains NAME
 
 Result Check(Case c, bool with_emu = true) {
   Run r;
@@ -937,9 +949,18 @@ void CheckSuite(bool quick) {
     add(c);
   }
   { Case c; c.name = "decode q1 kv2048 bf16 D256 past"; c.bf = true; c.D = 256; c.Hq = 4; c.Hkv = 4; c.Sq = 1; c.Skv = 2048; c.past = 2047; c.causal = true; add(c); }
+  {  // the fused decode kernel (at most 16 packed rows, D 64/128, block_kv 128, no mask)
+    Case c; c.name = "decode kernel q1 kv4096 H32/32 D128"; c.Hq = c.Hkv = 32; c.Sq = 1; c.Skv = 4096; c.past = 4095; c.causal = true; add(c);
+    c = Case{}; c.name = "decode kernel q1 kv8192 H32/8 D128 bf16"; c.bf = true; c.Hq = 32; c.Hkv = 8; c.Sq = 1; c.Skv = 8192; add(c);
+    c = Case{}; c.name = "decode kernel q4 GQA 16/4 D64 nonpad poison causal L1000"; c.D = 64; c.B = 2; c.Hq = 16; c.Hkv = 4; c.Sq = 4; c.Skv = 3000; c.nonpad = {3000, 1777}; c.poison = true; c.causal = true; c.left = 1000; add(c);
+    c = Case{}; c.name = "decode kernel O1: K=3e4 alpha=1-2^-8 q1 kv2000"; c.kmean = 30000.f; c.amp = 1.f; c.alpha = 0.99609375f; c.Hq = c.Hkv = 8; c.Sq = 1; c.Skv = 2000; add(c);
+    c = Case{}; c.name = "decode kernel overflow fallback amp 300 q2 GQA 4/2"; c.amp = 300.f; c.Hq = 4; c.Hkv = 2; c.Sq = 2; c.Skv = 1000; add(c);
+    c = Case{}; c.name = "decode kernel q1 kv300 bf16 D128 3-D window R5"; c.bf = true; c.layout3d = true; c.Hq = c.Hkv = 4; c.Sq = 1; c.Skv = 300; c.past = 150; c.left = 60; c.right = 5; add(c);
+  }
   if (quick) cs.resize(std::min<size_t>(cs.size(), 6));
-  for (const Case& c : cs) Check(c);
-  MaskSuite(quick);
+  for (const Case& c : cs)
+    if (g_only.empty() || c.name.find(g_only) != std::string::npos) Check(c);
+  if (g_only.empty()) MaskSuite(quick);
 }
 
 void PaperGrid() {
@@ -1029,6 +1050,42 @@ void Bench() {
     std::printf("H%d/%d D%d Sq %5d Skv %5d %-7s split=%-2d %8.1f us  %6.1f TFLOP/s  (K+V %.0f GB/s)\n", x.H, x.Hkv,
                 x.D, x.Sq, x.Skv, x.causal ? "causal" : "", pasa::cuda::FlashNumSplits(r.p), ms * 1e3,
                 flop / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9);
+  }
+}
+
+// Decode shapes (fp16, D128 unless said): the kernel RunFlash picks, its splits and time. Run it
+// again with PASA_ONNX_CUDA_KERNEL=sm80 for the pre-pass path on the same shapes.
+void BenchDecode() {
+  std::printf("== decode timing (fp16, cudaEvents, median of 50 after 5 warm-up; GB/s of K+V read once)\n");
+  struct B {
+    int B, H, Hkv, Sq, Skv, D;
+  };
+  const std::vector<B> bs = {{1, 32, 32, 1, 1024, 128},  {1, 32, 8, 1, 1024, 128},  {1, 32, 32, 1, 4096, 128},
+                             {1, 32, 8, 1, 4096, 128},   {1, 32, 32, 1, 32768, 128}, {1, 32, 8, 1, 32768, 128},
+                             {8, 32, 8, 1, 4096, 128},   {1, 32, 8, 4, 8192, 128},   {1, 12, 12, 1, 8192, 64},
+                             {1, 32, 32, 16, 2048, 128}, {1, 32, 32, 1, 300, 128}};
+  for (const B& x : bs) {
+    Case c;
+    c.B = x.B;
+    c.Hq = x.H;
+    c.Hkv = x.Hkv;
+    c.Sq = x.Sq;
+    c.Skv = x.Skv;
+    c.past = x.Skv - x.Sq;
+    c.causal = true;
+    c.D = x.D;
+    c.fast_fill = true;
+    Run r;
+    r.c = c;
+    Setup(r);
+    Dev dv;
+    Upload(r, dv);
+    const double ms = TimeRunFlash(r, dv, 5, 50);
+    if (ms < 0) return;
+    const double bytes = 2.0 * x.B * x.Hkv * double(x.Skv) * x.D * 2;
+    std::printf("B%d H%d/%d D%d Sq %2d Skv %6d %-6s split=%-3d %8.1f us  (K+V %5.0f GB/s)\n", x.B, x.H, x.Hkv, x.D,
+                x.Sq, x.Skv, pasa::cuda::FlashKernelName(r.p), pasa::cuda::FlashNumSplits(r.p), ms * 1e3,
+                bytes / (ms * 1e-3) / 1e9);
   }
 }
 
@@ -1123,11 +1180,13 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
   for (const std::string& m : modes) {
     if (m == "check") CheckSuite(false);
+    else if (m.rfind("check:", 0) == 0) g_only = m.substr(6), CheckSuite(false);
     else if (m == "quick") CheckSuite(true);
     else if (m == "mask") MaskSuite(false);
     else if (m == "bench_mask") BenchMask();
     else if (m == "paper") PaperGrid();
     else if (m == "bench") Bench();
+    else if (m == "bench_decode") BenchDecode();
     else if (m == "prof") Prof();
   }
   std::printf("failures: %d\n", g_fail);

@@ -1,0 +1,42 @@
+// The fused split-KV decode kernel of the flash path (mma.sync, sm_80+): for few packed query rows
+// (decode: Sq·G <= 16) it forms each PASA block's mean and K' = c·(K − kbar) from the raw keys in
+// shared memory, so K and V are read once and there is no shift pre-pass. Each CTA (split, kv
+// head, batch) streams whole PASA blocks through a ring of cp.async stages; its 8 warps share a
+// block (16 keys each) and one online-softmax step per block. The splits' (m, l, O) are merged by
+// flash_fwd.cu's CombineKernel. docs/cuda-kernels.md, "Decode", has the numerics.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "flash_common.cuh"
+
+namespace pasa::cuda::flash {
+
+constexpr int kDecodeBlock = 128;   // keys per step: the PASA block (block_kv must equal it)
+constexpr int kDecodeMaxRows = 16;  // packed query rows (one m16 tile)
+
+// The main kernel's parameters plus the raw keys (the kernel forms K' itself) and α.
+struct DecodeParams {
+  FwdParams f;  // f.kp and f.kbar unused; f.splits, f.nblk, f.rows as for the split path
+  const void* k;
+  int64_t k_sb, k_sh, k_ss;
+  float alpha;
+};
+
+// Whether the decode kernel covers the shape (no mask, no softcap: `ext` false) on a device whose
+// opt-in shared memory per block is `max_smem` bytes.
+bool DecodeCovers(int head_dim, int64_t block_kv, int64_t rows, int64_t kv_len, bool ext, int max_smem);
+
+// The fixed split factor, a function of the problem only (never of the device): about 264 CTAs
+// (two waves of a 132-SM GPU), at least one PASA block per split.
+int DecodeSplits(int64_t batch, int64_t units, int64_t nblk);
+
+// Launches the decode kernel (grid: splits, units, batch); its partials go to f.part_o/f.part_ml.
+std::string LaunchDecode(const DecodeParams& dp, int head_dim, bool bf16, int units, int batch, int max_smem,
+                         cudaStream_t stream);
+
+}  // namespace pasa::cuda::flash
