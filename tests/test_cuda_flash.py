@@ -120,10 +120,16 @@ def test_flash_3d_layout_with_nonpad_and_garbage_in_padded_keys(rng):
     _check(y, {**feeds, "K": k_clean, "V": v_clean}, attrs)
 
 
-def test_decode_with_nonpad_and_garbage_in_padded_keys(rng):
-    # Few packed query rows (4 positions x 4 heads of a group): the fused decode kernel, which
-    # forms the block means and K' from the raw keys. Batch 1's keys past 1777 hold inf and NaN.
-    b, hq, hkv, sq, s, d = 2, 16, 4, 4, 3000, 128
+@pytest.mark.parametrize(
+    "hq,hkv,sq,d",
+    [(16, 4, 4, 128), (8, 8, 1, 128), (8, 4, 1, 64), (4, 4, 2, 128)],
+    ids=["16rows_decode", "1row_decode_reg", "2rows_d64_decode_reg", "2queries_decode_reg"],
+)
+def test_decode_with_nonpad_and_garbage_in_padded_keys(hq, hkv, sq, d, rng):
+    # Few packed query rows (positions x heads of a group): the fused decode kernels (16 rows:
+    # the 16-warp one; 1 or 2: the register one), which form the block means and K' from the raw
+    # keys. Batch 1's keys past 1777 hold inf and NaN.
+    b, s = 2, 3000
     q = rng.standard_normal((b, hq, sq, d)).astype(np.float16)
     k = (rng.standard_normal((b, hkv, s, d)) + 1).astype(np.float16)
     v = rng.standard_normal((b, hkv, s, d)).astype(np.float16)

@@ -49,7 +49,7 @@ nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -Xcompiler -ffp-contra
   -I custom_ops/src -c custom_ops/src/cuda/flash/flash_sm90.cu -o "$tmp/flash_sm90.o"
 nvcc -std=c++17 -O3 --threads 0 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
   -Xcompiler -fopenmp,-ffp-contract=off custom_ops/src/cuda/flash/flash_selftest.cu \
-  custom_ops/src/cuda/flash/flash_fwd.cu custom_ops/src/cuda/flash/flash_decode.cu "$tmp/flash_sm90.o" -I custom_ops/src -o "$tmp/flash_selftest"
+  custom_ops/src/cuda/flash/flash_fwd.cu custom_ops/src/cuda/flash/flash_decode.cu custom_ops/src/cuda/flash/flash_decode_reg.cu "$tmp/flash_sm90.o" -I custom_ops/src -o "$tmp/flash_selftest"
 # xz: the selftest beside a bundle part and the tree would pass the 64 MiB a device command carries
 xz -T2 -6 -c "$tmp/flash_selftest" > "$out/x1/flash_selftest.xz"
 rm -rf .dev/pkg && pip install -q --no-deps --target .dev/pkg .

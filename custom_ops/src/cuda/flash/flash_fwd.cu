@@ -974,7 +974,8 @@ struct Layout {
   int64_t kv_pad = 0, nblk = 0, rows = 0, q_tiles = 0, units = 0;
   int splits = 1;
   bool sm90 = false;    // the Hopper kernel runs it (UseSm90); then splits = 1
-  bool decode = false;  // the fused decode kernel runs it (UseDecode): no K' workspace, no pre-pass
+  bool decode = false;  // a fused decode kernel runs it (UseDecode): no K' workspace, no pre-pass
+  bool decode_reg = false;  // ... the register decode kernel (at most 2 packed rows)
   size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, off_mrow = 0, off_mcls = 0, total = 0;
 };
 
@@ -1017,6 +1018,15 @@ bool UseDecode(const AttentionProblem& p, int64_t rows) {
   return !Sm80Forced() && DecodeCovers(static_cast<int>(p.head_dim), p.block_kv, rows, p.kv_len, ExtKernel(p),
                                        MaxSmemOptin());
 }
+// Of those, at most 2 packed rows run the register decode kernel; PASA_ONNX_CUDA_KERNEL=decode16
+// keeps the 16-warp one for them (read once per process).
+bool UseDecodeReg(const AttentionProblem& p, int64_t rows) {
+  static const bool decode16 = [] {
+    const char* env = std::getenv("PASA_ONNX_CUDA_KERNEL");
+    return env != nullptr && std::strcmp(env, "decode16") == 0;
+  }();
+  return !decode16 && DecodeRegCovers(static_cast<int>(p.head_dim), p.block_kv, rows, p.kv_len, ExtKernel(p));
+}
 
 Layout MakeLayout(const AttentionProblem& p) {
   Layout L;
@@ -1035,14 +1045,12 @@ Layout MakeLayout(const AttentionProblem& p) {
   int64_t s = 1;
   if (base < 128 && kv_tiles >= 8) s = std::min<int64_t>({(256 + base - 1) / base, kv_tiles / 4, 64});
   L.splits = static_cast<int>(std::max<int64_t>(1, s));
-  // The sm90 kernel never splits: where it runs there is no split workspace and no combine.
-  L.sm90 = UseSm90(p, L.splits, L.rows);
-  if (L.sm90) L.splits = 1;
   const int64_t slabs = p.batch * L.units;
+  // Decode shapes first (they never run the sm90 kernel: no device queries for them).
   L.decode = UseDecode(p, L.rows);
   if (L.decode) {  // split partials only: the kernel forms K' from the raw keys
-    L.sm90 = false;
-    L.splits = DecodeSplits(p.batch, L.units, L.nblk);
+    L.decode_reg = UseDecodeReg(p, L.rows);
+    L.splits = L.decode_reg ? DecodeRegSplits(p.batch, L.units, L.nblk) : DecodeSplits(p.batch, L.units, L.nblk);
     L.off_po = 0;
     size_t off = Align256(static_cast<size_t>(slabs * L.splits * L.rows * p.head_dim) * sizeof(float));
     L.off_ml = off;
@@ -1050,6 +1058,9 @@ Layout MakeLayout(const AttentionProblem& p) {
     L.total = off;
     return L;
   }
+  // The sm90 kernel never splits: where it runs there is no split workspace and no combine.
+  L.sm90 = UseSm90(p, L.splits, L.rows);
+  if (L.sm90) L.splits = 1;
   const size_t es = 2;
   size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
   L.off_kbar = off;
@@ -1177,8 +1188,12 @@ std::string LaunchDecodePath(const AttentionProblem& p, const Layout& L, const F
   dp.k_sh = p.k.stride[1];
   dp.k_ss = p.k.stride[2];
   dp.alpha = p.alpha;
-  const std::string err = LaunchDecode(dp, static_cast<int>(p.head_dim), std::is_same<T, __nv_bfloat16>::value,
-                                       static_cast<int>(L.units), static_cast<int>(p.batch), MaxSmemOptin(), stream);
+  const bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+  const std::string err =
+      L.decode_reg ? LaunchDecodeReg(dp, static_cast<int>(p.head_dim), bf16, static_cast<int>(L.units),
+                                     static_cast<int>(p.batch), stream)
+                   : LaunchDecode(dp, static_cast<int>(p.head_dim), bf16, static_cast<int>(L.units),
+                                  static_cast<int>(p.batch), MaxSmemOptin(), stream);
   if (!err.empty()) return err;
   CombineKernel<T><<<dim3(static_cast<unsigned>(L.rows), static_cast<unsigned>(L.units),
                           static_cast<unsigned>(p.batch)),
@@ -1326,7 +1341,7 @@ int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).spli
 
 const char* FlashKernelName(const AttentionProblem& p) {
   const flash::Layout L = flash::MakeLayout(p);
-  if (L.decode) return "decode";
+  if (L.decode) return L.decode_reg ? "decode_reg" : "decode";
   if (!L.sm90) return "sm80";
   return p.mask.kind != MaskKind::kNone ? "sm90/sm80" : "sm90";
 }

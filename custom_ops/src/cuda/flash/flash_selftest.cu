@@ -625,7 +625,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
   const bool sm90_all = std::strcmp(kernel, "sm90") == 0, sm90_classified = std::strcmp(kernel, "sm90/sm80") == 0;
   // The decode kernel steps over whole 128-key PASA blocks too; its splits cut the blocks
   // [0, nblk) into equal parts, each then cut to the keys the rows attend.
-  const bool decode = std::strcmp(kernel, "decode") == 0;
+  const bool decode = std::strncmp(kernel, "decode", 6) == 0;  // "decode", "decode_reg"
   const int nblk = static_cast<int>((c.Skv + c.block_kv - 1) / c.block_kv);
   const float L2E = 1.4426950408889634f;
   out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
@@ -956,6 +956,11 @@ void CheckSuite(bool quick) {
     c = Case{}; c.name = "decode kernel O1: K=3e4 alpha=1-2^-8 q1 kv2000"; c.kmean = 30000.f; c.amp = 1.f; c.alpha = 0.99609375f; c.Hq = c.Hkv = 8; c.Sq = 1; c.Skv = 2000; add(c);
     c = Case{}; c.name = "decode kernel overflow fallback amp 300 q2 GQA 4/2"; c.amp = 300.f; c.Hq = 4; c.Hkv = 2; c.Sq = 2; c.Skv = 1000; add(c);
     c = Case{}; c.name = "decode kernel q1 kv300 bf16 D128 3-D window R5"; c.bf = true; c.layout3d = true; c.Hq = c.Hkv = 4; c.Sq = 1; c.Skv = 300; c.past = 150; c.left = 60; c.right = 5; add(c);
+    // the register decode kernel (at most 2 packed rows; the cases above with one row run it too)
+    c = Case{}; c.name = "decode reg q2 H8/8 D64 nonpad poison causal L700"; c.D = 64; c.B = 2; c.Hq = c.Hkv = 8; c.Sq = 2; c.Skv = 3000; c.nonpad = {3000, 1777}; c.poison = true; c.causal = true; c.left = 700; add(c);
+    c = Case{}; c.name = "decode reg q1 GQA 8/4 D128 bf16 nonpad poison"; c.bf = true; c.B = 2; c.Hq = 8; c.Hkv = 4; c.Sq = 1; c.Skv = 2500; c.nonpad = {2500, 1300}; c.poison = true; add(c);
+    c = Case{}; c.name = "decode reg q2 H3/3 D128 overflow amp 300 causal"; c.amp = 300.f; c.Hq = c.Hkv = 3; c.Sq = 2; c.Skv = 1500; c.past = 1498; c.causal = true; add(c);
+    c = Case{}; c.name = "decode reg q1 GQA 4/2 D64 O1 K=3e4 right window"; c.D = 64; c.kmean = 30000.f; c.amp = 1.f; c.alpha = 0.99609375f; c.Hq = 4; c.Hkv = 2; c.Sq = 1; c.Skv = 1000; c.past = 400; c.left = 300; c.right = 200; add(c);
   }
   if (quick) cs.resize(std::min<size_t>(cs.size(), 6));
   for (const Case& c : cs)
@@ -1054,7 +1059,8 @@ void Bench() {
 }
 
 // Decode shapes (fp16, D128 unless said): the kernel RunFlash picks, its splits and time. Run it
-// again with PASA_ONNX_CUDA_KERNEL=sm80 for the pre-pass path on the same shapes.
+// again with PASA_ONNX_CUDA_KERNEL=sm80 for the pre-pass path on the same shapes, or =decode16 for
+// the 16-warp decode kernel where the register one runs.
 void BenchDecode() {
   std::printf("== decode timing (fp16, cudaEvents, median of 50 after 5 warm-up; GB/s of K+V read once)\n");
   struct B {
@@ -1063,7 +1069,8 @@ void BenchDecode() {
   const std::vector<B> bs = {{1, 32, 32, 1, 1024, 128},  {1, 32, 8, 1, 1024, 128},  {1, 32, 32, 1, 4096, 128},
                              {1, 32, 8, 1, 4096, 128},   {1, 32, 32, 1, 32768, 128}, {1, 32, 8, 1, 32768, 128},
                              {8, 32, 8, 1, 4096, 128},   {1, 32, 8, 4, 8192, 128},   {1, 12, 12, 1, 8192, 64},
-                             {1, 32, 32, 16, 2048, 128}, {1, 32, 32, 1, 300, 128}};
+                             {1, 32, 32, 16, 2048, 128}, {1, 32, 32, 1, 300, 128},   {1, 32, 32, 2, 8192, 128},
+                             {1, 32, 32, 4, 4096, 128},  {1, 12, 12, 1, 32768, 64}};
   for (const B& x : bs) {
     Case c;
     c.B = x.B;
