@@ -21,6 +21,8 @@
 
 #include <algorithm>
 
+#include "device_caps.h"
+
 #include "flash_decode_range.cuh"
 #include "flash_ptx.cuh"
 
@@ -501,8 +503,7 @@ int DecodeStages(int max_smem) {
 template <int D, typename T, int NS>
 std::string LaunchNS(const DecodeParams& dp, int units, int batch, cudaStream_t stream) {
   const size_t smem = DecodeSmemBytes<D>(NS);
-  const cudaError_t e = cudaFuncSetAttribute(FlashDecodeKernel<D, T, NS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(smem));
+  const cudaError_t e = AllowDynamicSmem<FlashDecodeKernel<D, T, NS>>(static_cast<int>(smem));
   if (e != cudaSuccess) return std::string("flash decode: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
   FlashDecodeKernel<D, T, NS><<<dim3(static_cast<unsigned>(dp.f.splits), static_cast<unsigned>(units),
                                      static_cast<unsigned>(batch)),

@@ -26,6 +26,7 @@
 #include <string>
 #include <type_traits>
 
+#include "device_caps.h"
 #include "flash.h"
 #include "flash_common.cuh"
 #include "flash_decode.h"
@@ -66,6 +67,11 @@ template <typename T, bool kMasked>
 __global__ void ShiftKeysKernel(ShiftParams sp) {
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Hopper: the main kernel (launched with programmatic stream serialisation) may start its
+  // launch now; it waits for this grid's completion before it reads anything (griddepcontrol.wait).
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
   __shared__ float2 part[kShiftGroups][128];
   __shared__ int cnt_part[kShiftGroups];  // kMasked: valid keys per row group
   const int blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -993,11 +999,8 @@ bool Sm80Forced() {
   return value;
 }
 bool DeviceIsSm90() {
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) return false;
-  return major == 9 && minor == 0;
+  const DeviceCaps c = CurrentDeviceCaps();
+  return c.cc_major == 9 && c.cc_minor == 0;
 }
 // `splits`, `rows`: the mma.sync path's split factor and packed rows per unit (MakeLayout).
 bool UseSm90(const AttentionProblem& p, int splits, int64_t rows) {
@@ -1087,12 +1090,7 @@ Layout MakeLayout(const AttentionProblem& p) {
 
 bool Aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15u) == 0; }
 
-int MaxSmemOptin() {
-  int dev = 0, v = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-  if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
-  return v;
-}
+int MaxSmemOptin() { return CurrentDeviceCaps().max_smem_optin; }
 
 // The pre-passes (kv_len > 0): the mask's key validity (masked problems), then the block shift.
 template <int D, typename T>
@@ -1256,8 +1254,7 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   }
 #endif
   const size_t smem = SmemBytes(D, 16 * kWarps * MT);
-  cudaError_t e = cudaFuncSetAttribute(FlashFwdKernel<D, T, MT, kExt>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem));
+  cudaError_t e = AllowDynamicSmem<FlashFwdKernel<D, T, MT, kExt>>(static_cast<int>(smem));
   if (e != cudaSuccess) return std::string("flash: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
   FlashFwdKernel<D, T, MT, kExt><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(L.units),
                                         static_cast<unsigned>(p.batch * L.splits)),

@@ -20,9 +20,18 @@
 #include <string>
 #include <type_traits>
 
+#include "device_caps.h"
 #include "flash_ptx.cuh"
 #include "sm90_ptx.cuh"
 #include "wgmma_ops.cuh"
+
+// Programmatic dependent launch of the kernel after the shift pre-pass, for head size 64 (H200,
+// flash_selftest bench, kernel time with the pre-pass: H12/D64 S = 1k 29.8 against 30.9 us,
+// causal 35.5 against 37.3; at D = 128 69.5 against 68.6 us, so plain stream order there).
+// PASA_SM90_PDL=0 turns it off.
+#ifndef PASA_SM90_PDL
+#define PASA_SM90_PDL 1
+#endif
 
 namespace pasa::cuda::flash {
 namespace {
@@ -634,6 +643,9 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
   using Plan = SmemPlan<D>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  // Launched with programmatic stream serialisation (Launch): wait here for the pre-passes before
+  // anything is read (a no-op without a preceding grid).
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   bool skip;
   const TileRange rg = MakeRange(p, &skip);
   if (skip) return;  // the whole CTA: a general mask plane, run by the kExt kernel
@@ -662,11 +674,23 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
 template <int D, typename T>
 std::string Launch(const FwdParams& fp, int units, int batch, cudaStream_t stream) {
   const int smem = SmemPlan<D>::kAlloc;
-  cudaError_t e = cudaFuncSetAttribute(FlashFwdSm90Kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  cudaError_t e = AllowDynamicSmem<FlashFwdSm90Kernel<D, T>>(smem);
   if (e != cudaSuccess) return std::string("flash sm90: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
   const unsigned q_tiles = static_cast<unsigned>((fp.rows + kBM - 1) / kBM);
-  FlashFwdSm90Kernel<D, T><<<dim3(q_tiles, static_cast<unsigned>(units), static_cast<unsigned>(batch)), kThreads, smem,
-                             stream>>>(fp);
+  // Programmatic dependent launch (D = 64, see PASA_SM90_PDL): the CTAs are placed while the
+  // shift pre-pass finishes, not after it (the kernel waits for it with griddepcontrol.wait).
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(q_tiles, static_cast<unsigned>(units), static_cast<unsigned>(batch));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = PASA_SM90_PDL && D == 64 ? 1 : 0;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  e = cudaLaunchKernelEx(&cfg, FlashFwdSm90Kernel<D, T>, fp);
+  if (e != cudaSuccess) return std::string("flash sm90: launch: ") + cudaGetErrorString(e);
   e = cudaGetLastError();
   if (e != cudaSuccess) return std::string("flash sm90: launch: ") + cudaGetErrorString(e);
   return "";
