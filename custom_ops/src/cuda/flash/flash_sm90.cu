@@ -234,21 +234,27 @@ __device__ __forceinline__ void RowShifts(float (&sh)[2], uint32_t sQa, uint32_t
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
   const uint32_t kb_t = kb + tq * 8;
+  // Both rows in one pass: each kbar pair is loaded once, and the two chains interleave.
+  uint32_t row[2];
+  float acc[2] = {0.f, 0.f};
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     const int r = r0 + rr * 8;
-    const uint32_t row = sQa + r * 128 + tq * 4 + ((r & 7) << 4);
-    float acc = 0.f;
-#pragma unroll
-    for (int k2 = 0; k2 < D / 8; ++k2) {
-      const float2 kv2 = LdsF32x2(kb_t + k2 * 32);
-      const uint32_t qw = LdsU32((row ^ ((k2 & 7) << 4)) + (k2 >> 3) * kBM * 128);
-      const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&qw));
-      acc = fmaf(qv.x, kv2.x, acc);
-      acc = fmaf(qv.y, kv2.y, acc);
-    }
-    sh[rr] = scale * QuadRowSum(acc);
+    row[rr] = sQa + r * 128 + tq * 4 + ((r & 7) << 4);
   }
+#pragma unroll
+  for (int k2 = 0; k2 < D / 8; ++k2) {
+    const float2 kv2 = LdsF32x2(kb_t + k2 * 32);
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const uint32_t qw = LdsU32((row[rr] ^ ((k2 & 7) << 4)) + (k2 >> 3) * kBM * 128);
+      const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&qw));
+      acc[rr] = fmaf(qv.x, kv2.x, acc[rr]);
+      acc[rr] = fmaf(qv.y, kv2.y, acc[rr]);
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) sh[rr] = scale * QuadRowSum(acc[rr]);
 }
 
 // Accumulator layout of a 64xN wgmma tile per thread: element (j, rr, e) = acc[4j + 2rr + e] is
