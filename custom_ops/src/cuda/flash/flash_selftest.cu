@@ -1020,6 +1020,17 @@ double TimeRunFlash(Run& r, Dev& dv, int warmup, int reps) {
   return result < 0 ? result : Median(ts);
 }
 
+// Median time (ms) of RunFlash on case c, or < 0 where the flash path does not take it; r keeps
+// the problem for the caller's report (kernel name, splits).
+double TimeShape(const Case& c, Run& r, int warmup, int reps) {
+  r.c = c;
+  Setup(r);
+  if (!pasa::cuda::FlashSupports(r.p)) return -1.0;
+  Dev dv;
+  Upload(r, dv);
+  return TimeRunFlash(r, dv, warmup, reps);
+}
+
 void Bench() {
   std::printf("== timing (B=1 fp16, cudaEvents, median of 50 after 5 warm-up; TFLOP/s = 4*H*Sq*Skv*D/t, half for causal)\n");
   struct B {
@@ -1043,11 +1054,7 @@ void Bench() {
     c.causal = x.causal;
     c.fast_fill = true;
     Run r;
-    r.c = c;
-    Setup(r);
-    Dev dv;
-    Upload(r, dv);
-    const double ms = TimeRunFlash(r, dv, 5, 50);
+    const double ms = TimeShape(c, r, 5, 50);
     if (ms < 0) return;
     double flop = 4.0 * x.H * double(x.Sq) * x.Skv * x.D;
     if (x.causal) flop /= 2;
@@ -1083,11 +1090,7 @@ void BenchDecode() {
     c.D = x.D;
     c.fast_fill = true;
     Run r;
-    r.c = c;
-    Setup(r);
-    Dev dv;
-    Upload(r, dv);
-    const double ms = TimeRunFlash(r, dv, 5, 50);
+    const double ms = TimeShape(c, r, 5, 50);
     if (ms < 0) return;
     const double bytes = 2.0 * x.B * x.Hkv * double(x.Skv) * x.D * 2;
     std::printf("B%d H%d/%d D%d Sq %2d Skv %6d %-6s split=%-3d %8.1f us  (K+V %5.0f GB/s)\n", x.B, x.H, x.Hkv, x.D,
@@ -1099,12 +1102,7 @@ void BenchDecode() {
 // Median time (ms) of RunFlash on one case: 20 runs after 3 warm-up (cudaEvents).
 double TimeCase(const Case& c) {
   Run r;
-  r.c = c;
-  Setup(r);
-  if (!pasa::cuda::FlashSupports(r.p)) return -1.0;
-  Dev dv;
-  Upload(r, dv);
-  return TimeRunFlash(r, dv, 3, 20);
+  return TimeShape(c, r, 3, 20);
 }
 
 // The cost of masks and softcap: each shape without, then with (time includes the pre-passes).
