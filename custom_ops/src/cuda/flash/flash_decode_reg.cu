@@ -1,7 +1,7 @@
 // The register decode kernel (flash_decode.h): decode with at most 2 packed query rows, where the
 // 16-warp kernel of flash_decode.cu leaves the SM waiting on its barriers (one CTA per SM). Here
-// a CTA is 4 warps with K and V in registers and about 16 KB of shared memory, so several CTAs
-// share an SM and one's math runs under the others' loads.
+// a CTA is 4 warps with K and V in registers and 3-8 KB of static shared memory (ptxas), so
+// several CTAs share an SM and one's math runs under the others' loads.
 //
 // Per PASA block of 128 keys, warp w takes the block rows of ShiftKeysKernel's row groups 2w and
 // 2w + 1 (rows 8i + 2w + e, i = 0..15, e = 0..1), lane l the head columns [l·C, l·C + C)
