@@ -13,6 +13,12 @@ On a GPU the products run on tensor cores, whose operands are half-precision val
   block), so ``x = (S + mask) + shift`` are the scores themselves: no pseudo-average bookkeeping;
 - run the online softmax with float32 m, l, O; P is rounded to the half type for P·V.
 
+With ``score_accumulation="half"`` (the kernels' ``PASA_ONNX_CUDA_SCORE_ACCUM=half``, fp16
+inputs without a mask or softcap) the score product accumulates in fp16 instead: each 16-column
+k-step adds its products to the fp16 partial sum and rounds it. Where any sum of 16 packed query
+rows (``R = i·G + g``, aligned at multiples of 16) in a 64-key tile is not finite, those rows'
+tile takes the float32 product and the steps above.
+
 ``float`` and ``paper`` mode are the CPU kernel's pipelines (``numerics.attention_emulated``):
 the generic CUDA kernel runs them with the same rounding points.
 
@@ -38,6 +44,9 @@ from pasa_onnx.numerics import (
 )
 
 OVERFLOW_TILE = 64  # keys per tile of the overflow fallback (the flash kernels' tile)
+HALF_ACC_ROWS = 16  # packed query rows that fall back together from fp16 accumulation (an m16 tile)
+HALF_ACC_KSTEP = 16  # columns per fp16 rounding of the partial sum (one mma k-step)
+SCORE_ACCUMULATIONS = ("float", "half")
 
 
 def round_operand(x: np.ndarray, half_type: np.dtype) -> np.ndarray:
@@ -46,6 +55,37 @@ def round_operand(x: np.ndarray, half_type: np.dtype) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     r = round_to(x, half_type)
     return np.where(np.isinf(r) & ~np.isinf(x), x, r).astype(np.float32)
+
+
+def _half_acc_scores(qc: np.ndarray, kshift: np.ndarray) -> np.ndarray:
+    """S = Q·K'ᵀ with an fp16 partial sum rounded after every 16-column k-step."""
+    sh = np.zeros(qc.shape[:-1] + (kshift.shape[2],), dtype=np.float32)
+    for k0 in range(0, qc.shape[-1], HALF_ACC_KSTEP):
+        k1 = k0 + HALF_ACC_KSTEP
+        part = np.matmul(qc[..., k0:k1], np.swapaxes(kshift[..., k0:k1], 2, 3))
+        sh = round_to(sh + part, np.float16)
+    return sh
+
+
+def _half_acc_fallback(bad: np.ndarray, i0: int, group: int) -> np.ndarray:
+    """Per key of ``bad`` [B, Hq, rows, keys] (non-finite fp16 sums; block-aligned keys): whether
+    its 16-packed-row group's 64-key tile falls back to float32 accumulation."""
+    b, hq, rows, nkeys = bad.shape
+    ntiles = -(-nkeys // OVERFLOW_TILE)
+    pad = ntiles * OVERFLOW_TILE - nkeys
+    tiles = np.pad(bad, [(0, 0)] * 3 + [(0, pad)]).reshape(b, hq, rows, ntiles, OVERFLOW_TILE)
+    tiles = tiles.any(axis=-1)
+    hkv = hq // group
+    # packed rows R = i·G + g of each kv head, in order of R
+    packed = tiles.reshape(b, hkv, group, rows, ntiles).transpose(0, 1, 3, 2, 4)
+    packed = packed.reshape(b, hkv, rows * group, ntiles)
+    grp = (i0 * group + np.arange(rows * group)) // HALF_ACC_ROWS
+    grp -= grp[0]
+    per_group = np.zeros((b, hkv, grp[-1] + 1, ntiles), dtype=bool)
+    np.logical_or.at(per_group, (slice(None), slice(None), grp), packed)
+    back = per_group[:, :, grp].reshape(b, hkv, rows, group, ntiles).transpose(0, 1, 3, 2, 4)
+    back = back.reshape(b, hq, rows, ntiles)
+    return np.repeat(back, OVERFLOW_TILE, axis=-1)[..., :nkeys]
 
 
 def attention_emulated_gpu(
@@ -68,10 +108,27 @@ def attention_emulated_gpu(
     left_window_size=-1,
     right_window_size=-1,
     query_chunk: int = 256,
+    score_accumulation: str = "float",
 ) -> np.ndarray:
     """The CUDA kernels' result, step by step (same rounding points; float32 sums in numpy's
-    order, so agreement is to rounding, not bit for bit)."""
+    order, so agreement is to rounding, not bit for bit). ``score_accumulation="half"``: the
+    fp16-accumulator score product (fp16 inputs in ``half`` precision, no mask, no softcap)."""
     in_dtype, half_type, precision = resolve_precision(q, precision)
+    if score_accumulation not in SCORE_ACCUMULATIONS:
+        raise ValueError(
+            f"score_accumulation is {score_accumulation!r}; expected one of {SCORE_ACCUMULATIONS}"
+        )
+    half_acc = score_accumulation == "half"
+    if half_acc and (
+        np.dtype(in_dtype) != np.float16
+        or precision != "half"
+        or attn_mask is not None
+        or softcap > 0
+    ):
+        raise ValueError(
+            "score_accumulation='half' applies to float16 inputs in precision 'half' without "
+            "attn_mask or softcap (the kernels accumulate in float32 otherwise)"
+        )
     attrs = dict(
         scale=scale,
         is_causal=is_causal,
@@ -150,6 +207,10 @@ def attention_emulated_gpu(
                 # K' in float32, then rounded to the half type for the tensor cores.
                 kshift = np.where(valid[..., None], op(c * (kb - kbar[:, :, None, :])), f32(0))
                 s = np.matmul(qc, np.swapaxes(kshift, 2, 3))  # float32 accumulation
+                if half_acc:
+                    sh = _half_acc_scores(qc, kshift)
+                    fallback = _half_acc_fallback(~np.isfinite(sh), i0, hq // p.k.shape[1])
+                    s = np.where(fallback, s, sh)
                 if p.softcap > 0:
                     s = f32(p.softcap) * np.tanh(s / f32(p.softcap))
                 add = np.where(valid[:, :, None, :], bias[..., r0:r1], -np.inf).astype(f32)

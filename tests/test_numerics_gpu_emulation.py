@@ -62,3 +62,70 @@ def test_round_operand_keeps_float32_where_the_half_type_overflows():
     r = round_operand(x, np.dtype(np.float16))
     assert r[0] == np.float32(np.float16(1.0001))
     assert r[1] == 70000.0 and r[2] == -1e6 and r[3] == np.inf
+
+
+# ---- score_accumulation="half": the fp16-accumulator score product (PASA_ONNX_CUDA_SCORE_ACCUM)
+
+
+@pytest.mark.parametrize(("dist", "mean", "am"), [("uniform", 30, 0.5), ("normal", 30, 20)])
+def test_half_accumulation_measures_close_to_float_accumulation(dist, mean, am):
+    q, k, v = paper_random_inputs(dist, mean, am, q_heads=2, kv_heads=1, seq=500)
+    gold = attention_golden(q, k, v)
+    flt = error_metrics(attention_emulated_gpu(q, k, v), gold, v)
+    half = error_metrics(attention_emulated_gpu(q, k, v, score_accumulation="half"), gold, v)
+    assert half.nonfinite == 0
+    # fp16 partial sums add one rounding per 16 columns to the one of S: no more accurate, and of
+    # the same order (uniform amplitude 0.5: the same outputs, the scores are nearly flat; normal
+    # amplitude 20: 1.3x)
+    assert flt.rel_rmse <= half.rel_rmse <= 4 * flt.rel_rmse, (flt, half)
+
+
+def _partial_overflow_inputs(rng, rows: int, hot_rows) -> tuple:
+    # Even keys: +900 in the first 64 columns and -900 in the last 64, so with q = 1.5 the fp16
+    # partial sum passes 65504 after 48 columns while the full sum is 0. Only the rows in
+    # hot_rows have q = 1.5 there; the others read these keys at q = 0.01.
+    d = 128
+    q = np.full((1, 1, rows, d), 0.01, dtype=np.float32)
+    q[0, 0, list(hot_rows)] = 1.5
+    k = rng.standard_normal((1, 1, 128, d)).astype(np.float32)
+    k[0, 0, ::2, :64], k[0, 0, ::2, 64:] = 900.0, -900.0
+    v = rng.standard_normal((1, 1, 128, d))
+    return q.astype(np.float16), k.astype(np.float16), v.astype(np.float16)
+
+
+def test_half_accumulation_falls_back_where_an_fp16_partial_sum_overflows(rng):
+    from pasa_onnx.numerics_gpu import _half_acc_scores
+
+    q, k, v = _partial_overflow_inputs(rng, 32, hot_rows=[3])
+    attrs = dict(scale=1.0, alpha=0.0)  # no shift: the keys reach the product as they are
+    sums = _half_acc_scores(q.astype(np.float32), k.astype(np.float32))
+    assert np.isinf(sums[0, 0, 3, ::2]).all() and np.isfinite(sums[0, 0, 16:]).all()
+    half = attention_emulated_gpu(q, k, v, score_accumulation="half", **attrs)
+    flt = attention_emulated_gpu(q, k, v, **attrs)
+    assert np.isfinite(half.astype(np.float32)).all()
+    # rows 0-15 (row 3's group of 16 packed rows) take the float32 product ...
+    assert np.array_equal(half[0, 0, :16], flt[0, 0, :16])
+    # ... rows 16-31 keep their fp16 sums: the same as when no row overflows
+    cold_q = q.copy()
+    cold_q[0, 0, 3] = q[0, 0, 0]
+    cold = attention_emulated_gpu(cold_q, k, v, score_accumulation="half", **attrs)
+    assert np.array_equal(half[0, 0, 16:], cold[0, 0, 16:])
+    assert not np.array_equal(cold[0, 0, 16:], flt[0, 0, 16:])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "extra", "message"),
+    [
+        ("bfloat16", {}, "float16 inputs"),
+        ("float16", {"softcap": 5.0}, "float16 inputs"),
+        ("float16", {"score_accumulation": "double"}, "expected one of"),
+    ],
+)
+def test_half_accumulation_refuses_what_the_kernels_do_not_run(rng, dtype, extra, message):
+    from pasa_onnx.numerics import BFLOAT16
+
+    dt = BFLOAT16 if dtype == "bfloat16" else np.float16
+    q = rng.standard_normal((1, 1, 8, 64)).astype(np.float32).astype(dt)
+    kwargs = {"score_accumulation": "half", **extra}
+    with pytest.raises(ValueError, match=message):
+        attention_emulated_gpu(q, q, q, **kwargs)

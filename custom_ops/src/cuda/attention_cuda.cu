@@ -67,6 +67,9 @@ __global__ void ConcatNewKernel(ConcatArgs a) {
 std::string CheckProblem(const AttentionProblem& p) { return GenericCheck(p); }
 
 std::string CheckAttributes(int64_t block_kv) {
+#if PASA_HAVE_FLASH
+  if (std::string bad = FlashSettingsError(); !bad.empty()) return bad;
+#endif
   if (block_kv > kMaxBlockKv)
     return "attribute block_kv=" + std::to_string(block_kv) + " is not supported by the CUDA kernel; expected at most " +
            std::to_string(kMaxBlockKv);

@@ -22,7 +22,8 @@ namespace cuda {
 // else a message naming what they cannot take and what they expect.
 std::string CheckProblem(const AttentionProblem& p);
 
-// Empty when a node with these attributes can run on CUDA, else the message (kernel creation).
+// Empty when a node with these attributes can run on CUDA and the CUDA settings of the
+// environment are valid (PASA_ONNX_CUDA_SCORE_ACCUM), else the message (kernel creation).
 std::string CheckAttributes(int64_t block_kv);
 
 // Bytes of device scratch that RunAttention needs for `p` (may be 0).

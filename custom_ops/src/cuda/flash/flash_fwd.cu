@@ -409,6 +409,117 @@ __device__ __forceinline__ void ScoreProduct(float (&s)[MT][kTileN / 8][4], cons
   }
 }
 
+// S = Q·K'ᵀ with fp16 accumulators (FlashScoreAccum "half", fp16 inputs): h[mt][j][rr] packs
+// row g + 8rr's columns 8j + 2tq, +1. The k-steps run in column order, as in ScoreProduct; each
+// rounds its partial sum to fp16.
+template <int D, int MT>
+__device__ __forceinline__ void HalfAccScoreProduct(uint32_t (&h)[MT][kTileN / 8][2],
+                                                    const uint32_t (&qf)[FwdShape<D, MT>::QF][4], const __half* sQ,
+                                                    const __half* tK, int wr0, int lane) {
+  using S = FwdShape<D, MT>;
+  constexpr int LD = S::LD, NT_S = S::NT_S;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j) h[mt][j][0] = h[mt][j][1] = 0u;
+#pragma unroll
+  for (int kk = 0; kk < S::KSTEPS; ++kk) {
+    uint32_t a[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      if constexpr (S::kQInRegs) {
+        a[mt][0] = qf[kk][0]; a[mt][1] = qf[kk][1]; a[mt][2] = qf[kk][2]; a[mt][3] = qf[kk][3];
+      } else {
+        LdMatrixX4(SmemAddr(sQ + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[mt][0],
+                   a[mt][1], a[mt][2], a[mt][3]);
+      }
+    }
+#pragma unroll
+    for (int jj = 0; jj < NT_S / 2; ++jj) {
+      uint32_t b0, b1, b2, b3;
+      LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
+                 b0, b1, b2, b3);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        Mma16816HalfAcc(h[mt][2 * jj], a[mt], b0, b1);
+        Mma16816HalfAcc(h[mt][2 * jj + 1], a[mt], b2, b3);
+      }
+    }
+  }
+}
+
+// S = Q·K'ᵀ of m-tile mt alone (16 rows) with fp32 accumulators: ScoreProduct's operations for
+// those rows (the fallback of HalfAccScores).
+template <int D, int MT>
+__device__ __forceinline__ void ScoreProductMTile(float (&s)[kTileN / 8][4], int mt,
+                                                  const uint32_t (&qf)[FwdShape<D, MT>::QF][4], const __half* sQ,
+                                                  const __half* tK, int wr0, int lane) {
+  using S = FwdShape<D, MT>;
+  constexpr int LD = S::LD, NT_S = S::NT_S;
+#pragma unroll
+  for (int j = 0; j < NT_S; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < S::KSTEPS; ++kk) {
+    uint32_t a[4];
+    if constexpr (S::kQInRegs) {
+      a[0] = qf[kk][0]; a[1] = qf[kk][1]; a[2] = qf[kk][2]; a[3] = qf[kk][3];
+    } else {
+      LdMatrixX4(SmemAddr(sQ + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[0], a[1], a[2],
+                 a[3]);
+    }
+#pragma unroll
+    for (int jj = 0; jj < NT_S / 2; ++jj) {
+      uint32_t b0, b1, b2, b3;
+      LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
+                 b0, b1, b2, b3);
+      Mma16816<__half>(s[2 * jj], a, b0, b1);
+      Mma16816<__half>(s[2 * jj + 1], a, b2, b3);
+    }
+  }
+}
+
+// The tile's scores from fp16 accumulators, per m-tile (16 packed rows): when every sum of the
+// m-tile is finite, s holds them (half values already: rounding them again is exact, and none
+// reaches the overflow threshold); when one is not (an fp16 partial sum overflowed), the m-tile
+// takes its fp32 product instead, which the default steps then round or keep (overflow test).
+// Returns true when no m-tile of the warp fell back. One m-tile at a time keeps the fallback
+// within the fp32 kernel's registers.
+template <int D, int MT>
+__device__ __forceinline__ bool HalfAccScores(float (&s)[MT][kTileN / 8][4], const uint32_t (&qf)[FwdShape<D, MT>::QF][4],
+                                              const __half* sQ, const __half* tK, int wr0, int lane) {
+  constexpr int NT_S = kTileN / 8;
+  uint32_t h[MT][NT_S][2];
+  HalfAccScoreProduct<D, MT>(h, qf, sQ, tK, wr0, lane);
+  bool all_finite = true;
+  const __half2 zero = __float2half2_rn(0.f);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    // x·0 + acc stays ±0 for finite x and turns NaN for ±inf or NaN: one HFMA2 per two scores.
+    __half2 acc = zero;
+#pragma unroll
+    for (int j = 0; j < NT_S; ++j) {
+      acc = __hfma2(*reinterpret_cast<const __half2*>(&h[mt][j][0]), zero, acc);
+      acc = __hfma2(*reinterpret_cast<const __half2*>(&h[mt][j][1]), zero, acc);
+    }
+    const bool bad = __any_sync(0xffffffffu, __hisnan(__low2half(acc)) || __hisnan(__high2half(acc)));
+    if (bad) {  // rare
+      ScoreProductMTile<D, MT>(s[mt], mt, qf, sQ, tK, wr0, lane);
+      all_finite = false;
+    } else {
+#pragma unroll
+      for (int j = 0; j < NT_S; ++j) {
+        const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&h[mt][j][0]));
+        const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&h[mt][j][1]));
+        s[mt][j][0] = lo.x;
+        s[mt][j][1] = lo.y;
+        s[mt][j][2] = hi.x;
+        s[mt][j][3] = hi.y;
+      }
+    }
+  }
+  return all_finite;
+}
+
 // Mask (partial tiles only) and the rows' attended max |S| of this thread, for the overflow test.
 template <int MT>
 __device__ __forceinline__ void MaskAndAbsMax(float (&s)[MT][kTileN / 8][4], float (&amax)[MT][2], bool full, int t,
@@ -516,6 +627,26 @@ __device__ __forceinline__ void RoundShiftMax(float (&s)[MT][kTileN / 8][4], flo
             float& x = s[mt][j][2 * rr + e];
             x = x == NEG_INF ? NEG_INF : (ov ? x : RoundScore<T>(x)) + sh;
           }
+      }
+      mx[mt][rr] = ThreadRowMax<MT>(s, mt, rr);
+    }
+  QuadMax<MT>(mx);
+}
+
+// The full-tile step for fp16 sums that all stayed finite (HalfAccScores): x = S + shift (S is
+// a half value already, so RoundShiftMax's rounding would return it unchanged, and no row can
+// overflow), and the rows' tile maxima, quad-reduced.
+template <int MT>
+__device__ __forceinline__ void AddShiftMax(float (&s)[MT][kTileN / 8][4], float (&mx)[MT][2],
+                                            const float (&shift)[MT][2]) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+#pragma unroll
+      for (int j = 0; j < kTileN / 8; ++j) {
+        s[mt][j][2 * rr] += shift[mt][rr];
+        s[mt][j][2 * rr + 1] += shift[mt][rr];
       }
       mx[mt][rr] = ThreadRowMax<MT>(s, mt, rr);
     }
@@ -784,8 +915,10 @@ __device__ __forceinline__ void StoreRows(const FwdParams& p, const float (&o)[M
 
 // MT: 16-row m-tiles per warp (2: 32 rows per warp, K/V fragments reused twice). kExt: the
 // instantiation with masks and softcap (p.mask_kind, p.softcap, units); the plain one has neither.
-template <int D, typename T, int MT, bool kExt>
+// kHalfAcc (plain fp16 only): the score product accumulates in fp16 (FlashScoreAccum "half").
+template <int D, typename T, int MT, bool kExt, bool kHalfAcc = false>
 __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
+  static_assert(!kHalfAcc || (!kExt && std::is_same<T, __half>::value), "fp16 accumulators: plain fp16 kernels");
   using S = FwdShape<D, MT>;
   constexpr int LD = S::LD, NT_O = S::NT_O, NT_S = S::NT_S;
 
@@ -887,21 +1020,27 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
     if (t == t_begin || t % p.blk_tiles == 0) BlockShift<D, T, MT>(p, shift, sm.sQ, sm.sKb + buf * D, wr0, g, tq);
 
     float s[MT][NT_S][4];
-    ScoreProduct<D, T, MT>(s, qf, sm.sQ, tK, wr0, lane);
+    bool half_sums = false;  // kHalfAcc: s holds every row's finite fp16 sums
+    if constexpr (kHalfAcc) half_sums = HalfAccScores<D, MT>(s, qf, sm.sQ, tK, wr0, lane);
+    else ScoreProduct<D, T, MT>(s, qf, sm.sQ, tK, wr0, lane);
 
     // (Softcap;) mask; overflow test on the attended |S| (a row whose tile would overflow the half
     // type keeps its fp32 scores); round S, (add the mask,) add the shift, online softmax; P
     // rounded for P·V.
     const bool full = t * kTileN >= tr.a_lo && (t + 1) * kTileN <= tr.a_hi;
-    float amax[MT][2];
-    if constexpr (kExt)
-      ExtMaskStep<T, MT>(p, s, amax, full, t, tr.valid, geo, row_pos, mrow, mrow_uniform, kb, mask_kind, tq);
-    else MaskAndAbsMax<MT>(s, amax, full, t, tr.valid, geo, row_pos, tq);
-    bool ovf[MT][2];
-    const bool any_ovf = OverflowRows<MT>(ovf, amax, thr);
     float mx[MT][2];
-    if constexpr (kExt) ExtRoundStep<T, MT>(p, s, mx, shift, ovf, full, any_ovf, t, mrow, kb, mask_kind, tq);
-    else RoundShiftMax<T, MT>(s, mx, shift, ovf, full, any_ovf);
+    if (kHalfAcc && half_sums && full) {
+      AddShiftMax<MT>(s, mx, shift);
+    } else {
+      float amax[MT][2];
+      if constexpr (kExt)
+        ExtMaskStep<T, MT>(p, s, amax, full, t, tr.valid, geo, row_pos, mrow, mrow_uniform, kb, mask_kind, tq);
+      else MaskAndAbsMax<MT>(s, amax, full, t, tr.valid, geo, row_pos, tq);
+      bool ovf[MT][2];
+      const bool any_ovf = OverflowRows<MT>(ovf, amax, thr);
+      if constexpr (kExt) ExtRoundStep<T, MT>(p, s, mx, shift, ovf, full, any_ovf, t, mrow, kb, mask_kind, tq);
+      else RoundShiftMax<T, MT>(s, mx, shift, ovf, full, any_ovf);
+    }
     uint32_t pf[MT][NT_S][2];
     SoftmaxUpdate<D, T, MT>(pf, s, mx, m_run, l_run, o);
     PvProduct<D, T, MT>(o, pf, sm, buf, lane);
@@ -982,6 +1121,7 @@ struct Layout {
   bool sm90 = false;    // the Hopper kernel runs it (UseSm90); then splits = 1
   bool decode = false;  // a fused decode kernel runs it (UseDecode): no K' workspace, no pre-pass
   bool decode_reg = false;  // ... the register decode kernel (at most 2 packed rows)
+  bool half_acc = false;    // the mma.sync kernel with fp16 score accumulators (UseHalfAcc)
   size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, off_mrow = 0, off_mcls = 0, total = 0;
 };
 
@@ -998,6 +1138,23 @@ bool Sm80Forced() {
   }();
   return value;
 }
+// PASA_ONNX_CUDA_SCORE_ACCUM: "float" (the default) or "half", read once per process. "half"
+// accumulates the score product in fp16 (PASA's own setting, docs/cuda-kernels.md) where the
+// mma.sync kernel runs a plain fp16 problem; anything else keeps fp32 accumulation.
+enum class ScoreAccumSetting { kFloat, kHalf, kUnknown };
+ScoreAccumSetting ScoreAccumFromEnv() {
+  static const ScoreAccumSetting value = [] {
+    const char* env = std::getenv("PASA_ONNX_CUDA_SCORE_ACCUM");
+    if (env == nullptr || *env == '\0' || std::strcmp(env, "float") == 0) return ScoreAccumSetting::kFloat;
+    return std::strcmp(env, "half") == 0 ? ScoreAccumSetting::kHalf : ScoreAccumSetting::kUnknown;
+  }();
+  return value;
+}
+// fp16 inputs, no mask or softcap (the plain kernel), not a decode shape.
+bool UseHalfAcc(const AttentionProblem& p) {
+  return ScoreAccumFromEnv() == ScoreAccumSetting::kHalf && p.q.type == ElemType::kFloat16 && !ExtKernel(p);
+}
+
 bool DeviceIsSm90() {
   const DeviceCaps c = CurrentDeviceCaps();
   return c.cc_major == 9 && c.cc_minor == 0;
@@ -1061,8 +1218,10 @@ Layout MakeLayout(const AttentionProblem& p) {
     L.total = off;
     return L;
   }
-  // The sm90 kernel never splits: where it runs there is no split workspace and no combine.
-  L.sm90 = UseSm90(p, L.splits, L.rows);
+  // The sm90 kernel never splits: where it runs there is no split workspace and no combine. It
+  // has no fp16-accumulator form: that runs on the mma.sync kernel.
+  L.half_acc = UseHalfAcc(p);
+  L.sm90 = !L.half_acc && UseSm90(p, L.splits, L.rows);
   if (L.sm90) L.splits = 1;
   const size_t es = 2;
   size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
@@ -1201,7 +1360,7 @@ std::string LaunchDecodePath(const AttentionProblem& p, const Layout& L, const F
   return "";
 }
 
-template <int D, typename T, int MT, bool kExt>
+template <int D, typename T, int MT, bool kExt, bool kHalfAcc = false>
 std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
   char* w = static_cast<char*>(ws);
   FwdParams fp{};
@@ -1254,9 +1413,9 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   }
 #endif
   const size_t smem = SmemBytes(D, 16 * kWarps * MT);
-  cudaError_t e = AllowDynamicSmem<FlashFwdKernel<D, T, MT, kExt>>(static_cast<int>(smem));
+  cudaError_t e = AllowDynamicSmem<FlashFwdKernel<D, T, MT, kExt, kHalfAcc>>(static_cast<int>(smem));
   if (e != cudaSuccess) return std::string("flash: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
-  FlashFwdKernel<D, T, MT, kExt><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(L.units),
+  FlashFwdKernel<D, T, MT, kExt, kHalfAcc><<<dim3(static_cast<unsigned>(L.q_tiles), static_cast<unsigned>(L.units),
                                         static_cast<unsigned>(p.batch * L.splits)),
                                    32 * kWarps, smem, stream>>>(fp);
   if (L.splits > 1)
@@ -1268,10 +1427,17 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   return "";
 }
 
-// The instantiation for the problem: MT = 2 or 1, the plain kernel or the kExt one (mask, softcap).
+// The instantiation for the problem: MT = 2 or 1, the plain kernel or the kExt one (mask, softcap),
+// or the plain fp16 kernel with fp16 score accumulators.
 template <int D, typename T>
 std::string LaunchMT(const AttentionProblem& p, const Layout& L, cudaStream_t stream, void* ws) {
   const bool two = MTiles(p) == 2, ext = ExtKernel(p);
+  if constexpr (std::is_same<T, __half>::value) {
+    if (L.half_acc && !L.decode) {
+      if constexpr (D == 256) return Launch<D, T, 1, false, true>(p, L, stream, ws);
+      else return two ? Launch<D, T, 2, false, true>(p, L, stream, ws) : Launch<D, T, 1, false, true>(p, L, stream, ws);
+    }
+  }
   if constexpr (D == 256) {
     return ext ? Launch<D, T, 1, true>(p, L, stream, ws) : Launch<D, T, 1, false>(p, L, stream, ws);
   } else if constexpr (D > 64) {  // kExt: MT = 1 only (see MTiles)
@@ -1339,12 +1505,21 @@ int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).spli
 const char* FlashKernelName(const AttentionProblem& p) {
   const flash::Layout L = flash::MakeLayout(p);
   if (L.decode) return L.decode_reg ? "decode_reg" : "decode";
+  if (L.half_acc) return "sm80-f16acc";
   if (!L.sm90) return "sm80";
   return p.mask.kind != MaskKind::kNone ? "sm90/sm80" : "sm90";
 }
 
+std::string FlashSettingsError() {
+  if (flash::ScoreAccumFromEnv() != flash::ScoreAccumSetting::kUnknown) return "";
+  return std::string("environment variable PASA_ONNX_CUDA_SCORE_ACCUM is '") +
+         std::getenv("PASA_ONNX_CUDA_SCORE_ACCUM") + "'; expected 'float' or 'half'";
+}
+
 std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* workspace) {
   if (!FlashSupports(p)) return "flash: problem not supported by the flash path";
+  const std::string bad = FlashSettingsError();
+  if (!bad.empty()) return bad;
   if (p.batch == 0 || p.q_len == 0) return "";
   const flash::Layout L = flash::MakeLayout(p);
   if (p.q.type == ElemType::kFloat16) return flash::LaunchD<__half>(p, L, stream, workspace);

@@ -76,6 +76,16 @@ __device__ __forceinline__ void Mma16816<__nv_bfloat16>(float* d, const uint32_t
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// The same product with fp16 accumulators (fp16 inputs only: there is no bf16-accumulator form):
+// d[0] packs row g's columns 2tq, 2tq + 1, d[1] row g + 8's. Each instruction rounds its sum of
+// c and the 16 products to fp16 once (PASA's own setting; FlashScoreAccum).
+__device__ __forceinline__ void Mma16816HalfAcc(uint32_t* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16 {%0,%1}, {%2,%3,%4,%5}, {%6,%7}, {%0,%1};\n"
+      : "+r"(d[0]), "+r"(d[1])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // 2^x with the SFU (ex2.approx.ftz: ~2 ulp; 2^-inf = 0).
 __device__ __forceinline__ float Exp2(float x) {
   float y;

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -540,8 +541,55 @@ bool EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
 // online softmax steps over W keys (64: the mma.sync kernel; 128: the sm90 kernel, whose tiles are
 // aligned to 128 keys: the 64-key tiles it adds before t_begin or after t_end are masked for the
 // row, so they change nothing); the overflow fallback and the shift stay per 64 keys.
+// The fp16-accumulator score ("sm80-f16acc"): per 16-column k-step, the step's products (exact)
+// added to the fp16 partial sum and rounded to fp16. `finite` turns false once a partial sum is
+// not finite (it stays inf or NaN from there).
+// PASA_SELFTEST_KSTEP (8 or 16, default 16): columns per rounding, to probe the hardware's.
+int HalfAccKStep() {
+  static const int k = [] {
+    const char* env = std::getenv("PASA_SELFTEST_KSTEP");
+    return env != nullptr && std::atoi(env) == 8 ? 8 : 16;
+  }();
+  return k;
+}
+float HalfAccDot(const float* q, const float* k, int D, bool& finite) {
+  float h = 0.f;
+  const int ks = HalfAccKStep();
+  for (int k0 = 0; k0 < D; k0 += ks) {
+    double chunk = 0;
+    for (int d = k0; d < k0 + ks; ++d) chunk += static_cast<double>(q[d]) * k[d];
+    h = Rnd(static_cast<float>(static_cast<double>(h) + chunk), false);
+  }
+  finite = std::isfinite(h);
+  return h;
+}
+
+// "sm80-f16acc": whether each (16 packed rows, 64-key tile) has a non-finite fp16 sum (then the
+// kernel computes those rows' tile with fp32 accumulators), over the keys before the valid length
+// (K' past it is 0). bad[(R / 16) * tiles + t].
+std::vector<uint8_t> EmuHalfAccBad(const Run& r, const EmuSlab& e, int rows, int tiles) {
+  const int D = r.c.D;
+  std::vector<uint8_t> row_bad(static_cast<size_t>(rows) * tiles, 0);
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int R = 0; R < rows; ++R) {
+    std::vector<float> qv(static_cast<size_t>(D));
+    const int i = R / e.group, hq = e.u * e.group + R % e.group;
+    for (int d = 0; d < D; ++d) qv[static_cast<size_t>(d)] = At(r.packed, r.q, false, e.b, hq, i, d);
+    for (int key = 0; key < e.valid; ++key) {
+      bool finite = true;
+      HalfAccDot(qv.data(), &e.kp[static_cast<size_t>(key) * D], D, finite);
+      if (!finite) row_bad[static_cast<size_t>(R) * tiles + key / 64] = 1;
+    }
+  }
+  std::vector<uint8_t> bad(static_cast<size_t>((rows + 15) / 16) * tiles, 0);
+  for (int R = 0; R < rows; ++R)
+    for (int t = 0; t < tiles; ++t) bad[static_cast<size_t>(R / 16) * tiles + t] |= row_bad[static_cast<size_t>(R) * tiles + t];
+  return bad;
+}
+
+// hbad (fp16 accumulators only, else nullptr): EmuHalfAccBad's flags of this row's 16-row group.
 void EmuSplit(const Run& r, const EmuSlab& e, int R, const std::vector<float>& qv, const CtaRange& cr, float& m,
-              float& l, std::vector<float>& o, int W) {
+              float& l, std::vector<float>& o, int W, const uint8_t* hbad) {
   const Case& c = r.c;
   const bool bf = c.bf;
   const int D = c.D, blk_tiles = c.block_kv / 64, U64 = W / 64;
@@ -571,10 +619,16 @@ void EmuSplit(const Run& r, const EmuSlab& e, int R, const std::vector<float>& q
         const int key = t * 64 + j;
         x[jw] = -INFINITY;
         if (!in_range || key >= e.valid) continue;
-        double acc = 0;
-        for (int d = 0; d < D; ++d)
-          acc += static_cast<double>(qv[static_cast<size_t>(d)]) * e.kp[static_cast<size_t>(key) * D + d];
-        float sj = static_cast<float>(acc);
+        float sj;
+        if (hbad != nullptr && !hbad[t]) {  // finite fp16 sums: no overflow test can fire
+          bool finite = true;
+          sj = HalfAccDot(qv.data(), &e.kp[static_cast<size_t>(key) * D], D, finite);
+        } else {
+          double acc = 0;
+          for (int d = 0; d < D; ++d)
+            acc += static_cast<double>(qv[static_cast<size_t>(d)]) * e.kp[static_cast<size_t>(key) * D + d];
+          sj = static_cast<float>(acc);
+        }
         if (c.softcap > 0.f) sj = c.softcap * std::tanh(sj / c.softcap);
         s[jw] = sj;
         const bool ok = geo.Allowed(pos, key) && MaskAt(r, e.b, hq, i, key, &add[jw]);
@@ -626,6 +680,7 @@ void Emulate(const Run& r, std::vector<float>& out) {
   // The decode kernel steps over whole 128-key PASA blocks too; its splits cut the blocks
   // [0, nblk) into equal parts, each then cut to the keys the rows attend.
   const bool decode = std::strncmp(kernel, "decode", 6) == 0;  // "decode", "decode_reg"
+  const bool half_acc = std::strcmp(kernel, "sm80-f16acc") == 0;
   const int nblk = static_cast<int>((c.Skv + c.block_kv - 1) / c.block_kv);
   const float L2E = 1.4426950408889634f;
   out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
@@ -644,6 +699,8 @@ void Emulate(const Run& r, std::vector<float>& out) {
       bool geo_causal;
       const bool classified = EmuGeometry(r, e, geo_valid, geo_causal);
       const int softmax_w = sm90_all || decode || (sm90_classified && classified) ? 128 : 64;
+      const int tiles = (c.Skv + 63) / 64;
+      const std::vector<uint8_t> hbad = half_acc ? EmuHalfAccBad(r, e, rows, tiles) : std::vector<uint8_t>();
 #pragma omp parallel for schedule(dynamic, 4)
       for (int R = 0; R < rows; ++R) {
         std::vector<float> po(static_cast<size_t>(splits) * D), pm(static_cast<size_t>(splits)),
@@ -659,7 +716,8 @@ void Emulate(const Run& r, std::vector<float>& out) {
             cr.t_end = std::min(all.t_end, std::min(nblk, (sp + 1) * per) * tpb);
             if (cr.t_end < cr.t_begin) cr.t_end = cr.t_begin;
           }
-          EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o, softmax_w);
+          EmuSplit(r, e, R, qv, cr, pm[static_cast<size_t>(sp)], pl[static_cast<size_t>(sp)], o, softmax_w,
+                   half_acc ? &hbad[static_cast<size_t>(R / 16) * tiles] : nullptr);
           std::copy(o.begin(), o.end(), po.begin() + static_cast<int64_t>(sp) * D);
         }
         float* y = &out[static_cast<size_t>(((int64_t{b} * c.Hq + hq) * c.Sq + i) * D)];
@@ -821,8 +879,13 @@ Result Check(Case c, bool with_emu = true) {
   res.emu_rel_rmse = std::sqrt(sye / N) / rms_v;
   res.y_rms = std::sqrt(sy / N);
   // pass: finite, and the kernel agrees with its emulation to rounding (a handful of outliers
-  // may come from an exp2/accumulation-order flip of a rounded P or S element)
-  const bool ok = res.nonfinite == 0 && (!with_emu || res.emu_bad <= static_cast<long>(N / 1000) + 2) &&
+  // may come from an exp2/accumulation-order flip of a rounded P or S element). With fp16 score
+  // sums a flip moves a partial sum by an fp16 ulp: the tensor cores' sum of a k-step is not
+  // exactly the emulation's rounded exact sum (H200: 0.02-0.34 % of the outputs, against at most
+  // 0.1 % otherwise; the emulation's relative RMSE matched the kernel's to 3 digits).
+  const bool half_acc = std::strcmp(pasa::cuda::FlashKernelName(r.p), "sm80-f16acc") == 0;
+  const long outliers = static_cast<long>(N / (half_acc ? 200 : 1000)) + 2;
+  const bool ok = res.nonfinite == 0 && (!with_emu || res.emu_bad <= outliers) &&
                   (!with_emu || res.rel_rmse <= 1.5 * res.emu_rel_rmse + 1e-4);
   if (!ok) ++g_fail;
   std::printf("%-44s %s %s split=%-2d relRMSE %.3e (emu %.3e) maxabs %.2e | vs emu: rmse %.2e max %.2e off>2ulp %ld/%zu nonfinite %ld\n",
@@ -1059,9 +1122,9 @@ void Bench() {
     double flop = 4.0 * x.H * double(x.Sq) * x.Skv * x.D;
     if (x.causal) flop /= 2;
     const double bytes = 2.0 * x.Hkv * double(x.Skv) * x.D * 2;
-    std::printf("H%d/%d D%d Sq %5d Skv %5d %-7s split=%-2d %8.1f us  %6.1f TFLOP/s  (K+V %.0f GB/s)\n", x.H, x.Hkv,
-                x.D, x.Sq, x.Skv, x.causal ? "causal" : "", pasa::cuda::FlashNumSplits(r.p), ms * 1e3,
-                flop / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9);
+    std::printf("H%d/%d D%d Sq %5d Skv %5d %-7s split=%-2d %8.1f us  %6.1f TFLOP/s  (K+V %.0f GB/s) %s\n", x.H,
+                x.Hkv, x.D, x.Sq, x.Skv, x.causal ? "causal" : "", pasa::cuda::FlashNumSplits(r.p), ms * 1e3,
+                flop / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9, pasa::cuda::FlashKernelName(r.p));
   }
 }
 
