@@ -12,8 +12,18 @@ PT="python3 -m pytest -q -p no:cacheprovider"
 timeout 70 $T/flash_selftest check > $O/selftest_check.txt 2>&1
 el "selftest check rc=$? $(grep -c ' ok ' $O/selftest_check.txt) ok, $(grep failures $O/selftest_check.txt)"
 timeout 120 $PT tests/test_cuda_build.py tests/test_cuda_placement.py tests/test_cuda_bad_input.py \
-  tests/test_cuda_conformance.py tests/test_cuda_flash.py > $O/t_conf.log 2>&1
-el "conformance, flash, bad input, placement: $(tail -1 $O/t_conf.log)"
+  tests/test_cuda_conformance.py tests/test_cuda_flash.py tests/test_cuda_score_accum.py > $O/t_conf.log 2>&1
+el "conformance, flash, bad input, placement, score accumulation: $(tail -1 $O/t_conf.log)"
+# fp16 score accumulators (PASA_ONNX_CUDA_SCORE_ACCUM=half): the selftest's cases on that
+# kernel, and F16ACC_BENCH=1: kernel time of the mma.sync kernel with fp32 and with fp16 sums.
+PASA_ONNX_CUDA_SCORE_ACCUM=half timeout 90 $T/flash_selftest check > $O/selftest_check_f16acc.txt 2>&1
+el "selftest check, fp16 sums: rc=$? $(grep -c ' ok ' $O/selftest_check_f16acc.txt) ok, $(grep -c 'sm80-f16acc' $O/selftest_check_f16acc.txt) on sm80-f16acc, $(grep failures $O/selftest_check_f16acc.txt)"
+if [ "${F16ACC_BENCH:-0}" = 1 ]; then
+  for acc in float half; do
+    PASA_ONNX_CUDA_KERNEL=sm80 PASA_ONNX_CUDA_SCORE_ACCUM=$acc timeout 90 $T/flash_selftest bench > $O/bench_sm80_$acc.txt 2>&1
+    el "bench sm80 $acc rc=$?"
+  done
+fi
 # The paper grid is CPU-heavy (numpy emulation, CPU kernel): 4 processes of 3 BLAS threads each;
 # more, or unlimited threads, oversubscribe the 16 cores and run past any timeout.
 (timeout 160 $PT tests/test_cuda_numerics.py -k "not paper_grid" > $O/t_stress.log 2>&1) &
@@ -36,6 +46,11 @@ if [ "${SAN:-0}" = 1 ]; then
     timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 $PT -x tests/test_cuda_flash.py \
       tests/test_cuda_bad_input.py -k "not decode" > $O/san_$tool.log 2>&1
     el "$tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/san_$tool.log | tail -1)"
+    python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; \
+import test_cuda_score_accum as t; t.write_inputs(Path('/tmp/f16acc_in.npz'))"
+    (cd tests && PASA_ONNX_CUDA_SCORE_ACCUM=half timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
+      python3 cuda_score_accum_child.py /tmp/f16acc_in.npz /tmp/f16acc_out.npz) > $O/san_f16acc_$tool.log 2>&1
+    el "$tool, fp16 sums: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/san_f16acc_$tool.log | tail -1)"
   done
 fi
 tar -C /tmp -czf "$OUT/cuda_checks.tgz" cuda_checks
