@@ -63,7 +63,7 @@ def _half_acc_scores(qc: np.ndarray, kshift: np.ndarray) -> np.ndarray:
     for k0 in range(0, qc.shape[-1], HALF_ACC_KSTEP):
         k1 = k0 + HALF_ACC_KSTEP
         part = np.matmul(qc[..., k0:k1], np.swapaxes(kshift[..., k0:k1], 2, 3))
-        sh = round_to(sh + part, np.float16)
+        sh = round_to(sh + part, np.dtype(np.float16))
     return sh
 
 
@@ -73,17 +73,17 @@ def _half_acc_fallback(bad: np.ndarray, i0: int, group: int) -> np.ndarray:
     b, hq, rows, nkeys = bad.shape
     ntiles = -(-nkeys // OVERFLOW_TILE)
     pad = ntiles * OVERFLOW_TILE - nkeys
-    tiles = np.pad(bad, [(0, 0)] * 3 + [(0, pad)]).reshape(b, hq, rows, ntiles, OVERFLOW_TILE)
-    tiles = tiles.any(axis=-1)
+    padded = np.pad(bad, [(0, 0)] * 3 + [(0, pad)])
+    tiles = padded.reshape(b, hq, rows, ntiles, OVERFLOW_TILE).any(axis=-1)
     hkv = hq // group
-    # packed rows R = i·G + g of each kv head, in order of R
+    # packed rows R = i·G + g of each kv head, in order of R, then OR-ed per group of 16
     packed = tiles.reshape(b, hkv, group, rows, ntiles).transpose(0, 1, 3, 2, 4)
     packed = packed.reshape(b, hkv, rows * group, ntiles)
     grp = (i0 * group + np.arange(rows * group)) // HALF_ACC_ROWS
-    grp -= grp[0]
-    per_group = np.zeros((b, hkv, grp[-1] + 1, ntiles), dtype=bool)
-    np.logical_or.at(per_group, (slice(None), slice(None), grp), packed)
-    back = per_group[:, :, grp].reshape(b, hkv, rows, group, ntiles).transpose(0, 1, 3, 2, 4)
+    starts = np.flatnonzero(np.diff(grp, prepend=grp[0] - 1))
+    per_group = np.logical_or.reduceat(packed, starts, axis=2)
+    back = np.repeat(per_group, np.diff(np.append(starts, rows * group)), axis=2)
+    back = back.reshape(b, hkv, rows, group, ntiles).transpose(0, 1, 3, 2, 4)
     back = back.reshape(b, hq, rows, ntiles)
     return np.repeat(back, OVERFLOW_TILE, axis=-1)[..., :nkeys]
 

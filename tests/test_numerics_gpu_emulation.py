@@ -129,3 +129,22 @@ def test_half_accumulation_refuses_what_the_kernels_do_not_run(rng, dtype, extra
     kwargs = {"score_accumulation": "half", **extra}
     with pytest.raises(ValueError, match=message):
         attention_emulated_gpu(q, q, q, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kv_heads", "group", "rows", "keys", "i0"), [(2, 7, 37, 130, 256), (1, 4, 9, 200, 4)]
+)
+def test_half_accumulation_fallback_groups_are_16_packed_rows(rng, kv_heads, group, rows, keys, i0):
+    # _half_acc_fallback against a loop over packed rows R = i·G + g: a 64-key tile falls back
+    # for every row whose R // 16 shares it with a row that had a non-finite sum there.
+    from pasa_onnx.numerics_gpu import _half_acc_fallback
+
+    bad = rng.random((2, kv_heads * group, rows, keys)) < 0.002
+    hit = set()
+    for b, h, i, key in zip(*np.nonzero(bad), strict=True):
+        hit.add((b, h // group, ((i0 + i) * group + h % group) // 16, key // 64))
+    want = np.zeros_like(bad)
+    for b, h, i, key in np.ndindex(*bad.shape):
+        want[b, h, i, key] = (b, h // group, ((i0 + i) * group + h % group) // 16, key // 64) in hit
+    assert want.any() and not want.all()
+    assert np.array_equal(_half_acc_fallback(bad, i0, group), want)
