@@ -1,6 +1,7 @@
 """Writes custom_ops/src/cuda/flash/wgmma_ops.cuh: the inline-PTX wrappers of the Hopper
 (sm_90a) warpgroup MMAs the flash path uses. One wrapper per (N, element type, A source); the
-accumulators are N/2 fp32 registers per thread, which inline asm must name one by one.
+accumulators are N/2 fp32 registers per thread, which inline asm must name one by one. Plus the
+fp16-accumulator S product (WgmmaSSHalfAcc, N/4 registers of two halves each).
 
     python scripts/gen_wgmma.py     # from the project's root; commit the result
 """
@@ -56,6 +57,26 @@ def wrapper(n: int, ctype: str, ptx_type: str, a_in_regs: bool) -> str:
     return tmpl, name, body
 
 
+def half_acc_wrapper(n: int) -> str:
+    """WgmmaSSHalfAcc<N>: fp16 inputs and fp16 accumulators (PASA_ONNX_CUDA_SCORE_ACCUM=half), N/4
+    registers per thread, each packing two columns (the fp32 layout's elements 2i, 2i + 1)."""
+    acc = n // 4
+    outs = ", ".join(f'"+r"(d[{i}])' for i in range(acc))
+    return (
+        f"template <>\n__device__ __forceinline__ void WgmmaSSHalfAcc<{n}>"
+        "(uint32_t* d, uint64_t desc_a, uint64_t desc_b, int scale_d) {\n"
+        "  asm volatile(\n"
+        '      "{\\n.reg .pred p;\\n"\n'
+        f'      "setp.ne.b32 p, %{acc + 2}, 0;\\n"\n'
+        f'      "wgmma.mma_async.sync.aligned.m64n{n}k16.f16.f16.f16 "\n'
+        f'      "{{{_regs(0, acc)}}}, "\n'
+        f'      "%{acc}, %{acc + 1}, p, 1, 1, 0, 0;\\n}}\\n"\n'
+        f"      : {outs}\n"
+        '      : "l"(desc_a), "l"(desc_b), "r"(scale_d));\n'
+        "}\n"
+    )
+
+
 def render() -> str:
     """The header's text."""
     parts = [
@@ -72,12 +93,16 @@ def render() -> str:
         "                                        int scale_d);\n"
         "template <int N, typename T, int kTransB>\n"
         "__device__ __forceinline__ void WgmmaRS(float* d, const uint32_t (&a)[4],\n"
-        "                                        uint64_t desc_b, int scale_d);\n\n"
+        "                                        uint64_t desc_b, int scale_d);\n"
+        "template <int N>\n"
+        "__device__ __forceinline__ void WgmmaSSHalfAcc(uint32_t* d, uint64_t desc_a,\n"
+        "                                               uint64_t desc_b, int scale_d);\n\n"
     ]
     for n in SHAPES:
         for ctype, ptx_type in TYPES.items():
             for a_in_regs in (False, True):
                 parts.append(wrapper(n, ctype, ptx_type, a_in_regs)[2] + "\n")
+    parts.append(half_acc_wrapper(128) + "\n")
     parts.append("}  // namespace pasa::cuda::flash\n")
     return "".join(parts)
 

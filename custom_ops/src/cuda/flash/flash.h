@@ -27,8 +27,8 @@ std::string RunFlash(const AttentionProblem& p, cudaStream_t stream, void* works
 int FlashNumSplits(const AttentionProblem& p);
 
 // Which main kernel RunFlash launches for `p` on the current device: "sm90" (wgmma, compute
-// capability 9.0), "sm80" (mma.sync), "sm80-f16acc" (mma.sync with fp16 score accumulators,
-// PASA_ONNX_CUDA_SCORE_ACCUM=half), "sm90/sm80" (a classified mask on Hopper: sm90 for the
+// capability 9.0), "sm80" (mma.sync), "sm90-f16acc" / "sm80-f16acc" (those kernels with fp16
+// score accumulators, PASA_ONNX_CUDA_SCORE_ACCUM=half), "sm90/sm80" (a classified mask on Hopper: sm90 for the
 // padding and causal+padding planes, mma.sync for the general ones), "decode" or "decode_reg"
 // (the fused split-KV kernels for at most 16 packed query rows, flash_decode.h).
 const char* FlashKernelName(const AttentionProblem& p);

@@ -1139,8 +1139,8 @@ bool Sm80Forced() {
   return value;
 }
 // PASA_ONNX_CUDA_SCORE_ACCUM: "float" (the default) or "half", read once per process. "half"
-// accumulates the score product in fp16 (PASA's own setting, docs/cuda-kernels.md) where the
-// mma.sync kernel runs a plain fp16 problem; anything else keeps fp32 accumulation.
+// accumulates the score product in fp16 (PASA's own setting, docs/cuda-kernels.md) for plain fp16
+// problems on the mma.sync and sm90 kernels; anything else keeps fp32 accumulation.
 enum class ScoreAccumSetting { kFloat, kHalf, kUnknown };
 ScoreAccumSetting ScoreAccumFromEnv() {
   static const ScoreAccumSetting value = [] {
@@ -1218,10 +1218,9 @@ Layout MakeLayout(const AttentionProblem& p) {
     L.total = off;
     return L;
   }
-  // The sm90 kernel never splits: where it runs there is no split workspace and no combine. It
-  // has no fp16-accumulator form: that runs on the mma.sync kernel.
+  // The sm90 kernel never splits: where it runs there is no split workspace and no combine.
   L.half_acc = UseHalfAcc(p);
-  L.sm90 = !L.half_acc && UseSm90(p, L.splits, L.rows);
+  L.sm90 = UseSm90(p, L.splits, L.rows);
   if (L.sm90) L.splits = 1;
   const size_t es = 2;
   size_t off = Align256(static_cast<size_t>(slabs * L.kv_pad * p.head_dim) * es);
@@ -1406,8 +1405,8 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   // causal+padding planes; the kExt kernel below then runs only the general planes (its CTAs of
   // classified planes return at once).
   if (L.sm90) {
-    const std::string err = LaunchSm90(fp, D, std::is_same<T, __nv_bfloat16>::value, static_cast<int>(L.units),
-                                       static_cast<int>(p.batch), stream);
+    const std::string err = LaunchSm90(fp, D, std::is_same<T, __nv_bfloat16>::value, L.half_acc,
+                                       static_cast<int>(L.units), static_cast<int>(p.batch), stream);
     if (!err.empty() || !kExt) return err;
     fp.skip_classified = 1;
   }
@@ -1505,7 +1504,7 @@ int FlashNumSplits(const AttentionProblem& p) { return flash::MakeLayout(p).spli
 const char* FlashKernelName(const AttentionProblem& p) {
   const flash::Layout L = flash::MakeLayout(p);
   if (L.decode) return L.decode_reg ? "decode_reg" : "decode";
-  if (L.half_acc) return "sm80-f16acc";
+  if (L.half_acc) return L.sm90 ? "sm90-f16acc" : "sm80-f16acc";
   if (!L.sm90) return "sm80";
   return p.mask.kind != MaskKind::kNone ? "sm90/sm80" : "sm90";
 }

@@ -541,7 +541,7 @@ bool EmuGeometry(const Run& r, const EmuSlab& e, int64_t& valid, bool& causal) {
 // online softmax steps over W keys (64: the mma.sync kernel; 128: the sm90 kernel, whose tiles are
 // aligned to 128 keys: the 64-key tiles it adds before t_begin or after t_end are masked for the
 // row, so they change nothing); the overflow fallback and the shift stay per 64 keys.
-// The fp16-accumulator score ("sm80-f16acc"): per 16-column k-step, the step's products (exact)
+// The fp16-accumulator score (the "-f16acc" kernels): per 16-column k-step, the step's products (exact)
 // added to the fp16 partial sum and rounded to fp16. `finite` turns false once a partial sum is
 // not finite (it stays inf or NaN from there).
 // PASA_SELFTEST_KSTEP (8 or 16, default 16): columns per rounding, to probe the hardware's.
@@ -564,9 +564,9 @@ float HalfAccDot(const float* q, const float* k, int D, bool& finite) {
   return h;
 }
 
-// "sm80-f16acc": whether each (16 packed rows, 64-key tile) has a non-finite fp16 sum (then the
-// kernel computes those rows' tile with fp32 accumulators), over the keys before the valid length
-// (K' past it is 0). bad[(R / 16) * tiles + t].
+// fp16 score sums ("sm80-f16acc", "sm90-f16acc"): whether each (16 packed rows, 64-key tile)
+// has a non-finite fp16 sum (then the kernel computes those rows' tile with fp32 accumulators),
+// over the keys before the valid length (K' past it is 0). bad[(R / 16) * tiles + t].
 std::vector<uint8_t> EmuHalfAccBad(const Run& r, const EmuSlab& e, int rows, int tiles) {
   const int D = r.c.D;
   std::vector<uint8_t> row_bad(static_cast<size_t>(rows) * tiles, 0);
@@ -676,11 +676,12 @@ void Emulate(const Run& r, std::vector<float>& out) {
   // The sm90 kernel steps the softmax over 128 keys: every plane ("sm90"), or with a classified
   // mask the padding and causal+padding planes ("sm90/sm80", EmuGeometry's classification).
   const char* kernel = pasa::cuda::FlashKernelName(p);
-  const bool sm90_all = std::strcmp(kernel, "sm90") == 0, sm90_classified = std::strcmp(kernel, "sm90/sm80") == 0;
+  const bool sm90_all = std::strcmp(kernel, "sm90") == 0 || std::strcmp(kernel, "sm90-f16acc") == 0,
+             sm90_classified = std::strcmp(kernel, "sm90/sm80") == 0;
   // The decode kernel steps over whole 128-key PASA blocks too; its splits cut the blocks
   // [0, nblk) into equal parts, each then cut to the keys the rows attend.
   const bool decode = std::strncmp(kernel, "decode", 6) == 0;  // "decode", "decode_reg"
-  const bool half_acc = std::strcmp(kernel, "sm80-f16acc") == 0;
+  const bool half_acc = std::strstr(kernel, "-f16acc") != nullptr;  // "sm80-f16acc", "sm90-f16acc"
   const int nblk = static_cast<int>((c.Skv + c.block_kv - 1) / c.block_kv);
   const float L2E = 1.4426950408889634f;
   out.assign(static_cast<size_t>(c.B) * c.Hq * c.Sq * D, 0.f);
@@ -883,7 +884,7 @@ Result Check(Case c, bool with_emu = true) {
   // sums a flip moves a partial sum by an fp16 ulp: the tensor cores' sum of a k-step is not
   // exactly the emulation's rounded exact sum (H200: 0.02-0.34 % of the outputs, against at most
   // 0.1 % otherwise; the emulation's relative RMSE matched the kernel's to 3 digits).
-  const bool half_acc = std::strcmp(pasa::cuda::FlashKernelName(r.p), "sm80-f16acc") == 0;
+  const bool half_acc = std::strstr(pasa::cuda::FlashKernelName(r.p), "-f16acc") != nullptr;
   const long outliers = static_cast<long>(N / (half_acc ? 200 : 1000)) + 2;
   const bool ok = res.nonfinite == 0 && (!with_emu || res.emu_bad <= outliers) &&
                   (!with_emu || res.rel_rmse <= 1.5 * res.emu_rel_rmse + 1e-4);

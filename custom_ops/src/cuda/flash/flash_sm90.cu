@@ -49,8 +49,13 @@ constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc wait
 // consumers gain (H12 S4096 215 -> 197 us, S16384 3035 -> 2754 us); at D = 128 the producer's
 // dot products, which the consumers' tile waits for, make it the bottleneck (H32 S4096 731 ->
 // 815 us), so there the consumers form them (RowShifts).
+// PASA_SM90_PRODUCER_SHIFTS_D128=1 (a build flag, for A/B runs) has the producer form them at
+// D = 128 too.
+#ifndef PASA_SM90_PRODUCER_SHIFTS_D128
+#define PASA_SM90_PRODUCER_SHIFTS_D128 0
+#endif
 template <int D>
-constexpr bool kProducerShifts = D == 64;
+constexpr bool kProducerShifts = D == 64 || (D == 128 && PASA_SM90_PRODUCER_SHIFTS_D128);
 
 // Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
 // rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves, stored by the
@@ -435,6 +440,81 @@ __device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&ac
   }
 }
 
+// ---- fp16 score accumulation (kHalfAcc: PASA_ONNX_CUDA_SCORE_ACCUM=half, fp16) ----
+// The fp16 accumulators of a 64x128 tile: register 2j + rr packs the fp32 layout's elements
+// 4j + 2rr and 4j + 2rr + 1 (row g + 8rr, columns 8j + 2tq, +1).
+
+// S of this warp's 16 rows over 64-key half h of the tile with fp32 accumulators, on mma.sync
+// from the swizzled Q and K' tiles (the fallback of HalfSums; the m16n8 layout is the wgmma
+// accumulator's, so the scores land where the fp32 kernel's would). q_row: the warp's first CTA
+// row; sK: the stage's K' tile.
+template <int D>
+__device__ __forceinline__ void HalfFallbackProduct(float (&acc)[kBN / 2], int h, uint32_t sQa, uint32_t sK, int q_row,
+                                                    int lane) {
+#pragma unroll
+  for (int j = 8 * h; j < 8 * h + 8; ++j) acc[4 * j] = acc[4 * j + 1] = acc[4 * j + 2] = acc[4 * j + 3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t a[4];
+    LdMatrixX4(sQa + SwizzledOffset(q_row + (lane & 15), 2 * kk + (lane >> 4), kBM), a[0], a[1], a[2], a[3]);
+#pragma unroll
+    for (int jj = 0; jj < 4; ++jj) {
+      const int key = 64 * h + 16 * jj + (lane & 7) + ((lane >> 4) << 3);
+      uint32_t b0, b1, b2, b3;
+      LdMatrixX4(sK + SwizzledOffset(key, 2 * kk + ((lane >> 3) & 1), kBN), b0, b1, b2, b3);
+      const int j = 8 * h + 2 * jj;
+      Mma16816<__half>(&acc[4 * j], a, b0, b1);
+      Mma16816<__half>(&acc[4 * (j + 1)], a, b2, b3);
+    }
+  }
+}
+
+// The tile's scores from fp16 sums, per (this warp's 16 rows, 64-key half): finite sums into acc
+// (half values already: no rounding or overflow test needed), or, where one is not finite (an
+// fp16 partial sum overflowed), the fp32 product, which the default steps then take. Returns true
+// when no half fell back. Reads K' (the fallback): before the stage is released.
+template <int D>
+__device__ __forceinline__ bool HalfSums(float (&acc)[kBN / 2], const uint32_t (&hs)[kBN / 4], uint32_t sQa, uint32_t sK,
+                                         int q_row, int lane) {
+  bool all_finite = true;
+  const __half2 zero = __float2half2_rn(0.f);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    // x·0 + acc stays ±0 for finite x and turns NaN for ±inf or NaN: one HFMA2 per two scores.
+    __half2 t = zero;
+#pragma unroll
+    for (int i = 16 * h; i < 16 * h + 16; ++i) t = __hfma2(*reinterpret_cast<const __half2*>(&hs[i]), zero, t);
+    if (__any_sync(0xffffffffu, __hisnan(__low2half(t)) || __hisnan(__high2half(t)))) {  // rare
+      HalfFallbackProduct<D>(acc, h, sQa, sK, q_row, lane);
+      all_finite = false;
+    } else {
+#pragma unroll
+      for (int i = 16 * h; i < 16 * h + 16; ++i) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&hs[i]));
+        acc[2 * i] = f.x;
+        acc[2 * i + 1] = f.y;
+      }
+    }
+  }
+  return all_finite;
+}
+
+// The full-tile row steps for finite fp16 sums: x = S + shift and the rows' maxima (quad-reduced).
+__device__ __forceinline__ void HalfSumSteps(float (&acc)[kBN / 2], float (&mx)[2], const float (&shift)[2][2]) {
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float m = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kNT; ++j) {
+      const float sh = shift[j / 8][rr];
+      acc[4 * j + 2 * rr] += sh;
+      acc[4 * j + 2 * rr + 1] += sh;
+      m = fmaxf(m, fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
+    }
+    mx[rr] = QuadRowMax(m);
+  }
+}
+
 // Issues O += P·V over one tile (P from registers; V through descriptor dv of the tile's first 16
 // keys, N-major: leading offset one 64-column panel, stride offset 8 keys) and the row sums of P,
 // l += P·1 (dl: the tile of ones; lacc[0] = lacc[1] is row g's sum, lacc[2] = lacc[3] row g + 8's:
@@ -479,7 +559,7 @@ struct ConsumerCtx {
 // this warpgroup's turn S = Q·K'ᵀ and the previous tile's O += P·V, the row steps while P·V runs,
 // the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by a zero tile (the
 // MMAs stay unconditional: a wgmma on a path the compiler cannot prove uniform is serialised).
-template <int D, typename T>
+template <int D, typename T, bool kHalfAcc>
 __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange& rg, const Bars& bars,
                                             const ConsumerCtx& cx, ConsumerState<D>& st, int i) {
   using Plan = SmemPlan<D>;
@@ -505,6 +585,7 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   }
   const bool arrive_other = cx.cw == 0 || i + 1 < cx.n;
   float acc[kBN / 2];
+  [[maybe_unused]] uint32_t hs[kBN / 4];  // kHalfAcc: the fp16 sums
   NamedBarrierSync(cx.my_turn, 256);
   FenceRegs(st.o);
   FenceRegs(st.lacc);
@@ -513,21 +594,29 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {  // k-step kk: panel kk / 4, 32 bytes per 16 columns
     const uint32_t off = (kk & 3) * 32;
-    WgmmaSS<kBN, T>(acc, DescAdvance(cx.desc_q, (kk >> 2) * kBM * 128 + off),
-                    DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
+    const uint64_t dq = DescAdvance(cx.desc_q, (kk >> 2) * kBM * 128 + off);
+    if constexpr (kHalfAcc) WgmmaSSHalfAcc<kBN>(hs, dq, DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
+    else WgmmaSS<kBN, T>(acc, dq, DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
   }
   WgmmaCommit();
   PvProduct<D, T>(st.o, st.lacc, st.pf, DescAdvance(cx.desc_v, i > 0 ? sp * Plan::kTileBytes : Plan::kOffOnes - Plan::kOffV),
                   cx.desc_ones);
   if (arrive_other) NamedBarrierArrive(cx.other_turn, 256);
   WgmmaWait<1>();  // S done; the P·V product may still run
-  FenceRegs(acc);
+  bool half_sums = false;  // kHalfAcc: acc holds every row's finite fp16 sums
+  if constexpr (kHalfAcc) {
+    FenceRegs(hs);
+    half_sums = HalfSums<D>(acc, hs, cx.sQa, cx.sK + s * Plan::kTileBytes, cx.r0 - cx.lane / 4, cx.lane);
+  } else {
+    FenceRegs(acc);
+  }
   __syncwarp();
   MbarArrive(bars.empty_k(s));  // every thread: its own kbar loads are released by its own arrival
 
   const bool full = static_cast<int64_t>(t) * kBN >= rg.a_lo && static_cast<int64_t>(t + 1) * kBN <= rg.a_hi;
   float mx[2];
-  RowSteps<T>(acc, mx, st.shift, full, t, rg.valid, cx.geo, cx.row_pos, cx.tq);
+  if (kHalfAcc && half_sums && full) HalfSumSteps(acc, mx, st.shift);
+  else RowSteps<T>(acc, mx, st.shift, full, t, rg.valid, cx.geo, cx.row_pos, cx.tq);
   WgmmaWait<0>();  // P·V done before O is rescaled and pf overwritten
   FenceRegs(st.o);
   FenceRegs(st.lacc);
@@ -537,7 +626,7 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
 }
 
 // Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63.
-template <int D, typename T>
+template <int D, typename T, bool kHalfAcc>
 __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg, uint8_t* base, const Bars& bars,
                                         int cw) {
   using Plan = SmemPlan<D>;
@@ -615,7 +704,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   cx.other_turn = 4 - cw;
   if (cw == 1) NamedBarrierArrive(3, 256);
   const int n = cx.n;
-  for (int i = 0; i < n; ++i) ConsumeTile<D, T>(p, rg, bars, cx, st, i);
+  for (int i = 0; i < n; ++i) ConsumeTile<D, T, kHalfAcc>(p, rg, bars, cx, st, i);
   if (n > 0) {  // the last tile's P·V
     const int sl = (n - 1) % kStages;
     MbarWait(bars.full_v(sl), static_cast<uint32_t>(((n - 1) / kStages) & 1));
@@ -644,8 +733,10 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   }
 }
 
-template <int D, typename T>
+// kHalfAcc (fp16 only): S accumulates in fp16 (PASA_ONNX_CUDA_SCORE_ACCUM=half, HalfSums).
+template <int D, typename T, bool kHalfAcc>
 __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_constant__ FwdParams p) {
+  static_assert(!kHalfAcc || std::is_same<T, __half>::value, "fp16 accumulators: fp16 inputs");
   using Plan = SmemPlan<D>;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
@@ -673,14 +764,14 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
     Produce<D, T>(p, rg, base, bars);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-    Consume<D, T>(p, rg, base, bars, wg - 1);
+    Consume<D, T, kHalfAcc>(p, rg, base, bars, wg - 1);
   }
 }
 
-template <int D, typename T>
+template <int D, typename T, bool kHalfAcc = false>
 std::string Launch(const FwdParams& fp, int units, int batch, cudaStream_t stream) {
   const int smem = SmemPlan<D>::kAlloc;
-  cudaError_t e = AllowDynamicSmem<FlashFwdSm90Kernel<D, T>>(smem);
+  cudaError_t e = AllowDynamicSmem<FlashFwdSm90Kernel<D, T, kHalfAcc>>(smem);
   if (e != cudaSuccess) return std::string("flash sm90: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
   const unsigned q_tiles = static_cast<unsigned>((fp.rows + kBM - 1) / kBM);
   // Programmatic dependent launch (D = 64, see PASA_SM90_PDL): the CTAs are placed while the
@@ -695,7 +786,7 @@ std::string Launch(const FwdParams& fp, int units, int batch, cudaStream_t strea
   attr[0].val.programmaticStreamSerializationAllowed = PASA_SM90_PDL && D == 64 ? 1 : 0;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  e = cudaLaunchKernelEx(&cfg, FlashFwdSm90Kernel<D, T>, fp);
+  e = cudaLaunchKernelEx(&cfg, FlashFwdSm90Kernel<D, T, kHalfAcc>, fp);
   if (e != cudaSuccess) return std::string("flash sm90: launch: ") + cudaGetErrorString(e);
   e = cudaGetLastError();
   if (e != cudaSuccess) return std::string("flash sm90: launch: ") + cudaGetErrorString(e);
@@ -710,7 +801,12 @@ bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int
   return splits == 1 || rows >= 2 * kBM;             // two row tiles per unit outrun the split path
 }
 
-std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, int units, int batch, cudaStream_t stream) {
+std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, bool half_acc, int units, int batch,
+                       cudaStream_t stream) {
+  if (half_acc && !bf16) {
+    if (head_dim == 64) return Launch<64, __half, true>(fp, units, batch, stream);
+    if (head_dim == 128) return Launch<128, __half, true>(fp, units, batch, stream);
+  }
   if (head_dim == 64) return bf16 ? Launch<64, __nv_bfloat16>(fp, units, batch, stream) : Launch<64, __half>(fp, units, batch, stream);
   if (head_dim == 128)
     return bf16 ? Launch<128, __nv_bfloat16>(fp, units, batch, stream) : Launch<128, __half>(fp, units, batch, stream);

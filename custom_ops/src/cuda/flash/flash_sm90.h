@@ -23,7 +23,9 @@ bool Sm90Covers(int head_dim, bool softcap, bool classified_mask, bool mask, int
 
 // Launches the main kernel for `fp` (one CTA per 128 packed query rows, unit and batch), after the
 // pre-passes. With fp.mcls set, CTAs of general mask planes return at once. `bf16`: the element
-// type. Returns "" or an error message.
-std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, int units, int batch, cudaStream_t stream);
+// type; `half_acc` (fp16, no mask): the score product accumulates in fp16. Returns "" or an
+// error message.
+std::string LaunchSm90(const FwdParams& fp, int head_dim, bool bf16, bool half_acc, int units, int batch,
+                       cudaStream_t stream);
 
 }  // namespace pasa::cuda::flash
