@@ -43,6 +43,15 @@ def test_paper_random_benchmark_runs(tmp_path):
     assert all(r["kernel_half_rel_rmse"] <= r["kernel_paper_rel_rmse"] for r in rows)
 
 
+def test_score_accumulation_accuracy_benchmark_runs(tmp_path):
+    out = tmp_path / "acc.json"
+    args = ["--cases", "2", "--seq", "160", "--json", str(out)]
+    table = _run(str(ROOT / "benchmarks" / "score_accum_accuracy.py"), *args)
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 and "non-finite outputs with fp16 sums: 0" in table
+    assert all(r["gpu_half_sums"] >= r["gpu_float_sums"] > 0 for r in rows)
+
+
 def test_attention_benchmark_runs(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--shapes", "2x32", "--seq", "128", "--causal", "0,1", "--decode", "", "--threads", "1"]
