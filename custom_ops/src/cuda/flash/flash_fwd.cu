@@ -373,16 +373,14 @@ __device__ __forceinline__ void BlockShift(const FwdParams& p, float (&shift)[MT
     }
 }
 
-// S = Q·K'ᵀ over the tile's 64 keys (fp32 accumulators).
-template <int D, typename T, int MT>
-__device__ __forceinline__ void ScoreProduct(float (&s)[MT][kTileN / 8][4], const uint32_t (&qf)[FwdShape<D, MT>::QF][4],
-                                             const T* sQ, const T* tK, int wr0, int lane) {
+// The k-steps of S = Q·K'ᵀ over the tile's 64 keys, in column order: per k-step the warp's Q
+// fragments (registers for MT = 1, else ldmatrix) and each pair of 8-key K' fragments, handed to
+// mma(mt, j, a, b0, b1) for m-tile mt and key tile j.
+template <int D, typename T, int MT, typename Mma>
+__device__ __forceinline__ void ScoreKSteps(const uint32_t (&qf)[FwdShape<D, MT>::QF][4], const T* sQ, const T* tK,
+                                            int wr0, int lane, Mma&& mma) {
   using S = FwdShape<D, MT>;
   constexpr int LD = S::LD, NT_S = S::NT_S;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < NT_S; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < S::KSTEPS; ++kk) {
     uint32_t a[MT][4];
@@ -402,50 +400,39 @@ __device__ __forceinline__ void ScoreProduct(float (&s)[MT][kTileN / 8][4], cons
                  b0, b1, b2, b3);
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        Mma16816<T>(s[mt][2 * jj], a[mt], b0, b1);
-        Mma16816<T>(s[mt][2 * jj + 1], a[mt], b2, b3);
+        mma(mt, 2 * jj, a[mt], b0, b1);
+        mma(mt, 2 * jj + 1, a[mt], b2, b3);
       }
     }
   }
 }
 
+// S = Q·K'ᵀ over the tile's 64 keys (fp32 accumulators).
+template <int D, typename T, int MT>
+__device__ __forceinline__ void ScoreProduct(float (&s)[MT][kTileN / 8][4], const uint32_t (&qf)[FwdShape<D, MT>::QF][4],
+                                             const T* sQ, const T* tK, int wr0, int lane) {
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < kTileN / 8; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+  ScoreKSteps<D, T, MT>(qf, sQ, tK, wr0, lane, [&](int mt, int j, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    Mma16816<T>(s[mt][j], a, b0, b1);
+  });
+}
+
 // S = Q·K'ᵀ with fp16 accumulators (FlashScoreAccum "half", fp16 inputs): h[mt][j][rr] packs
-// row g + 8rr's columns 8j + 2tq, +1. The k-steps run in column order, as in ScoreProduct; each
-// rounds its partial sum to fp16.
+// row g + 8rr's columns 8j + 2tq, +1. Each k-step rounds its partial sum to fp16.
 template <int D, int MT>
 __device__ __forceinline__ void HalfAccScoreProduct(uint32_t (&h)[MT][kTileN / 8][2],
                                                     const uint32_t (&qf)[FwdShape<D, MT>::QF][4], const __half* sQ,
                                                     const __half* tK, int wr0, int lane) {
-  using S = FwdShape<D, MT>;
-  constexpr int LD = S::LD, NT_S = S::NT_S;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int j = 0; j < NT_S; ++j) h[mt][j][0] = h[mt][j][1] = 0u;
-#pragma unroll
-  for (int kk = 0; kk < S::KSTEPS; ++kk) {
-    uint32_t a[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      if constexpr (S::kQInRegs) {
-        a[mt][0] = qf[kk][0]; a[mt][1] = qf[kk][1]; a[mt][2] = qf[kk][2]; a[mt][3] = qf[kk][3];
-      } else {
-        LdMatrixX4(SmemAddr(sQ + (wr0 + mt * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8), a[mt][0],
-                   a[mt][1], a[mt][2], a[mt][3]);
-      }
-    }
-#pragma unroll
-    for (int jj = 0; jj < NT_S / 2; ++jj) {
-      uint32_t b0, b1, b2, b3;
-      LdMatrixX4(SmemAddr(tK + (jj * 16 + (lane & 7) + ((lane >> 4) << 3)) * LD + kk * 16 + ((lane >> 3) & 1) * 8),
-                 b0, b1, b2, b3);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        Mma16816HalfAcc(h[mt][2 * jj], a[mt], b0, b1);
-        Mma16816HalfAcc(h[mt][2 * jj + 1], a[mt], b2, b3);
-      }
-    }
-  }
+    for (int j = 0; j < kTileN / 8; ++j) h[mt][j][0] = h[mt][j][1] = 0u;
+  ScoreKSteps<D, __half, MT>(qf, sQ, tK, wr0, lane, [&](int mt, int j, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    Mma16816HalfAcc(h[mt][j], a, b0, b1);
+  });
 }
 
 // S = Q·K'ᵀ of m-tile mt alone (16 rows) with fp32 accumulators: ScoreProduct's operations for
