@@ -43,6 +43,7 @@ struct FwdParams {
   const int2* mcls;
   int m_planes_h;
   int skip_classified;  // kExt on Hopper: planes of class 1 or 2 are the sm90 kernel's (return)
+  int units_first;      // CTA order: the units' heavy tiles first, across units (CtaTileUnit)
 };
 
 // Reductions over the quad of lanes (lane ^ 1, lane ^ 2) that holds one row of an m16n8
@@ -90,7 +91,22 @@ struct TileRange {
   int64_t a_lo, a_hi;  // keys every row of the CTA attends: [a_lo, a_hi)
   int t_begin, t_end;  // key tiles of this CTA (and split)
   int causal;          // the causality KeyTiles was given
+  int unit;            // the kv unit (sm90: from the block's number, see flash_sm90.cu's MakeRange)
 };
+
+// The CTA's query tile (heavy, late causal tiles first) and kv unit, of a grid (query tiles,
+// units, ...). With p.units_first, block (x, y) is number L = x + gridDim.x·y and the units take
+// consecutive numbers per query tile, from the last tile down: the block scheduler starts every
+// unit's longest causal tiles in the first wave and the short ones fill in behind them. Otherwise
+// tile x of unit y (heavy first within a unit; neighbouring blocks share the unit's K' and V in
+// L2). Measured on the H200 (sm90, docs/benchmarks-cuda.md): units first took H32/D128 causal
+// 1k from 78 to 66 us and 4k from 498 to 461, H12/D64 causal 4k from 165 to 140, but made 16k
+// keys 2-4 % slower (causal or not), hence only for causal problems of at most 4096 packed rows.
+__device__ __forceinline__ int2 CtaTileUnit(const FwdParams& p) {
+  if (!p.units_first) return make_int2(static_cast<int>(gridDim.x - 1 - blockIdx.x), static_cast<int>(blockIdx.y));
+  const int64_t L = blockIdx.x + static_cast<int64_t>(gridDim.x) * blockIdx.y;
+  return make_int2(static_cast<int>(gridDim.x - 1 - L / gridDim.y), static_cast<int>(L % gridDim.y));
+}
 
 // The CTA's key tiles of kTile keys [t_begin, t_end) (kSplit: of split `split` of `splits`) and
 // the keys every row attends [a_lo, a_hi), from the rows [R0, R1), valid and off already in tr,

@@ -920,8 +920,8 @@ __global__ void __launch_bounds__(128, 2) FlashFwdKernel(FwdParams p) {
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
-  const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
-  const int hkv = blockIdx.y;
+  const int2 tu = CtaTileUnit(p);
+  const int tile_m = tu.x, hkv = tu.y;
   const int b = blockIdx.z / p.splits, split = blockIdx.z % p.splits;
   const int R0 = tile_m * bm, R1 = min(R0 + bm, p.rows);
 
@@ -1113,6 +1113,10 @@ struct Layout {
 };
 
 size_t Align256(size_t x) { return (x + 255) / 256 * 256; }
+
+// Causal problems of at most this many packed rows per unit order their CTAs units first
+// (CtaTileUnit: the measurements are there).
+constexpr int64_t kUnitsFirstRows = 4096;
 
 // The Hopper kernel (flash_sm90.cu) runs the shapes it covers on compute capability 9.0 (its
 // sm_90a code runs nowhere else), the fused decode kernel (flash_decode.cu) the decode shapes;
@@ -1382,6 +1386,7 @@ std::string Launch(const AttentionProblem& p, const Layout& L, cudaStream_t stre
   fp.left = static_cast<int>(p.left_window);
   fp.right = static_cast<int>(p.right_window);
   fp.scale = p.scale;
+  fp.units_first = p.causal && L.rows <= kUnitsFirstRows ? 1 : 0;
   SetExtParams(p, L, w, fp);
   if constexpr (!kExt && (D == 64 || D == 128)) {
     if (L.decode) return LaunchDecodePath<T>(p, L, fp, stream);

@@ -84,7 +84,9 @@ struct SmemPlan {
 // kernel's (*skip set). The query offset comes before the class, as in the kExt kernel.
 __device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip) {
   TileRange r;
-  const int tile_m = gridDim.x - 1 - blockIdx.x;  // heavy (late) causal tiles first
+  const int2 tu = CtaTileUnit(p);
+  const int tile_m = tu.x;
+  r.unit = tu.y;
   r.R0 = tile_m * kBM;
   r.R1 = min(r.R0 + kBM, p.rows);
   const int b = blockIdx.z;
@@ -93,7 +95,7 @@ __device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip) {
   int causal = p.causal;
   *skip = false;
   if (p.mcls != nullptr) {
-    const int2 cls = p.mcls[(p.m_sb != 0 ? b : 0) * p.m_planes_h + (p.m_sh != 0 ? blockIdx.y * p.group : 0)];
+    const int2 cls = p.mcls[(p.m_sb != 0 ? b : 0) * p.m_planes_h + (p.m_sh != 0 ? r.unit * p.group : 0)];
     *skip = cls.x == 0;
     r.valid = min(r.valid, cls.y);
     if (cls.x == 2) causal = 1;
@@ -166,7 +168,7 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
   using Plan = SmemPlan<D>;
   constexpr int CH = D / 8;
   const int ptid = threadIdx.x;  // 0..127
-  const int b = blockIdx.z, hkv = blockIdx.y;
+  const int b = blockIdx.z, hkv = rg.unit;
   const int64_t slab = static_cast<int64_t>(b) * p.hkv + hkv;
   const T* kp = static_cast<const T*>(p.kp) + slab * p.kv_pad * D;
   const T* v = static_cast<const T*>(p.v) + b * p.v_sb + (hkv / p.kv_div) * p.v_sh;  // unit -> kv head
@@ -635,7 +637,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   constexpr int CH = D / 8;
   const int tid = threadIdx.x - 128 * (cw + 1);
   const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
-  const int b = blockIdx.z, hkv = blockIdx.y;
+  const int b = blockIdx.z, hkv = rg.unit;
   uint8_t* sQ = base;
   const uint32_t sQa = SmemAddr(sQ);
 
