@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cuda_support import requires_cuda
+from test_cuda_flash import _inputs
 
 from pasa_onnx.numerics import BFLOAT16, attention_golden, error_metrics, paper_random_inputs
 from pasa_onnx.numerics_gpu import attention_emulated_gpu
@@ -30,16 +31,8 @@ def _child_env(value: str) -> dict:
     return dict(os.environ, PASA_ONNX_CUDA_SCORE_ACCUM=value, PYTHONPATH=path)
 
 
-def _normal(rng, shape, mean=0.0, dtype=np.float16):
-    return (rng.standard_normal(shape) + mean).astype(np.float32).astype(dtype)
-
-
 def _qkv(rng, b, hq, hkv, sq, skv, d, dtype=np.float16):
-    return {
-        "Q": _normal(rng, (b, hq, sq, d), 1.0, dtype),
-        "K": _normal(rng, (b, hkv, skv, d), 1.0, dtype),
-        "V": _normal(rng, (b, hkv, skv, d), 0.0, dtype),
-    }
+    return _inputs(rng, dtype, b, hq, hkv, sq, 0, skv, d)  # test_cuda_flash's: Q, K mean 1
 
 
 def _partial_sum_overflow(rng):

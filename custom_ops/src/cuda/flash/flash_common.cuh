@@ -94,14 +94,27 @@ struct TileRange {
   int unit;            // the kv unit (sm90: from the block's number, see flash_sm90.cu's MakeRange)
 };
 
+// Whether any thread of the warp holds a non-finite value among its N packed fp16 pairs at h
+// (fp16 score sums that overflowed): x·0 + acc stays ±0 for finite x and turns NaN for ±inf or
+// NaN, one HFMA2 per two values.
+template <int N>
+__device__ __forceinline__ bool WarpAnyNonFiniteHalf2(const uint32_t* h) {
+  const __half2 zero = __float2half2_rn(0.f);
+  __half2 acc = zero;
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc = __hfma2(*reinterpret_cast<const __half2*>(&h[i]), zero, acc);
+  return __any_sync(0xffffffffu, __hisnan(__low2half(acc)) || __hisnan(__high2half(acc)));
+}
+
 // The CTA's query tile (heavy, late causal tiles first) and kv unit, of a grid (query tiles,
 // units, ...). With p.units_first, block (x, y) is number L = x + gridDim.x·y and the units take
 // consecutive numbers per query tile, from the last tile down: the block scheduler starts every
 // unit's longest causal tiles in the first wave and the short ones fill in behind them. Otherwise
 // tile x of unit y (heavy first within a unit; neighbouring blocks share the unit's K' and V in
-// L2). Measured on the H200 (sm90, docs/benchmarks-cuda.md): units first took H32/D128 causal
-// 1k from 78 to 66 us and 4k from 498 to 461, H12/D64 causal 4k from 165 to 140, but made 16k
-// keys 2-4 % slower (causal or not), hence only for causal problems of at most 4096 packed rows.
+// L2). Measured on the H200 (sm90 kernel time, docs/benchmarks-cuda.md): units first took
+// H32/D128 causal 1k from 78 to 66 us and 4k from 498 to 461, H12/D64 causal 4k from 165 to 140,
+// but made 16k keys 2-4 % slower (causal or not), hence only for causal problems of at most 4096
+// packed rows. (The mma.sync kernel takes the same order; not timed there.)
 __device__ __forceinline__ int2 CtaTileUnit(const FwdParams& p) {
   if (!p.units_first) return make_int2(static_cast<int>(gridDim.x - 1 - blockIdx.x), static_cast<int>(blockIdx.y));
   const int64_t L = blockIdx.x + static_cast<int64_t>(gridDim.x) * blockIdx.y;

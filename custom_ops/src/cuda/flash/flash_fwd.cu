@@ -478,18 +478,9 @@ __device__ __forceinline__ bool HalfAccScores(float (&s)[MT][kTileN / 8][4], con
   uint32_t h[MT][NT_S][2];
   HalfAccScoreProduct<D, MT>(h, qf, sQ, tK, wr0, lane);
   bool all_finite = true;
-  const __half2 zero = __float2half2_rn(0.f);
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
-    // x·0 + acc stays ±0 for finite x and turns NaN for ±inf or NaN: one HFMA2 per two scores.
-    __half2 acc = zero;
-#pragma unroll
-    for (int j = 0; j < NT_S; ++j) {
-      acc = __hfma2(*reinterpret_cast<const __half2*>(&h[mt][j][0]), zero, acc);
-      acc = __hfma2(*reinterpret_cast<const __half2*>(&h[mt][j][1]), zero, acc);
-    }
-    const bool bad = __any_sync(0xffffffffu, __hisnan(__low2half(acc)) || __hisnan(__high2half(acc)));
-    if (bad) {  // rare
+    if (WarpAnyNonFiniteHalf2<2 * NT_S>(&h[mt][0][0])) {  // rare
       ScoreProductMTile<D, MT>(s[mt], mt, qf, sQ, tK, wr0, lane);
       all_finite = false;
     } else {
@@ -1108,7 +1099,7 @@ struct Layout {
   bool sm90 = false;    // the Hopper kernel runs it (UseSm90); then splits = 1
   bool decode = false;  // a fused decode kernel runs it (UseDecode): no K' workspace, no pre-pass
   bool decode_reg = false;  // ... the register decode kernel (at most 2 packed rows)
-  bool half_acc = false;    // the mma.sync kernel with fp16 score accumulators (UseHalfAcc)
+  bool half_acc = false;    // fp16 score accumulators (UseHalfAcc), on the sm90 or mma.sync kernel
   size_t off_kbar = 0, off_po = 0, off_ml = 0, off_mv = 0, off_mrow = 0, off_mcls = 0, total = 0;
 };
 
@@ -1141,7 +1132,8 @@ ScoreAccumSetting ScoreAccumFromEnv() {
   }();
   return value;
 }
-// fp16 inputs, no mask or softcap (the plain kernel), not a decode shape.
+// fp16 inputs, no mask or softcap (the plain kernel). (Decode shapes never ask: MakeLayout
+// settles them first.)
 bool UseHalfAcc(const AttentionProblem& p) {
   return ScoreAccumFromEnv() == ScoreAccumSetting::kHalf && p.q.type == ElemType::kFloat16 && !ExtKernel(p);
 }

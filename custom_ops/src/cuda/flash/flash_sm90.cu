@@ -479,14 +479,9 @@ template <int D>
 __device__ __forceinline__ bool HalfSums(float (&acc)[kBN / 2], const uint32_t (&hs)[kBN / 4], uint32_t sQa, uint32_t sK,
                                          int q_row, int lane) {
   bool all_finite = true;
-  const __half2 zero = __float2half2_rn(0.f);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    // x·0 + acc stays ±0 for finite x and turns NaN for ±inf or NaN: one HFMA2 per two scores.
-    __half2 t = zero;
-#pragma unroll
-    for (int i = 16 * h; i < 16 * h + 16; ++i) t = __hfma2(*reinterpret_cast<const __half2*>(&hs[i]), zero, t);
-    if (__any_sync(0xffffffffu, __hisnan(__low2half(t)) || __hisnan(__high2half(t)))) {  // rare
+    if (WarpAnyNonFiniteHalf2<16>(&hs[16 * h])) {  // rare
       HalfFallbackProduct<D>(acc, h, sQa, sK, q_row, lane);
       all_finite = false;
     } else {
