@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/aligned_vector.h"
 #include "cpu/isa/kernels.h"
 
 namespace pasa {

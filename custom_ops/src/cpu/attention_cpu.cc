@@ -9,6 +9,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "cpu/aligned_vector.h"
 #include "cpu/geometry.h"
 #include "cpu/isa/kernels.h"
 #include "problem/half_types.h"
@@ -82,15 +83,16 @@ std::string Describe(const char* what, int64_t b, int64_t h, int64_t s, int64_t 
 }
 
 // Per-thread scratch of a tile or a block build, grown on demand (owned by a thread_local).
+// Cache-line aligned: the tile products load and store whole rows of them.
 struct Scratch {
-  std::vector<float> q, s, x, add, pv, o, m, l, abar, nblocks, corr, psum, shift, kt, v, pack, krows, ksum, kmean;
-  std::vector<uint8_t> kind, upd, valid, read;
-  std::vector<uint16_t> pack_p;
-  std::vector<uint32_t> pack_v;
+  AlignedVector<float> q, s, x, add, pv, o, m, l, abar, nblocks, corr, psum, shift, kt, v, pack, krows, ksum, kmean;
+  AlignedVector<uint8_t> kind, upd, valid, read;
+  AlignedVector<uint16_t> pack_p;
+  AlignedVector<uint32_t> pack_v;
 };
 
 template <class T>
-T* Grow(std::vector<T>& v, int64_t n) {
+T* Grow(AlignedVector<T>& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
   return v.data();
 }

@@ -72,13 +72,13 @@ void RunStageTask(void* data, size_t task) {
 
 CpuWorkspace::Lease CpuWorkspace::Acquire() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (free_.empty()) return Lease(this, std::make_unique<std::vector<float>>());
-  std::unique_ptr<std::vector<float>> buffer = std::move(free_.back());
+  if (free_.empty()) return Lease(this, std::make_unique<AlignedVector<float>>());
+  std::unique_ptr<AlignedVector<float>> buffer = std::move(free_.back());
   free_.pop_back();
   return Lease(this, std::move(buffer));
 }
 
-void CpuWorkspace::Return(std::unique_ptr<std::vector<float>> buffer) {
+void CpuWorkspace::Return(std::unique_ptr<AlignedVector<float>> buffer) {
   std::lock_guard<std::mutex> lock(mutex_);
   free_.push_back(std::move(buffer));
 }

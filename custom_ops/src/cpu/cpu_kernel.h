@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cpu/aligned_vector.h"
 #include "problem/parse.h"
 
 namespace pasa {
@@ -21,7 +22,7 @@ class CpuWorkspace {
  public:
   class Lease {
    public:
-    Lease(CpuWorkspace* owner, std::unique_ptr<std::vector<float>> buffer)
+    Lease(CpuWorkspace* owner, std::unique_ptr<AlignedVector<float>> buffer)
         : owner_(owner), buffer_(std::move(buffer)) {}
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
@@ -33,14 +34,14 @@ class CpuWorkspace {
 
    private:
     CpuWorkspace* owner_;
-    std::unique_ptr<std::vector<float>> buffer_;
+    std::unique_ptr<AlignedVector<float>> buffer_;
   };
   Lease Acquire();
 
  private:
-  void Return(std::unique_ptr<std::vector<float>> buffer);
+  void Return(std::unique_ptr<AlignedVector<float>> buffer);
   std::mutex mutex_;
-  std::vector<std::unique_ptr<std::vector<float>>> free_;
+  std::vector<std::unique_ptr<AlignedVector<float>>> free_;
 };
 
 struct OutputBuffers {

@@ -216,8 +216,8 @@ inline void AmxGemm(const AmxOperands& o, int64_t rows, int64_t cols, float* out
 
 // Per-thread packed query and probability terms, grown on demand.
 struct AmxScratch {
-  std::vector<uint16_t> qh, ql, ph, pl;
-  static uint16_t* Grow(std::vector<uint16_t>& v, int64_t n) {
+  AlignedVector<uint16_t> qh, ql, ph, pl;  // tile rows start on cache lines (aligned_vector.h)
+  static uint16_t* Grow(AlignedVector<uint16_t>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
     return v.data();
   }
