@@ -48,7 +48,7 @@ if [ "${SAN:-0}" = 1 ]; then
     el "$tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/san_$tool.log | tail -1)"
     python3 -c "import sys; sys.path.insert(0, 'tests'); from pathlib import Path; \
 import test_cuda_score_accum as t; t.write_inputs(Path('/tmp/f16acc_in.npz'))"
-    (cd tests && PASA_ONNX_CUDA_SCORE_ACCUM=half timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
+    (cd tests && PYTHONPATH="$PWD/..:$PYTHONPATH" PASA_ONNX_CUDA_SCORE_ACCUM=half timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
       python3 cuda_score_accum_child.py /tmp/f16acc_in.npz /tmp/f16acc_out.npz) > $O/san_f16acc_$tool.log 2>&1
     el "$tool, fp16 sums: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $O/san_f16acc_$tool.log | tail -1)"
   done
