@@ -1,7 +1,7 @@
 // std::vector whose storage starts on a 64-byte boundary (a cache line, one AVX-512 vector, one
-// AMX tile row). The amx path's tile loads and stores run about 1.5x slower when their rows
-// straddle two cache lines (benchmarks/amx_gemm: 12.5 -> 8.3 ns per tile product at D = 64), and
-// malloc only promises 16 bytes.
+// AMX tile row). The amx path's tile products run 2-2.8x slower when their rows straddle two
+// cache lines (benchmarks/amx_gemm: 8.1-10.0 ns per TDPBF16PS on cache lines, 18-24 ns 16 bytes
+// off them, on this project's AMX VM), and malloc only promises 16 bytes.
 #pragma once
 
 #include <cstddef>
