@@ -1,9 +1,13 @@
-// Unit tests of the CPU planner (cpu/planner.h), a plain function from a problem to a plan.
+// Unit tests of the CPU planner (cpu/planner.h), a plain function from a problem to a plan, and of
+// the cache-line alignment of its prepared slots and of AlignedVector (the tile products rely on it).
 // Built and run by tests/test_cpu_planner.py: g++ -std=c++17 -I custom_ops/src planner_test.cc
 // ../src/cpu/planner.cc. Prints one line per failed check; exit code 1 when any failed.
+#include <cstdint>
 #include <cstdio>
 #include <vector>
 
+#include "cpu/aligned_vector.h"
+#include "cpu/geometry.h"
 #include "cpu/planner.h"
 
 namespace {
@@ -118,6 +122,36 @@ void TallTilesWhereBlocksLeaveL2() {
   CHECK(plan.tile_q == 128 && plan.q_blocks == 32);
 }
 
+// The amx path's packed-copy size (amx_tiles.h AmxPackFloats): K' and V terms in 32-element steps.
+int64_t AmxLikePackFloats(const pasa::AttentionProblem& p, int64_t n_pad, int64_t dv_pad) {
+  const auto a32 = [](int64_t x) { return (x + 31) / 32 * 32; };
+  return a32(p.head_dim) * n_pad + a32(n_pad) * dv_pad;
+}
+
+void PreparedSlotsStartOnCacheLines() {
+  // The tile products load whole 64-byte rows of a prepared block's packed copy: every slot,
+  // and the packed copy inside it (after K', V and alpha*mean), starts 16 floats apart from the
+  // cache's (cache-line aligned) start, for any head size.
+  for (int64_t d : {64, 72, 80, 96, 100, 128, 256})
+    for (int64_t skv : {100, 1000, 4096}) {
+      pasa::AttentionProblem p = Problem(4, 4, 64, skv, d, false);
+      p.v_head_dim = d == 100 ? 40 : d;
+      const pasa::CpuPlan plan = pasa::MakeCpuPlan(p, AmxLikePackFloats);
+      const int64_t pack_at = plan.slot_keys * (d + plan.dv_pad) + pasa::AlignUp(d, pasa::kKeyAlign);
+      CHECK(plan.slot_floats % 16 == 0);
+      CHECK(pack_at % 16 == 0);
+    }
+  // And AlignedVector's storage starts on a cache line, whatever its size or element type.
+  for (size_t n : {1, 3, 17, 1000, 65537}) {
+    pasa::AlignedVector<float> f(n);
+    pasa::AlignedVector<uint16_t> h(n);
+    CHECK(reinterpret_cast<uintptr_t>(f.data()) % pasa::kCacheLine == 0);
+    CHECK(reinterpret_cast<uintptr_t>(h.data()) % pasa::kCacheLine == 0);
+    f.resize(3 * n + 5);
+    CHECK(reinterpret_cast<uintptr_t>(f.data()) % pasa::kCacheLine == 0);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -127,6 +161,7 @@ int main() {
   PaddingBeyondNonpadIsInvalid();
   LargeProblemsPrepareInChunks();
   TallTilesWhereBlocksLeaveL2();
+  PreparedSlotsStartOnCacheLines();
   if (failures == 0) std::printf("planner tests passed\n");
   return failures == 0 ? 0 : 1;
 }
