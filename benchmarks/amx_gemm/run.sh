@@ -3,9 +3,8 @@
 # flags. Usage: benchmarks/amx_gemm/run.sh [reps]   (needs AMX-BF16)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
+# shellcheck source=../amx_build.sh
+. "$here/../amx_build.sh"
 out=${AMX_GEMM_BIN:-/tmp/amx_gemm_bench}
-flags=$(sed -n 's/^PASA_ISA(amx, "\(.*\)")/\1/p' "$root/custom_ops/src/cpu/isa/isa_list.def" | sed 's/\([a-z0-9-]*\)/-m\1/g')
-${CXX:-g++} -std=c++17 -O3 -DNDEBUG -ffp-contract=off -Wall -Wextra -Wno-maybe-uninitialized $flags \
-  -I "$root/custom_ops/src" "$here/amx_gemm_bench.cc" -o "$out"
+amx_build "$here/amx_gemm_bench.cc" "$out"
 "$out" "$@"
