@@ -14,6 +14,10 @@
 #    the amx emulation), d) benchmarks/ab_builds.py --speed base vs new (one thread), e) the
 #    issue's benchmark (bench_attention.py, one thread) with the new library. Logs and JSON go
 #    to OUT_DIR (default: $OUT when set, else /tmp/amx_device).
+#    AMX_TARGETS=1 adds issue 13's 16-thread lines (S = 4096, 1 and 16 threads) and, when PKG
+#    names a `pip install --target` of this tree (end_to_end.py needs pasa_onnx.passes, which
+#    the checkout only has as passes/; scripts/device/stage.sh's x2 part holds one), the end to
+#    end models at sequence 2048 on 16 threads: about 4 more minutes.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -82,6 +86,20 @@ step "issue 13 benchmark, one thread, new library"
 timeout 120 $py benchmarks/bench_attention.py --threads 1 --shapes 12x64 --seq 128,1024,4096 --causal 0,1 \
   --min-time 0.03 --reps 3 --variants pasa,pasa_bf16,mha_fp32,sdpa_bf16,sdpa_fp16,sdpa_fp32 \
   --json "$out/bench_amx_1t.json" 2>&1 | tee "$out/bench.log" | sed -n '/==== all cases ====/,$p'
+
+if [ "${AMX_TARGETS:-0}" = 1 ]; then
+  step "issue 13's 16-thread lines, S = 4096"
+  timeout 330 $py benchmarks/bench_attention.py --threads 1,16 --shapes 12x64,32x128 --seq 4096 --causal 0,1 \
+    --decode '' --variants pasa,pasa_bf16,mha_fp32,sdpa_bf16 --reps 5 --min-time 0.05 --json "$out/bench_16t.json" \
+    2>&1 | tee "$out/bench_16t.log" | grep -E ' vs (mha_fp32|sdpa_bf16) +16 '
+  if [ -n "${PKG:-}" ]; then
+    for m in bert llama; do
+      step "end to end, $m, sequence 2048, 16 threads"
+      PYTHONPATH="$PKG:$root/scripts/device" timeout 200 $py benchmarks/end_to_end.py --model $m --seq 2048 \
+        --threads 16 --reps 5 --max-ir-version 10 --json "$out/e2e_${m}_16t.json" 2>&1 | tail -1
+    done
+  fi
+fi
 
 step "done: status $status (0: identity check and tests passed), files in $out"
 exit $status
