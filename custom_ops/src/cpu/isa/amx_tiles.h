@@ -138,12 +138,10 @@ struct AmxOperands {
   int64_t ksteps;
 };
 
-// 32 x 32 (NR x NC tiles) of out = Σ_s Ah·Bh + Ah·Bl + Al·Bh, rows r0.. (live of them), columns c0..
 // One term of a k-step, A·B into the C tiles, reloading A (row tiles 4, 5) and/or B (column
 // tiles 6, 7) as asked. Each load sits just before the first dot that reads it, so the tile
-// unit can start on the tiles already loaded (a standalone tile-GEMM test: 5-8 % faster than
-// four loads, then four dots; end to end within noise). The dots into each C tile keep their
-// order, so the sums are the same.
+// unit can start on the tiles already loaded (end to end within noise of four loads, then four
+// dots: docs/benchmarks.md). The dots into each C tile keep their order, so the sums are the same.
 template <int NR, int NC, bool kLoadA, bool kLoadB>
 inline void AmxTerm(const uint16_t* a, int64_t lda, const uint32_t* b, int64_t ldb) {
   if constexpr (kLoadA) _tile_loadd(4, a, lda * 2);
@@ -160,6 +158,7 @@ inline void AmxTerm(const uint16_t* a, int64_t lda, const uint32_t* b, int64_t l
   }
 }
 
+// 32 x 32 (NR x NC tiles) of out = Σ_s Ah·Bh + Ah·Bl + Al·Bh, rows r0.. (live of them), columns c0..
 template <int NR, int NC, bool BL, bool AL>
 inline void AmxMicro(const AmxOperands& o, int64_t r0, int64_t c0, int64_t live, float* out, int64_t ldo, float* tmp) {
   _tile_zero(0);
