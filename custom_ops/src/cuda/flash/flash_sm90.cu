@@ -3,12 +3,12 @@
 // One CTA per (128 packed query rows, kv unit, batch), 384 threads:
 //   - warpgroup 0, the producer: streams 128-key tiles of K' (the shift pre-pass's output) and V
 //     into a 2-stage ring of shared-memory buffers with cp.async (zero-filling keys past the valid
-//     length, as the mma.sync kernel), at D = 64 also the removed shift of every row for the
-//     tile's PASA blocks (ProducerShifts; at D = 128 the consumers form them, see
-//     kProducerShifts), then hands each stage to the consumers through a `full` mbarrier; it
-//     waits on the stage's `empty` mbarrier before refilling it.
+//     length, as the mma.sync kernel) and the tile's kbar rows, split into the half type for the
+//     consumers' shift product (StoreSplitKbar), then hands each stage to the consumers through
+//     a `full` mbarrier; it waits on the stage's `empty` mbarrier before refilling it.
 //   - warpgroups 1 and 2, the consumers, 64 query rows each: S = Q·K'ᵀ with wgmma (Q and K' read
-//     from shared memory through matrix descriptors, 128-byte swizzled), the PASA row steps of
+//     from shared memory through matrix descriptors, 128-byte swizzled; and Q times the split
+//     kbar tile, the removed shifts: TensorShifts), the PASA row steps of
 //     flash_fwd.cu on the fp32 accumulators, P rounded to the half type in registers, O += P·V
 //     with wgmma (P from registers, V from shared memory, transposed through the descriptor).
 // The numerics are the mma.sync kernel's, with the online softmax per 128-key tile (the overflow
@@ -44,37 +44,34 @@ constexpr int kThreads = 384;      // producer warpgroup + two consumer warpgrou
 constexpr int kProducerRegs = 56;  // setmaxnreg: 128·56 + 256·224 = 384·168, the registers the CTA starts with
 constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc waits forever)
 
-// Who forms the removed shifts c·(q·kbar), bit for bit the same either way. Measured on the H200
-// (flash_selftest bench, 2026-12-01): at D = 64 the producer warpgroup has time to spare and the
-// consumers gain (H12 S4096 215 -> 197 us, S16384 3035 -> 2754 us); at D = 128 the producer's
-// dot products, which the consumers' tile waits for, make it the bottleneck (H32 S4096 731 ->
-// 815 us), so there the consumers form them (RowShifts).
-// PASA_SM90_PRODUCER_SHIFTS_D128=1 (a build flag, for A/B runs) has the producer form them at
-// D = 128 too.
-#ifndef PASA_SM90_PRODUCER_SHIFTS_D128
-#define PASA_SM90_PRODUCER_SHIFTS_D128 0
-#endif
-template <int D>
-constexpr bool kProducerShifts = D == 64 || (D == 128 && PASA_SM90_PRODUCER_SHIFTS_D128);
+// The removed shifts c·(q·kbar) come from the tensor cores, as one more product of the S GEMM.
+// The producer stores each 64-key half's kbar row (fp32) as three rows of the half type, hi +
+// mid + lo (each the rounding of what the earlier ones leave: 24 significant bits with bf16, 33
+// with fp16), into an 8-row K-major tile; wgmma.m64n8k16 multiplies the Q rows by it with fp32
+// sums, and a quad shuffle adds each half's three columns. The products of half-type values are
+// exact in fp32; the order of the sums is the tensor cores', so a shift agrees with the
+// emulation's fp32 dot product to a few fp32 ulps, not bit for bit (flash_selftest allows for
+// it). H200, flash_selftest bench, 2026-12-02: 1.10-1.15x at D = 128 against a consumer dot
+// product of ~250 instructions per tile, 1.05-1.25x at D = 64 against the producer warpgroup's.
+constexpr int kShiftRows = 8;  // the split kbar tile: rows 4h .. 4h + 2 hold half h's hi, mid, lo; rows 3, 7 zero
 
 // Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
-// rows, 128-byte swizzled), kbar[stage][2][D] (fp32, the tile's two 64-key halves, stored by the
-// producer), the removed shifts sh[stage][2][kBM] (fp32, per half and CTA row; kProducerShifts
-// only), mbarriers.
+// rows, 128-byte swizzled), the split kbar tiles [stage][kShiftRows][D] (the half type, swizzled
+// as K'), the tile of ones, mbarriers.
 template <int D>
 struct SmemPlan {
   static constexpr int kQBytes = kBM * D * 2;
   static constexpr int kTileBytes = kBN * D * 2;
-  static constexpr int kKbBytes = 2 * D * 4;
+  static constexpr int kKbBytes = kShiftRows * D * 2;
   static constexpr int kOffK = kQBytes;
   static constexpr int kOffV = kOffK + kStages * kTileBytes;
   static constexpr int kOffKb = kOffV + kStages * kTileBytes;
   static constexpr int kOffOnes = kOffKb + kStages * kKbBytes;  // a V-shaped tile of ones (see PvProduct)
-  static constexpr int kShBytes = 2 * kBM * 4;
-  static constexpr int kOffSh = kOffOnes + kTileBytes;
-  static constexpr int kOffBar = kOffSh + kStages * kShBytes;
-  static constexpr int kBytes = kOffBar + (4 * kStages + 1) * 8;
+  static constexpr int kOffBar = kOffOnes + kTileBytes;
+  static constexpr int kBytes = kOffBar + 4 * kStages * 8;
   static constexpr int kAlloc = kBytes + 1024;  // the swizzle needs 1024-byte aligned tiles
+  static_assert(kOffKb % 1024 == 0 && kKbBytes % 1024 == 0, "split kbar tiles: 1024-byte aligned");
+  static_assert(kOffOnes % 1024 == 0, "the tile of ones: 1024-byte aligned");
 };
 
 // The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each; no split). With a
@@ -109,15 +106,15 @@ __device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip) {
 // K' of tile i is read by the S product of iteration i, V by the P·V product of iteration i + 1.
 //   full_k(s), full_v(s): the producer's copies into stage s landed (128 asynchronous arrivals;
 //     full_k also 128 plain ones after the kbar stores);
-//   empty_k(s), empty_v(s): the consumers have read it (empty_k: every consumer thread, whose own
-//     loads read the kbar rows; empty_v: one arrival per consumer warp, V is read by MMAs only).
+//   empty_k(s), empty_v(s): the consumers have read it (empty_k: every consumer thread, whose
+//     fp16-sums fallback may read K' with its own loads; empty_v: one arrival per consumer warp,
+//     V is read by MMAs only).
 struct Bars {
   uint32_t base;
   __device__ __forceinline__ uint32_t full_k(int s) const { return base + 8 * s; }
   __device__ __forceinline__ uint32_t full_v(int s) const { return base + 8 * (kStages + s); }
   __device__ __forceinline__ uint32_t empty_k(int s) const { return base + 8 * (2 * kStages + s); }
   __device__ __forceinline__ uint32_t empty_v(int s) const { return base + 8 * (3 * kStages + s); }
-  __device__ __forceinline__ uint32_t q_full() const { return base + 8 * 4 * kStages; }  // Q in shared memory
 };
 
 // The mbarrier's arrival when all of this thread's earlier cp.async copies have landed (counted
@@ -126,38 +123,39 @@ __device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 
-// The removed shifts c·(q·kbar) of CTA row r for the tile's two 64-key halves (kbar rows at kb,
-// kb + 4·D; one_block: both halves in one PASA block, one dot product), q from the swizzled Q
-// tile, into sh[h][r]. The order of the mma.sync kernel's BlockShift, in one thread: partial sum
-// tq (of 4) takes columns 8k + 2tq, 8k + 2tq + 1 for k = 0, 1, ..., then (p0 + p1) + (p2 + p3).
-// Chunk k of row r sits at SwizzledOffset(r, k, kBM).
-template <int D, typename T>
-__device__ __forceinline__ void ProducerShifts(uint32_t sQa, uint32_t kb, uint32_t sh, int r, bool one_block,
-                                               float scale) {
+// Four kbar values (columns 4·c4 .. 4·c4 + 3) as rows r, r + 1, r + 2 of the split kbar tile at
+// sKs (K-major, kShiftRows rows, swizzled as K'): hi = T(x), mid = T(x - hi), lo = T(x - hi - mid),
+// each difference exact in fp32. Their sum is x to 24 significant bits with bf16 (8 + 8 + 8) and
+// beyond fp32's with fp16 (fp16's subnormal grid, 2^-24, bounds lo's absolute error).
+template <typename T>
+__device__ __forceinline__ void StoreSplitKbar(uint32_t sKs, int r, int c4, float4 x) {
   using Tr = HalfTraits<T>;
-  using T2 = typename Tr::T2;
-  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll 2
-  for (int k = 0; k < D / 8; ++k) {
-    const uint4 qw = LdsU32x4(sQa + SwizzledOffset(r, k, kBM));
-    const uint32_t q2[4] = {qw.x, qw.y, qw.z, qw.w};
+  float2 rest[2] = {make_float2(x.x, x.y), make_float2(x.z, x.w)};
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      if (h == 1 && one_block) break;
-      const float4 k0 = LdsF32x4(kb + (h * D + 8 * k) * 4), k1 = LdsF32x4(kb + (h * D + 8 * k + 4) * 4);
-      const float kv[8] = {k0.x, k0.y, k0.z, k0.w, k1.x, k1.y, k1.z, k1.w};
+  for (int term = 0; term < 3; ++term) {
+    uint32_t w[2];
 #pragma unroll
-      for (int tq = 0; tq < 4; ++tq) {
-        const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&q2[tq]));
-        acc[h][tq] = fmaf(qv.x, kv[2 * tq], acc[h][tq]);
-        acc[h][tq] = fmaf(qv.y, kv[2 * tq + 1], acc[h][tq]);
-      }
+    for (int e = 0; e < 2; ++e) {
+      const auto t2 = Tr::Pack(rest[e].x, rest[e].y);
+      const float2 back = Tr::Unpack(t2);
+      rest[e].x -= back.x;
+      rest[e].y -= back.y;
+      w[e] = AsU32(t2);
     }
+    const uint32_t addr = sKs + SwizzledOffset(r + term, c4 >> 1, kShiftRows) + (c4 & 1) * 8;
+    asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(addr), "r"(w[0]), "r"(w[1]) : "memory");
   }
-  const float s0 = scale * ((acc[0][0] + acc[0][1]) + (acc[0][2] + acc[0][3]));
-  const float s1 = one_block ? s0 : scale * ((acc[1][0] + acc[1][1]) + (acc[1][2] + acc[1][3]));
-  StsF32(sh + r * 4, s0);
-  StsF32(sh + (kBM + r) * 4, s1);
+}
+
+// The split kbar tiles' zero rows (3 and 7) of every stage: written once, never overwritten.
+template <int D>
+__device__ __forceinline__ void ZeroSplitKbarPad(uint32_t sKb, int ptid) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  for (int idx = ptid; idx < kStages * 2 * kChunks; idx += 128) {
+    const int s = idx / (2 * kChunks), r = 3 + 4 * ((idx / kChunks) % 2), c = idx % kChunks;
+    const uint32_t addr = sKb + s * SmemPlan<D>::kKbBytes + SwizzledOffset(r, c, kShiftRows);
+    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0u) : "memory");
+  }
 }
 
 // Producer warpgroup: K' rows (zero past the workspace's padded length) with the tile's two kbar
@@ -185,7 +183,7 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
   const int c = ptid % CH, r0 = ptid / CH;
   const uint32_t soff = SwizzledOffset(r0, c, kBN);
   const int64_t v_step = static_cast<int64_t>(kRowStep) * p.v_ss;
-  const uint32_t sQa = SmemAddr(base), sSh = SmemAddr(base + Plan::kOffSh);
+  ZeroSplitKbarPad<D>(sKb, ptid);  // published by the first full_k arrival
   const int n = rg.t_end - rg.t_begin;
   for (int i = 0; i < n; ++i) {
     const int t = rg.t_begin + i, s = i % kStages;
@@ -200,23 +198,18 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
       CpAsync16(dk + soff + j * kRowStep * 128, in ? ksrc + j * kRowStep * D : kp, in ? 16 : 0);
     }
     CpAsyncArrive(bars.full_k(s));
-    // The kbar rows, copied with plain loads and stores (plain loads read them, not the tensor
-    // cores: the consumers' RowShifts, or with kProducerShifts this warpgroup's ProducerShifts),
-    // published by a plain (release) arrival: a second arrival per producer thread.
+    // The kbar rows with plain loads and stores, published by a plain (release) arrival: a second
+    // arrival per producer thread; split into the half type's hi, mid, lo rows for the
+    // consumers' shift product (a generic-proxy write that wgmma reads: fenced below).
     for (int idx = ptid; idx < 2 * D / 4; idx += 128) {
       const int h = idx / (D / 4), c4 = idx % (D / 4);
       const int blk = (t * kBN + h * kHalf) / block_kv;
       const float4 v4 = blk < p.nblk ? __ldg(reinterpret_cast<const float4*>(kb + static_cast<int64_t>(blk) * D) + c4)
                                      : make_float4(0.f, 0.f, 0.f, 0.f);
-      StsF32x4(sKb + s * Plan::kKbBytes + (h * D + c4 * 4) * 4, v4);
+      StoreSplitKbar<T>(sKb + s * Plan::kKbBytes, 4 * h, c4, v4);
     }
-    if constexpr (kProducerShifts<D>) {
-      if (i == 0) MbarWait(bars.q_full(), 0);  // the consumers' Q rows (ProducerShifts reads them)
-      NamedBarrierSync(5, 128);                 // the producer's kbar stores, before its threads read them
-      const bool one_block = (t * kBN) / block_kv == (t * kBN + kHalf) / block_kv;
-      ProducerShifts<D, T>(sQa, sKb + s * Plan::kKbBytes, sSh + s * Plan::kShBytes, ptid, one_block, p.scale);
-    }
-    MbarArrive(bars.full_k(s));  // K' landed (the cp.async arrival above), the kbar rows (and shifts) stored
+    FenceProxyAsync();
+    MbarArrive(bars.full_k(s));  // K' landed (the cp.async arrival above), the split kbar rows stored
     if (i >= kStages) MbarWait(bars.empty_v(s), parity);
     const T* vsrc = v + static_cast<int64_t>(key0) * p.v_ss + c * 8;
 #pragma unroll
@@ -228,40 +221,6 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
     CpAsyncArrive(bars.full_v(s));
   }
   CpAsyncWaitAll();  // nothing in flight when the producer's warps exit
-}
-
-// The removed shift c·(q·kbar) of this thread's two rows (CTA rows r0, r0 + 8) for one kbar row
-// (shared address kb), q from the swizzled Q tile (shared address sQa), when the consumers form
-// them (!kProducerShifts). The mma.sync kernel's order (BlockShift), as ProducerShifts: lane tq
-// sums columns 8k + 2tq, 8k + 2tq + 1 for k = 0, 1, ..., then the quad adds (p0 + p1) + (p2 + p3).
-// Chunk k of row r sits at (r·128 + tq·4 + (r % 8)·16) XOR (k % 8)·16 in panel k / 8 (the row's
-// base has those bits clear): one XOR per load.
-template <int D, typename T>
-__device__ __forceinline__ void RowShifts(float (&sh)[2], uint32_t sQa, uint32_t kb, int r0, int tq, float scale) {
-  using Tr = HalfTraits<T>;
-  using T2 = typename Tr::T2;
-  const uint32_t kb_t = kb + tq * 8;
-  // Both rows in one pass: each kbar pair is loaded once, and the two chains interleave.
-  uint32_t row[2];
-  float acc[2] = {0.f, 0.f};
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int r = r0 + rr * 8;
-    row[rr] = sQa + r * 128 + tq * 4 + ((r & 7) << 4);
-  }
-#pragma unroll
-  for (int k2 = 0; k2 < D / 8; ++k2) {
-    const float2 kv2 = LdsF32x2(kb_t + k2 * 32);
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      const uint32_t qw = LdsU32((row[rr] ^ ((k2 & 7) << 4)) + (k2 >> 3) * kBM * 128);
-      const float2 qv = Tr::Unpack(*reinterpret_cast<const T2*>(&qw));
-      acc[rr] = fmaf(qv.x, kv2.x, acc[rr]);
-      acc[rr] = fmaf(qv.y, kv2.y, acc[rr]);
-    }
-  }
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) sh[rr] = scale * QuadRowSum(acc[rr]);
 }
 
 // Accumulator layout of a 64xN wgmma tile per thread: element (j, rr, e) = acc[4j + 2rr + e] is
@@ -530,30 +489,45 @@ __device__ __forceinline__ void PvProduct(float (&o)[D / 2], float (&lacc)[4], c
   WgmmaCommit();
 }
 
-// What a consumer thread carries from tile to tile: O, the softmax statistics, the shifts of the
-// current PASA block, and P of the previous tile (the A operand of its P·V product).
+// The removed shifts c·(q·kbar) of this thread's rows (g, g + 8) for both 64-key halves from the
+// shift product's accumulators: column 2tq + e of row g + 8rr is sacc[2rr + e];
+// half h's hi, mid, lo are columns 4h .. 4h + 2 (column 4h + 3 is zero), so lanes tq = 2h, 2h + 1
+// hold them: (hi + mid) + (lo + 0), then the other half's sum from the lane two along.
+__device__ __forceinline__ void TensorShifts(float (&shift)[2][2], const float (&sacc)[4], int tq, float scale) {
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float mine = sacc[2 * rr] + sacc[2 * rr + 1];
+    mine += __shfl_xor_sync(0xffffffffu, mine, 1);
+    const float other = __shfl_xor_sync(0xffffffffu, mine, 2);
+    const bool first_half = tq < 2;
+    shift[0][rr] = scale * (first_half ? mine : other);
+    shift[1][rr] = scale * (first_half ? other : mine);
+  }
+}
+
+// What a consumer thread carries from tile to tile: O, the softmax statistics and P of the
+// previous tile (the A operand of its P·V product).
 template <int D>
 struct ConsumerState {
   float o[D / 2];
   float m_run[2];
   float lacc[4];  // the rows' sums of P (see PvProduct)
-  float shift[2][2];  // [64-key half][row]
-  float last_sh[2];   // !kProducerShifts: the shift of PASA block last_blk
-  int last_blk;
   uint32_t pf[kNT][2];
 };
 
 // A consumer thread's constants: shared-memory addresses, its place, the key geometry.
 struct ConsumerCtx {
-  uint32_t sQa, sK, sV, sSh, sKba;
-  uint64_t desc_q, desc_k, desc_v, desc_ones;  // this warpgroup's Q rows, stage 0 of K' and of V, the ones
-  int cw, lane, tq, r0, block_kv, n, my_turn, other_turn;
+  uint32_t sQa, sK, sV;
+  // this warpgroup's Q rows, stage 0 of K', of the split kbar tile and of V, the ones
+  uint64_t desc_q, desc_k, desc_kb, desc_v, desc_ones;
+  int cw, lane, tq, r0, n, my_turn, other_turn;
   int row_pos[2];
   Geometry geo;
 };
 
-// One tile i: wait for its K' (and the previous tile's V), the shifts of its PASA blocks, then in
-// this warpgroup's turn S = Q·K'ᵀ and the previous tile's O += P·V, the row steps while P·V runs,
+// One tile i: wait for its K' (and the previous tile's V), then in this warpgroup's turn
+// S = Q·K'ᵀ with the removed shifts' product (TensorShifts)
+// and the previous tile's O += P·V, the row steps while P·V runs,
 // the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by a zero tile (the
 // MMAs stay unconditional: a wgmma on a path the compiler cannot prove uniform is serialised).
 template <int D, typename T, bool kHalfAcc>
@@ -564,22 +538,6 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   MbarWait(bars.full_k(s), static_cast<uint32_t>((i / kStages) & 1));
   if (i > 0) MbarWait(bars.full_v(sp), static_cast<uint32_t>(((i - 1) / kStages) & 1));
   FenceProxyAsync();  // the producer's cp.async writes, seen through the mbarriers, before wgmma reads
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {  // the removed shift of each 64-key half's PASA block
-    if constexpr (kProducerShifts<D>) {
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr)
-        st.shift[h][rr] = LdsF32(cx.sSh + s * Plan::kShBytes + (h * kBM + cx.r0 + 8 * rr) * 4);
-    } else {
-      const int blk = (t * kBN + h * kHalf) / cx.block_kv;
-      if (blk != st.last_blk) {
-        RowShifts<D, T>(st.last_sh, cx.sQa, cx.sKba + (s * 2 + h) * D * 4, cx.r0, cx.tq, p.scale);
-        st.last_blk = blk;
-      }
-      st.shift[h][0] = st.last_sh[0];
-      st.shift[h][1] = st.last_sh[1];
-    }
-  }
   const bool arrive_other = cx.cw == 0 || i + 1 < cx.n;
   float acc[kBN / 2];
   [[maybe_unused]] uint32_t hs[kBN / 4];  // kHalfAcc: the fp16 sums
@@ -588,12 +546,15 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   FenceRegs(st.lacc);
   WgmmaFence();
   const uint64_t dk = DescAdvance(cx.desc_k, s * Plan::kTileBytes);
+  const uint64_t dkb = DescAdvance(cx.desc_kb, s * Plan::kKbBytes);
+  float sacc[4];  // Q times the split kbar tile (TensorShifts)
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {  // k-step kk: panel kk / 4, 32 bytes per 16 columns
     const uint32_t off = (kk & 3) * 32;
     const uint64_t dq = DescAdvance(cx.desc_q, (kk >> 2) * kBM * 128 + off);
     if constexpr (kHalfAcc) WgmmaSSHalfAcc<kBN>(hs, dq, DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
     else WgmmaSS<kBN, T>(acc, dq, DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
+    WgmmaSS<kShiftRows, T>(sacc, dq, DescAdvance(dkb, (kk >> 2) * kShiftRows * 128 + off), kk > 0 ? 1 : 0);
   }
   WgmmaCommit();
   PvProduct<D, T>(st.o, st.lacc, st.pf, DescAdvance(cx.desc_v, i > 0 ? sp * Plan::kTileBytes : Plan::kOffOnes - Plan::kOffV),
@@ -607,13 +568,16 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   } else {
     FenceRegs(acc);
   }
+  FenceRegs(sacc);
+  float shift[2][2];  // the removed shift of each 64-key half's PASA block, [half][row]
+  TensorShifts(shift, sacc, cx.tq, p.scale);
   __syncwarp();
-  MbarArrive(bars.empty_k(s));  // every thread: its own kbar loads are released by its own arrival
+  MbarArrive(bars.empty_k(s));  // every consumer thread (the stage's reads are all MMAs but the fallback's)
 
   const bool full = static_cast<int64_t>(t) * kBN >= rg.a_lo && static_cast<int64_t>(t + 1) * kBN <= rg.a_hi;
   float mx[2];
-  if (kHalfAcc && half_sums && full) HalfSumSteps(acc, mx, st.shift);
-  else RowSteps<T>(acc, mx, st.shift, full, t, rg.valid, cx.geo, cx.row_pos, cx.tq);
+  if (kHalfAcc && half_sums && full) HalfSumSteps(acc, mx, shift);
+  else RowSteps<T>(acc, mx, shift, full, t, rg.valid, cx.geo, cx.row_pos, cx.tq);
   WgmmaWait<0>();  // P·V done before O is rescaled and pf overwritten
   FenceRegs(st.o);
   FenceRegs(st.lacc);
@@ -657,7 +621,6 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
     for (int idx = tid; idx < Plan::kTileBytes / 32; idx += 128) ones[idx] = make_uint4(one2, one2, one2, one2);
     CpAsyncWaitAll();
     FenceProxyAsync();
-    MbarArrive(bars.q_full());  // every consumer thread, once its Q copies landed: the producer reads Q
     NamedBarrierSync(1 + cw, 128);
   }
 
@@ -668,9 +631,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   for (int rr = 0; rr < 2; ++rr) {
     st.m_run[rr] = -INFINITY;
     st.lacc[2 * rr] = st.lacc[2 * rr + 1] = 0.f;
-    st.last_sh[rr] = 0.f;
   }
-  st.last_blk = -1;
 #pragma unroll
   for (int j = 0; j < kNT; ++j) st.pf[j][0] = st.pf[j][1] = 0u;
   ConsumerCtx cx;
@@ -679,10 +640,9 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   cx.sV = SmemAddr(base + Plan::kOffV);
   cx.desc_q = Desc(sQa + 64 * cw * 128, 16, 1024);
   cx.desc_k = Desc(cx.sK, 16, 1024);
+  cx.desc_kb = Desc(SmemAddr(base + Plan::kOffKb), 16, 1024);
   cx.desc_v = Desc(cx.sV, kBN * 128, 1024);
   cx.desc_ones = Desc(SmemAddr(base + Plan::kOffOnes), kBN * 128, 1024);
-  cx.sSh = SmemAddr(base + Plan::kOffSh);
-  cx.sKba = SmemAddr(base + Plan::kOffKb);
   cx.cw = cw;
   cx.lane = lane;
   cx.tq = tq;
@@ -690,7 +650,6 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) cx.row_pos[rr] = static_cast<int>((rg.R0 + cx.r0 + rr * 8) / p.group + rg.off);
   cx.geo = Geometry{rg.causal, p.left, p.right};
-  cx.block_kv = p.blk_tiles * 64;
   cx.n = rg.t_end - rg.t_begin;
   const int r0 = cx.r0;
 
@@ -749,10 +708,9 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
     for (int s = 0; s < kStages; ++s) {
       MbarInit(bars.full_k(s), 256);  // every producer thread: once its copies landed, once for kbar
       MbarInit(bars.full_v(s), 128);
-      MbarInit(bars.empty_k(s), 256);  // every consumer thread, once its MMAs and loads read the stage
+      MbarInit(bars.empty_k(s), 256);  // every consumer thread, once its MMAs (and fallback loads) read the stage
       MbarInit(bars.empty_v(s), 8);
     }
-    MbarInit(bars.q_full(), 256);
   }
   __syncthreads();
   const int wg = threadIdx.x / 128;
