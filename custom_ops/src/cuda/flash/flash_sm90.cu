@@ -260,8 +260,10 @@ __device__ __forceinline__ bool PairHasInf(uint32_t u) {
 
 // The row steps of a full tile (every score attended) by halves of 64 keys: S rounded to the half
 // type with the conversion unit (round-to-nearest-even; a score at or past the overflow threshold
-// becomes ±inf, which is how the overflow test reads it: the half's max |round(S)| reaches inf),
-// then x = round(S) + shift (a row whose half overflows: fp32 S + shift), and the rows' maxima.
+// becomes ±inf, which is how the overflow test reads it: the half's max |round(S)| reaches inf);
+// acc holds round(S) afterwards (a row whose half overflows: fp32 S), and m the rows' maxima of
+// x = acc + shift, taken as max(acc) + shift per half (fp32 addition is monotonic: the same value
+// as the maximum of the sums), the max of the rounded scores on the packed halves.
 template <typename T>
 __device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[2], const float (&shift)[2][2]) {
   using Tr = HalfTraits<T>;
@@ -270,18 +272,22 @@ __device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     uint32_t pk[2][8];
+    float hmax[2];
     bool inf = false;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      T2 am = Tr::Pack(0.f, 0.f);
+      T2 am = Tr::Pack(0.f, 0.f), sm = am;
 #pragma unroll
       for (int jj = 0; jj < 8; ++jj) {
         const int j = 8 * h + jj;
         const T2 r2 = Tr::Pack(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
         pk[rr][jj] = AsU32(r2);
         am = __hmax2(am, __habs2(r2));
+        sm = jj == 0 ? r2 : __hmax2(sm, r2);
       }
       inf |= PairHasInf<T>(AsU32(am));
+      const float2 sf = Tr::Unpack(sm);
+      hmax[rr] = fmaxf(sf.x, sf.y);
     }
     bool ovf[2] = {false, false};
     const bool any = __any_sync(0xffffffffu, inf);
@@ -296,33 +302,35 @@ __device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[
     }
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      const float sh = shift[h][rr];
       if (!any) {
 #pragma unroll
         for (int jj = 0; jj < 8; ++jj) {
           const int j = 8 * h + jj;
           const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
-          acc[4 * j + 2 * rr] = r.x + sh;
-          acc[4 * j + 2 * rr + 1] = r.y + sh;
-          m[rr] = fmaxf(m[rr], fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
+          acc[4 * j + 2 * rr] = r.x;
+          acc[4 * j + 2 * rr + 1] = r.y;
         }
       } else {
+        float fm = -INFINITY;  // an overflowing row: the max of its fp32 scores
 #pragma unroll
         for (int jj = 0; jj < 8; ++jj) {
           const int j = 8 * h + jj;
           const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
-          acc[4 * j + 2 * rr] = (ovf[rr] ? acc[4 * j + 2 * rr] : r.x) + sh;
-          acc[4 * j + 2 * rr + 1] = (ovf[rr] ? acc[4 * j + 2 * rr + 1] : r.y) + sh;
-          m[rr] = fmaxf(m[rr], fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
+          acc[4 * j + 2 * rr] = ovf[rr] ? acc[4 * j + 2 * rr] : r.x;
+          acc[4 * j + 2 * rr + 1] = ovf[rr] ? acc[4 * j + 2 * rr + 1] : r.y;
+          fm = fmaxf(fm, fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
         }
+        if (ovf[rr]) hmax[rr] = fm;
       }
+      m[rr] = fmaxf(m[rr], hmax[rr] + shift[h][rr]);
     }
   }
 }
 
-// Overflow fallback per (row, 64-key half), rounding to the half type and the removed shift: acc
-// holds x = round(S) + shift afterwards (-inf where not attended), and mx the rows' tile maxima
-// (quad-reduced). Full tiles: FullTileSteps; partial tiles (the mask's edge): per-score tests.
+// Overflow fallback per (row, 64-key half) and rounding to the half type: acc holds round(S)
+// afterwards (fp32 S in a half that overflows, -inf where not attended), and mx the rows' tile
+// maxima of x = acc + shift (quad-reduced). Full tiles: FullTileSteps; partial tiles (the mask's
+// edge): per-score tests.
 template <typename T>
 __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], const float (&shift)[2][2], bool full,
                                          int t, int valid, const Geometry& geo, const int (&row_pos)[2], int tq) {
@@ -352,12 +360,11 @@ __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], 
 #pragma unroll
       for (int j = 0; j < kNT; ++j) {
         const int h = j / 8;
-        const float sh = shift[h][rr];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = acc[4 * j + 2 * rr + e];
-          x = x == NEG_INF ? NEG_INF : (ovf[rr][h] ? x : RoundScore<T>(x)) + sh;
-          m = fmaxf(m, x);
+          x = x == NEG_INF ? NEG_INF : (ovf[rr][h] ? x : RoundScore<T>(x));
+          m = fmaxf(m, x + shift[h][rr]);
         }
       }
       mx[rr] = m;
@@ -367,12 +374,15 @@ __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], 
   for (int rr = 0; rr < 2; ++rr) mx[rr] = QuadRowMax(mx[rr]);
 }
 
-// Online softmax step: P = 2^(x·log2e − m·log2e) rounded to the half type, packed as the A
-// fragments of P·V (pf[j][rr]: row g + 8rr, columns 8j + 2tq, +1); O and the row sums rescaled
-// (the sums of this tile's P are added by the next P·V product).
+// Online softmax step: P = 2^((x − m)·log2e) rounded to the half type, with x = acc + shift taken
+// inside the product, acc·log2e + (shift − m)·log2e: the shift and the max (both large where the
+// scores are, ~10⁴ with keys at 3·10⁴) cancel first, and round(S)'s low bits are not dropped by
+// the sum x (one FADD per score less). P is packed as the A fragments of P·V (pf[j][rr]: row
+// g + 8rr, columns 8j + 2tq, +1); O and the row sums rescaled (the sums of this tile's P are added
+// by the next P·V product). A row with no attended key yet (m = -inf) has bias 0 and P = 0.
 template <int D, typename T>
-__device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&acc)[kBN / 2], const float (&mx)[2],
-                                        float (&m_run)[2], float (&lacc)[4], float (&o)[D / 2]) {
+__device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&acc)[kBN / 2], const float (&shift)[2][2],
+                                        const float (&mx)[2], float (&m_run)[2], float (&lacc)[4], float (&o)[D / 2]) {
   using Tr = HalfTraits<T>;
   float corr_r[2];
 #pragma unroll
@@ -381,10 +391,13 @@ __device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&ac
     const float mL = m_new == -INFINITY ? 0.f : m_new * kLog2e;
     corr_r[rr] = Exp2(fmaf(m_run[rr], kLog2e, -mL));
     m_run[rr] = m_new;
+    float bias[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) bias[h] = m_new == -INFINITY ? 0.f : (shift[h][rr] - m_new) * kLog2e;
 #pragma unroll
     for (int j = 0; j < kNT; ++j)
-      pf[j][rr] = AsU32(
-          Tr::Pack(Exp2(fmaf(acc[4 * j + 2 * rr], kLog2e, -mL)), Exp2(fmaf(acc[4 * j + 2 * rr + 1], kLog2e, -mL))));
+      pf[j][rr] = AsU32(Tr::Pack(Exp2(fmaf(acc[4 * j + 2 * rr], kLog2e, bias[j / 8])),
+                                 Exp2(fmaf(acc[4 * j + 2 * rr + 1], kLog2e, bias[j / 8]))));
   }
   // O·corr; skipped when no row of the warp changed its max (corr = 2^0 = 1 exactly: the same O).
   if (__any_sync(0xffffffffu, corr_r[0] != 1.f || corr_r[1] != 1.f)) {
@@ -455,17 +468,14 @@ __device__ __forceinline__ bool HalfSums(float (&acc)[kBN / 2], const uint32_t (
   return all_finite;
 }
 
-// The full-tile row steps for finite fp16 sums: x = S + shift and the rows' maxima (quad-reduced).
-__device__ __forceinline__ void HalfSumSteps(float (&acc)[kBN / 2], float (&mx)[2], const float (&shift)[2][2]) {
+// The full-tile row steps for finite fp16 sums: the rows' maxima of x = S + shift (quad-reduced).
+__device__ __forceinline__ void HalfSumSteps(const float (&acc)[kBN / 2], float (&mx)[2], const float (&shift)[2][2]) {
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     float m = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kNT; ++j) {
-      const float sh = shift[j / 8][rr];
-      acc[4 * j + 2 * rr] += sh;
-      acc[4 * j + 2 * rr + 1] += sh;
-      m = fmaxf(m, fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
+      m = fmaxf(m, fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]) + shift[j / 8][rr]);
     }
     mx[rr] = QuadRowMax(m);
   }
@@ -583,7 +593,7 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   FenceRegs(st.lacc);
   __syncwarp();
   if (i > 0 && cx.lane == 0) MbarArrive(bars.empty_v(sp));
-  Softmax<D, T>(st.pf, acc, mx, st.m_run, st.lacc, st.o);
+  Softmax<D, T>(st.pf, acc, shift, mx, st.m_run, st.lacc, st.o);
 }
 
 // Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63.
