@@ -13,7 +13,10 @@ set -u
 O=/tmp/selftest_ab; rm -rf $O; mkdir -p $O
 names=()
 for xz in "$@"; do
-  name=$(basename "$xz" .xz); names+=("$name")
+  name=$(basename "$xz" .xz)
+  # a binary named twice (a repeat, to see the noise) gets its own logs
+  while [[ " ${names[*]} " == *" $name "* ]]; do name=$name+; done
+  names+=("$name")
   bin=$O/$name; xz -dc "$xz" > "$bin" && chmod +x "$bin"
   timeout 120 "$bin" check > "$O/$name.check.txt" 2>&1
   echo "$name: check rc=$? $(grep -c ' ok ' "$O/$name.check.txt") ok, $(grep failures "$O/$name.check.txt")"
