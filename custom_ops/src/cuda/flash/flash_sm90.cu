@@ -51,8 +51,8 @@ constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc wait
 // sums, and a quad shuffle adds each half's three columns. The products of half-type values are
 // exact in fp32; the order of the sums is the tensor cores', so a shift agrees with the
 // emulation's fp32 dot product to a few fp32 ulps, not bit for bit (flash_selftest allows for
-// it). H200, flash_selftest bench, 2026-12-02: 1.10-1.15x at D = 128 against a consumer dot
-// product of ~250 instructions per tile, 1.05-1.25x at D = 64 against the producer warpgroup's.
+// it). H200, flash_selftest bench, 2026-12-02: 1.06-1.15x at D = 128 against a consumer dot
+// product of ~250 instructions per tile, 0.98-1.07x at D = 64 (noise) against the producer's.
 constexpr int kShiftRows = 8;  // the split kbar tile: rows 4h .. 4h + 2 hold half h's hi, mid, lo; rows 3, 7 zero
 
 // Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
@@ -143,7 +143,7 @@ __device__ __forceinline__ void StoreSplitKbar(uint32_t sKs, int r, int c4, floa
       w[e] = AsU32(t2);
     }
     const uint32_t addr = sKs + SwizzledOffset(r + term, c4 >> 1, kShiftRows) + (c4 & 1) * 8;
-    asm volatile("st.shared.v2.b32 [%0], {%1, %2};\n" ::"r"(addr), "r"(w[0]), "r"(w[1]) : "memory");
+    StsU32x2(addr, w[0], w[1]);
   }
 }
 
@@ -154,7 +154,7 @@ __device__ __forceinline__ void ZeroSplitKbarPad(uint32_t sKb, int ptid) {
   for (int idx = ptid; idx < kStages * 2 * kChunks; idx += 128) {
     const int s = idx / (2 * kChunks), r = 3 + 4 * ((idx / kChunks) % 2), c = idx % kChunks;
     const uint32_t addr = sKb + s * SmemPlan<D>::kKbBytes + SwizzledOffset(r, c, kShiftRows);
-    asm volatile("st.shared.v4.b32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0u) : "memory");
+    StsU32x4(addr, 0u, 0u, 0u, 0u);
   }
 }
 
@@ -535,10 +535,9 @@ struct ConsumerCtx {
   Geometry geo;
 };
 
-// One tile i: wait for its K' (and the previous tile's V), then in this warpgroup's turn
-// S = Q·K'ᵀ with the removed shifts' product (TensorShifts)
-// and the previous tile's O += P·V, the row steps while P·V runs,
-// the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by a zero tile (the
+// One tile i: wait for its K' (and the previous tile's V), then in this warpgroup's turn S = Q·K'ᵀ
+// with the removed shifts' product (TensorShifts) and the previous tile's O += P·V, the row steps
+// while P·V runs, the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by a zero tile (the
 // MMAs stay unconditional: a wgmma on a path the compiler cannot prove uniform is serialised).
 template <int D, typename T, bool kHalfAcc>
 __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange& rg, const Bars& bars,
