@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "custom_ops/src/cuda/flash/wgmma_ops.cuh"
-SHAPES = (8, 64, 128)  # 8: the row sums of P (P times a tile of ones)
+# 72, 136: D + 8 and 128 + 8 (flash_sm90.cu's P·V product with the row sums of P, its S product
+# with the removed shifts); 8: the fp16-sums kernel's shift product
+SHAPES = (8, 64, 72, 128, 136)
 TYPES = {"__half": "f16", "__nv_bfloat16": "bf16"}
 
 

@@ -44,34 +44,38 @@ constexpr int kThreads = 384;      // producer warpgroup + two consumer warpgrou
 constexpr int kProducerRegs = 56;  // setmaxnreg: 128·56 + 256·224 = 384·168, the registers the CTA starts with
 constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc waits forever)
 
-// The removed shifts c·(q·kbar) come from the tensor cores, as one more product of the S GEMM.
+// The removed shifts c·(q·kbar) come from the tensor cores, as 8 more columns of the S GEMM.
 // The producer stores each 64-key half's kbar row (fp32) as three rows of the half type, hi +
 // mid + lo (each the rounding of what the earlier ones leave: 24 significant bits with bf16, 33
-// with fp16), into an 8-row K-major tile; wgmma.m64n8k16 multiplies the Q rows by it with fp32
-// sums, and a quad shuffle adds each half's three columns. The products of half-type values are
+// with fp16), as rows kBN .. kBN + 7 of the K' tile; wgmma.m64n136k16 multiplies the Q rows by
+// the keys and these rows at once (fp32 sums), and a quad shuffle adds each half's three columns. The products of half-type values are
 // exact in fp32; the order of the sums is the tensor cores', so a shift agrees with the
 // emulation's fp32 dot product to a few fp32 ulps, not bit for bit (flash_selftest allows for
 // it). H200, flash_selftest bench, 2026-12-02: 1.06-1.15x at D = 128 against a consumer dot
 // product of ~250 instructions per tile, 0.98-1.07x at D = 64 (noise) against the producer's.
-constexpr int kShiftRows = 8;  // the split kbar tile: rows 4h .. 4h + 2 hold half h's hi, mid, lo; rows 3, 7 zero
+// As 8 columns of the one S MMA instead of a second m64n8k16 per k-step (and l as 8 columns of the
+// P·V MMA, see PvProduct): 1.02-1.04x at S >= 4k (the same bench, 2026-12-02, two runs), with
+// the same output bits.
+constexpr int kShiftRows = 8;  // the split kbar rows: kBN + 4h .. kBN + 4h + 2 hold half h's hi, mid, lo; +3, +7 zero
+constexpr int kKRows = kBN + kShiftRows;  // rows of a K' tile: the keys, then the split kbar rows
+constexpr int kSAcc = kKRows / 2;         // S product accumulators per thread: 64 scores, then 4 shift sums
+constexpr int kPanel = kBN * 128;         // one 64-column panel of a V tile
 
-// Shared memory: Q [kBM][D], K'[stage][kBN][D], V[stage][kBN][D] (each as D/64 panels of 128-byte
-// rows, 128-byte swizzled), the split kbar tiles [stage][kShiftRows][D] (the half type, swizzled
-// as K'), the tile of ones, mbarriers.
+// Shared memory, every tile as 64-column panels of 128-byte rows, 128-byte swizzled: Q [kBM][D];
+// K'[stage][kKRows][D] (the keys, then the split kbar rows); V[stage][kBN][D + 64] (the values,
+// then a panel of ones: P·V's columns D .. D + 7 are the rows' sums of P, see PvProduct);
+// mbarriers.
 template <int D>
 struct SmemPlan {
   static constexpr int kQBytes = kBM * D * 2;
-  static constexpr int kTileBytes = kBN * D * 2;
-  static constexpr int kKbBytes = kShiftRows * D * 2;
+  static constexpr int kKTileBytes = kKRows * D * 2;
+  static constexpr int kVTileBytes = (D / 64 + 1) * kPanel;
   static constexpr int kOffK = kQBytes;
-  static constexpr int kOffV = kOffK + kStages * kTileBytes;
-  static constexpr int kOffKb = kOffV + kStages * kTileBytes;
-  static constexpr int kOffOnes = kOffKb + kStages * kKbBytes;  // a V-shaped tile of ones (see PvProduct)
-  static constexpr int kOffBar = kOffOnes + kTileBytes;
+  static constexpr int kOffV = kOffK + kStages * kKTileBytes;
+  static constexpr int kOffBar = kOffV + kStages * kVTileBytes;
   static constexpr int kBytes = kOffBar + 4 * kStages * 8;
   static constexpr int kAlloc = kBytes + 1024;  // the swizzle needs 1024-byte aligned tiles
-  static_assert(kOffKb % 1024 == 0 && kKbBytes % 1024 == 0, "split kbar tiles: 1024-byte aligned");
-  static_assert(kOffOnes % 1024 == 0, "the tile of ones: 1024-byte aligned");
+  static_assert(kKRows * 128 % 1024 == 0 && kOffV % 1024 == 0, "K' panels and V tiles: 1024-byte aligned");
 };
 
 // The CTA's packed rows, valid keys, query offset and key tiles (kBN keys each; no split). With a
@@ -104,6 +108,8 @@ __device__ __forceinline__ TileRange MakeRange(const FwdParams& p, bool* skip) {
 // The ring's mbarriers, 8 bytes each from `base` (addresses, not arrays: a stage index known only
 // at run time would put an array in local memory). K' (with its kbar rows) and V have their own:
 // K' of tile i is read by the S product of iteration i, V by the P·V product of iteration i + 1.
+// Iteration 0's P·V product (P = 0) reads stage kStages - 1 as a virtual tile -1 that the
+// producer fills with ones (FillOnes) and the consumers release as they release any tile.
 //   full_k(s), full_v(s): the producer's copies into stage s landed (128 asynchronous arrivals;
 //     full_k also 128 plain ones after the kbar stores);
 //   empty_k(s), empty_v(s): the consumers have read it (empty_k: every consumer thread, whose
@@ -123,8 +129,8 @@ __device__ __forceinline__ void CpAsyncArrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 
-// Four kbar values (columns 4·c4 .. 4·c4 + 3) as rows r, r + 1, r + 2 of the split kbar tile at
-// sKs (K-major, kShiftRows rows, swizzled as K'): hi = T(x), mid = T(x - hi), lo = T(x - hi - mid),
+// Four kbar values (columns 4·c4 .. 4·c4 + 3) as rows r, r + 1, r + 2 of the K' tile at sKs
+// (r >= kBN: the split kbar rows): hi = T(x), mid = T(x - hi), lo = T(x - hi - mid),
 // each difference exact in fp32. Their sum is x to 24 significant bits with bf16 (8 + 8 + 8) and
 // beyond fp32's with fp16 (fp16's subnormal grid, 2^-24, bounds lo's absolute error).
 template <typename T>
@@ -142,19 +148,38 @@ __device__ __forceinline__ void StoreSplitKbar(uint32_t sKs, int r, int c4, floa
       rest[e].y -= back.y;
       w[e] = AsU32(t2);
     }
-    const uint32_t addr = sKs + SwizzledOffset(r + term, c4 >> 1, kShiftRows) + (c4 & 1) * 8;
+    const uint32_t addr = sKs + SwizzledOffset(r + term, c4 >> 1, kKRows) + (c4 & 1) * 8;
     StsU32x2(addr, w[0], w[1]);
   }
 }
 
-// The split kbar tiles' zero rows (3 and 7) of every stage: written once, never overwritten.
+// The split kbar rows' zero rows (kBN + 3 and kBN + 7) of every stage: written once, never
+// overwritten.
 template <int D>
-__device__ __forceinline__ void ZeroSplitKbarPad(uint32_t sKb, int ptid) {
+__device__ __forceinline__ void ZeroSplitKbarPad(uint32_t sK, int ptid) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   for (int idx = ptid; idx < kStages * 2 * kChunks; idx += 128) {
-    const int s = idx / (2 * kChunks), r = 3 + 4 * ((idx / kChunks) % 2), c = idx % kChunks;
-    const uint32_t addr = sKb + s * SmemPlan<D>::kKbBytes + SwizzledOffset(r, c, kShiftRows);
+    const int s = idx / (2 * kChunks), r = kBN + 3 + 4 * ((idx / kChunks) % 2), c = idx % kChunks;
+    const uint32_t addr = sK + s * SmemPlan<D>::kKTileBytes + SwizzledOffset(r, c, kKRows);
     StsU32x4(addr, 0u, 0u, 0u, 0u);
+  }
+}
+
+// The V ring's ones (see PvProduct and Bars): the panel after each stage's values, and the values
+// of the last stage, the virtual tile -1. Each of those value chunks is stored by the producer
+// thread whose copies overwrite it later (at dv + soff_v + j * row_step * 128, as in Produce), so
+// that store and copy are ordered by the thread's own program order. Published by the first
+// full_k arrival, as the split kbar rows.
+template <int D, typename T>
+__device__ __forceinline__ void FillOnes(uint32_t sV, int ptid, uint32_t soff_v, int row_step) {
+  using Plan = SmemPlan<D>;
+  const uint32_t one2 = AsU32(HalfTraits<T>::Pack(1.f, 1.f));
+  const uint32_t last = sV + (kStages - 1) * Plan::kVTileBytes;
+  for (int r = 0; r < kBN; r += row_step) StsU32x4(last + soff_v + r * 128, one2, one2, one2, one2);
+#pragma unroll
+  for (int s = 0; s < kStages; ++s) {
+    const uint32_t panel = sV + s * Plan::kVTileBytes + (D / 64) * kPanel;
+    for (int idx = ptid; idx < kPanel / 16; idx += 128) StsU32x4(panel + idx * 16, one2, one2, one2, one2);
   }
 }
 
@@ -173,7 +198,6 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
   const float* kb = p.kbar + slab * p.nblk * D;
   const int block_kv = p.blk_tiles * 64;
   const uint32_t sK = SmemAddr(base + Plan::kOffK), sV = SmemAddr(base + Plan::kOffV);
-  const uint32_t sKb = SmemAddr(base + Plan::kOffKb);
   // Thread ptid copies the 16-byte chunk c = ptid % CH of rows r0, r0 + kRowStep, ... of each
   // tile. kRowStep is a multiple of 8, so the swizzle term of those rows is the same: the shared
   // address steps by kRowStep rows (the per-chunk index arithmetic was ~20 instructions per copy,
@@ -181,21 +205,21 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
   constexpr int kRowStep = 128 / CH, kIters = kBN / kRowStep;
   static_assert(kRowStep % 8 == 0 && kBN % kRowStep == 0, "copy rows share the swizzle phase");
   const int c = ptid % CH, r0 = ptid / CH;
-  const uint32_t soff = SwizzledOffset(r0, c, kBN);
+  const uint32_t soff_k = SwizzledOffset(r0, c, kKRows), soff_v = SwizzledOffset(r0, c, kBN);
   const int64_t v_step = static_cast<int64_t>(kRowStep) * p.v_ss;
-  ZeroSplitKbarPad<D>(sKb, ptid);  // published by the first full_k arrival
+  ZeroSplitKbarPad<D>(sK, ptid);  // published by the first full_k arrival
   const int n = rg.t_end - rg.t_begin;
   for (int i = 0; i < n; ++i) {
     const int t = rg.t_begin + i, s = i % kStages;
     const uint32_t parity = static_cast<uint32_t>((i / kStages - 1) & 1);
     if (i >= kStages) MbarWait(bars.empty_k(s), parity);
-    const uint32_t dk = sK + s * Plan::kTileBytes, dv = sV + s * Plan::kTileBytes;
+    const uint32_t dk = sK + s * Plan::kKTileBytes, dv = sV + s * Plan::kVTileBytes;
     const int key0 = t * kBN + r0;
     const T* ksrc = kp + static_cast<int64_t>(key0) * D + c * 8;
 #pragma unroll
     for (int j = 0; j < kIters; ++j) {
       const bool in = key0 + j * kRowStep < p.kv_pad;
-      CpAsync16(dk + soff + j * kRowStep * 128, in ? ksrc + j * kRowStep * D : kp, in ? 16 : 0);
+      CpAsync16(dk + soff_k + j * kRowStep * 128, in ? ksrc + j * kRowStep * D : kp, in ? 16 : 0);
     }
     CpAsyncArrive(bars.full_k(s));
     // The kbar rows with plain loads and stores, published by a plain (release) arrival: a second
@@ -206,16 +230,20 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
       const int blk = (t * kBN + h * kHalf) / block_kv;
       const float4 v4 = blk < p.nblk ? __ldg(reinterpret_cast<const float4*>(kb + static_cast<int64_t>(blk) * D) + c4)
                                      : make_float4(0.f, 0.f, 0.f, 0.f);
-      StoreSplitKbar<T>(sKb + s * Plan::kKbBytes, 4 * h, c4, v4);
+      StoreSplitKbar<T>(dk, kBN + 4 * h, c4, v4);
     }
+    if (i == 0) FillOnes<D, T>(sV, ptid, soff_v, kRowStep);
     FenceProxyAsync();
     MbarArrive(bars.full_k(s));  // K' landed (the cp.async arrival above), the split kbar rows stored
-    if (i >= kStages) MbarWait(bars.empty_v(s), parity);
+    // V stage s is free once the consumers released the tiles stored there before: i / kStages
+    // of them, and the virtual tile -1 in the last stage (see Bars).
+    const int v_releases = i / kStages + (s == kStages - 1 ? 1 : 0);
+    if (v_releases > 0) MbarWait(bars.empty_v(s), static_cast<uint32_t>((v_releases - 1) & 1));
     const T* vsrc = v + static_cast<int64_t>(key0) * p.v_ss + c * 8;
 #pragma unroll
     for (int j = 0; j < kIters; ++j) {
       const bool in = key0 + j * kRowStep < rg.valid;
-      CpAsync16(dv + soff + j * kRowStep * 128, in ? vsrc : v, in ? 16 : 0);
+      CpAsync16(dv + soff_v + j * kRowStep * 128, in ? vsrc : v, in ? 16 : 0);
       vsrc += v_step;
     }
     CpAsyncArrive(bars.full_v(s));
@@ -224,13 +252,14 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
 }
 
 // Accumulator layout of a 64xN wgmma tile per thread: element (j, rr, e) = acc[4j + 2rr + e] is
-// row 16·warp + g + 8·rr, column 8j + 2·tq + e (the m16n8 layout, N/8 tiles wide).
+// row 16·warp + g + 8·rr, column 8j + 2·tq + e (the m16n8 layout, N/8 tiles wide). The S product's
+// acc[kBN / 2 ..] are its shift columns (TensorShifts); the row steps read the scores before them.
 constexpr int kNT = kBN / 8;  // 8-column tiles of S
 
 // The mask of a partial tile (-inf where a key is past the valid length or outside the row's
 // causal/window range) and the attended max |S| per (row, 64-key half), for the overflow test.
 // (Full tiles take FullTileSteps: no per-score test.)
-__device__ __forceinline__ void MaskAbsMax(float (&acc)[kBN / 2], float (&amax)[2][2], int t, int valid,
+__device__ __forceinline__ void MaskAbsMax(float (&acc)[kSAcc], float (&amax)[2][2], int t, int valid,
                                            const Geometry& geo, const int (&row_pos)[2], int tq) {
   const float NEG_INF = -INFINITY;
 #pragma unroll
@@ -265,7 +294,7 @@ __device__ __forceinline__ bool PairHasInf(uint32_t u) {
 // x = acc + shift, taken as max(acc) + shift per half (fp32 addition is monotonic: the same value
 // as the maximum of the sums), the max of the rounded scores on the packed halves.
 template <typename T>
-__device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[2], const float (&shift)[2][2]) {
+__device__ __forceinline__ void FullTileSteps(float (&acc)[kSAcc], float (&m)[2], const float (&shift)[2][2]) {
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
   m[0] = m[1] = -INFINITY;
@@ -332,7 +361,7 @@ __device__ __forceinline__ void FullTileSteps(float (&acc)[kBN / 2], float (&m)[
 // maxima of x = acc + shift (quad-reduced). Full tiles: FullTileSteps; partial tiles (the mask's
 // edge): per-score tests.
 template <typename T>
-__device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], const float (&shift)[2][2], bool full,
+__device__ __forceinline__ void RowSteps(float (&acc)[kSAcc], float (&mx)[2], const float (&shift)[2][2], bool full,
                                          int t, int valid, const Geometry& geo, const int (&row_pos)[2], int tq) {
   const float NEG_INF = -INFINITY;
   if (full) {
@@ -378,11 +407,12 @@ __device__ __forceinline__ void RowSteps(float (&acc)[kBN / 2], float (&mx)[2], 
 // inside the product, acc·log2e + (shift − m)·log2e: the shift and the max (both large where the
 // scores are, ~10⁴ with keys at 3·10⁴) cancel first, and round(S)'s low bits are not dropped by
 // the sum x (one FADD per score less). P is packed as the A fragments of P·V (pf[j][rr]: row
-// g + 8rr, columns 8j + 2tq, +1); O and the row sums rescaled (the sums of this tile's P are added
-// by the next P·V product). A row with no attended key yet (m = -inf) has bias 0 and P = 0.
+// g + 8rr, columns 8j + 2tq, +1); O and the row sums (o, see PvProduct) rescaled (the sums of this
+// tile's P are added by the next P·V product). A row with no attended key yet (m = -inf) has bias
+// 0 and P = 0.
 template <int D, typename T>
-__device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&acc)[kBN / 2], const float (&shift)[2][2],
-                                        const float (&mx)[2], float (&m_run)[2], float (&lacc)[4], float (&o)[D / 2]) {
+__device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&acc)[kSAcc], const float (&shift)[2][2],
+                                        const float (&mx)[2], float (&m_run)[2], float (&o)[D / 2 + 4]) {
   using Tr = HalfTraits<T>;
   float corr_r[2];
 #pragma unroll
@@ -403,10 +433,8 @@ __device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&ac
   if (__any_sync(0xffffffffu, corr_r[0] != 1.f || corr_r[1] != 1.f)) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
-      lacc[2 * rr] *= corr_r[rr];
-      lacc[2 * rr + 1] *= corr_r[rr];
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j) {
+      for (int j = 0; j < D / 8 + 1; ++j) {
         o[4 * j + 2 * rr] *= corr_r[rr];
         o[4 * j + 2 * rr + 1] *= corr_r[rr];
       }
@@ -423,7 +451,7 @@ __device__ __forceinline__ void Softmax(uint32_t (&pf)[kNT][2], const float (&ac
 // accumulator's, so the scores land where the fp32 kernel's would). q_row: the warp's first CTA
 // row; sK: the stage's K' tile.
 template <int D>
-__device__ __forceinline__ void HalfFallbackProduct(float (&acc)[kBN / 2], int h, uint32_t sQa, uint32_t sK, int q_row,
+__device__ __forceinline__ void HalfFallbackProduct(float (&acc)[kSAcc], int h, uint32_t sQa, uint32_t sK, int q_row,
                                                     int lane) {
 #pragma unroll
   for (int j = 8 * h; j < 8 * h + 8; ++j) acc[4 * j] = acc[4 * j + 1] = acc[4 * j + 2] = acc[4 * j + 3] = 0.f;
@@ -435,7 +463,7 @@ __device__ __forceinline__ void HalfFallbackProduct(float (&acc)[kBN / 2], int h
     for (int jj = 0; jj < 4; ++jj) {
       const int key = 64 * h + 16 * jj + (lane & 7) + ((lane >> 4) << 3);
       uint32_t b0, b1, b2, b3;
-      LdMatrixX4(sK + SwizzledOffset(key, 2 * kk + ((lane >> 3) & 1), kBN), b0, b1, b2, b3);
+      LdMatrixX4(sK + SwizzledOffset(key, 2 * kk + ((lane >> 3) & 1), kKRows), b0, b1, b2, b3);
       const int j = 8 * h + 2 * jj;
       Mma16816<__half>(&acc[4 * j], a, b0, b1);
       Mma16816<__half>(&acc[4 * (j + 1)], a, b2, b3);
@@ -448,7 +476,7 @@ __device__ __forceinline__ void HalfFallbackProduct(float (&acc)[kBN / 2], int h
 // fp16 partial sum overflowed), the fp32 product, which the default steps then take. Returns true
 // when no half fell back. Reads K' (the fallback): before the stage is released.
 template <int D>
-__device__ __forceinline__ bool HalfSums(float (&acc)[kBN / 2], const uint32_t (&hs)[kBN / 4], uint32_t sQa, uint32_t sK,
+__device__ __forceinline__ bool HalfSums(float (&acc)[kSAcc], const uint32_t (&hs)[kBN / 4], uint32_t sQa, uint32_t sK,
                                          int q_row, int lane) {
   bool all_finite = true;
 #pragma unroll
@@ -469,7 +497,7 @@ __device__ __forceinline__ bool HalfSums(float (&acc)[kBN / 2], const uint32_t (
 }
 
 // The full-tile row steps for finite fp16 sums: the rows' maxima of x = S + shift (quad-reduced).
-__device__ __forceinline__ void HalfSumSteps(const float (&acc)[kBN / 2], float (&mx)[2], const float (&shift)[2][2]) {
+__device__ __forceinline__ void HalfSumSteps(const float (&acc)[kSAcc], float (&mx)[2], const float (&shift)[2][2]) {
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     float m = -INFINITY;
@@ -481,29 +509,28 @@ __device__ __forceinline__ void HalfSumSteps(const float (&acc)[kBN / 2], float 
   }
 }
 
-// Issues O += P·V over one tile (P from registers; V through descriptor dv of the tile's first 16
-// keys, N-major: leading offset one 64-column panel, stride offset 8 keys) and the row sums of P,
-// l += P·1 (dl: the tile of ones; lacc[0] = lacc[1] is row g's sum, lacc[2] = lacc[3] row g + 8's:
-// the rounded P summed in fp32 by the tensor cores), and commits them as one group. Tile 0 has no
-// previous tile: P = 0 (times the ones, so nothing non-finite enters).
+// Issues [O | l] += P·[V | 1] over one tile and commits it as one group: P from registers; V
+// through descriptor dv of the tile's first 16 keys (N-major: leading offset one 64-column panel,
+// stride offset 8 keys), whose panel after the values holds ones, so columns D .. D + 7 of the
+// product are the rows' sums of P: o[D / 2] = o[D / 2 + 1] is row g's, o[D / 2 + 2] = o[D / 2 + 3]
+// row g + 8's (the rounded P summed in fp32 by the tensor cores, in the same instruction as O).
+// Iteration 0 reads the virtual tile -1 (all ones) with P = 0.
 template <int D, typename T>
-__device__ __forceinline__ void PvProduct(float (&o)[D / 2], float (&lacc)[4], const uint32_t (&pf)[kNT][2], uint64_t dv,
-                                          uint64_t dl) {
+__device__ __forceinline__ void PvProduct(float (&o)[D / 2 + 4], const uint32_t (&pf)[kNT][2], uint64_t dv) {
   WgmmaFence();
 #pragma unroll
   for (int kk = 0; kk < kBN / 16; ++kk) {
     const uint32_t a[4] = {pf[2 * kk][0], pf[2 * kk][1], pf[2 * kk + 1][0], pf[2 * kk + 1][1]};
-    WgmmaRS<D, T, 1>(o, a, DescAdvance(dv, kk * 16 * 128), 1);
-    WgmmaRS<8, T, 1>(lacc, a, DescAdvance(dl, kk * 16 * 128), 1);
+    WgmmaRS<D + 8, T, 1>(o, a, DescAdvance(dv, kk * 16 * 128), 1);
   }
   WgmmaCommit();
 }
 
 // The removed shifts c·(q·kbar) of this thread's rows (g, g + 8) for both 64-key halves from the
-// shift product's accumulators: column 2tq + e of row g + 8rr is sacc[2rr + e];
+// S product's shift columns (kBN .. kBN + 7): column kBN + 2tq + e of row g + 8rr is sacc[2rr + e];
 // half h's hi, mid, lo are columns 4h .. 4h + 2 (column 4h + 3 is zero), so lanes tq = 2h, 2h + 1
 // hold them: (hi + mid) + (lo + 0), then the other half's sum from the lane two along.
-__device__ __forceinline__ void TensorShifts(float (&shift)[2][2], const float (&sacc)[4], int tq, float scale) {
+__device__ __forceinline__ void TensorShifts(float (&shift)[2][2], const float* sacc, int tq, float scale) {
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
     float mine = sacc[2 * rr] + sacc[2 * rr + 1];
@@ -519,26 +546,25 @@ __device__ __forceinline__ void TensorShifts(float (&shift)[2][2], const float (
 // previous tile (the A operand of its P·V product).
 template <int D>
 struct ConsumerState {
-  float o[D / 2];
+  float o[D / 2 + 4];  // O, then the rows' sums of P (see PvProduct)
   float m_run[2];
-  float lacc[4];  // the rows' sums of P (see PvProduct)
   uint32_t pf[kNT][2];
 };
 
 // A consumer thread's constants: shared-memory addresses, its place, the key geometry.
 struct ConsumerCtx {
   uint32_t sQa, sK, sV;
-  // this warpgroup's Q rows, stage 0 of K', of the split kbar tile and of V, the ones
-  uint64_t desc_q, desc_k, desc_kb, desc_v, desc_ones;
+  uint64_t desc_q, desc_k, desc_v;  // this warpgroup's Q rows, stage 0 of K' and of V
   int cw, lane, tq, r0, n, my_turn, other_turn;
   int row_pos[2];
   Geometry geo;
 };
 
 // One tile i: wait for its K' (and the previous tile's V), then in this warpgroup's turn S = Q·K'ᵀ
-// with the removed shifts' product (TensorShifts) and the previous tile's O += P·V, the row steps
-// while P·V runs, the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by a zero tile (the
-// MMAs stay unconditional: a wgmma on a path the compiler cannot prove uniform is serialised).
+// with the removed shifts' columns (TensorShifts) and the previous tile's O += P·V, the row steps
+// while P·V runs, the softmax. Tile 0 has no previous tile: its P·V product multiplies P = 0 by
+// the virtual tile -1 of ones (the MMAs stay unconditional: a wgmma on a path the compiler cannot
+// prove uniform is serialised).
 template <int D, typename T, bool kHalfAcc>
 __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange& rg, const Bars& bars,
                                             const ConsumerCtx& cx, ConsumerState<D>& st, int i) {
@@ -548,38 +574,38 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   if (i > 0) MbarWait(bars.full_v(sp), static_cast<uint32_t>(((i - 1) / kStages) & 1));
   FenceProxyAsync();  // the producer's cp.async writes, seen through the mbarriers, before wgmma reads
   const bool arrive_other = cx.cw == 0 || i + 1 < cx.n;
-  float acc[kBN / 2];
+  float acc[kSAcc];  // the scores, then the shift columns
   [[maybe_unused]] uint32_t hs[kBN / 4];  // kHalfAcc: the fp16 sums
   NamedBarrierSync(cx.my_turn, 256);
   FenceRegs(st.o);
-  FenceRegs(st.lacc);
   WgmmaFence();
-  const uint64_t dk = DescAdvance(cx.desc_k, s * Plan::kTileBytes);
-  const uint64_t dkb = DescAdvance(cx.desc_kb, s * Plan::kKbBytes);
-  float sacc[4];  // Q times the split kbar tile (TensorShifts)
+  const uint64_t dk = DescAdvance(cx.desc_k, s * Plan::kKTileBytes);
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {  // k-step kk: panel kk / 4, 32 bytes per 16 columns
     const uint32_t off = (kk & 3) * 32;
     const uint64_t dq = DescAdvance(cx.desc_q, (kk >> 2) * kBM * 128 + off);
-    if constexpr (kHalfAcc) WgmmaSSHalfAcc<kBN>(hs, dq, DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
-    else WgmmaSS<kBN, T>(acc, dq, DescAdvance(dk, (kk >> 2) * kBN * 128 + off), kk > 0 ? 1 : 0);
-    WgmmaSS<kShiftRows, T>(sacc, dq, DescAdvance(dkb, (kk >> 2) * kShiftRows * 128 + off), kk > 0 ? 1 : 0);
+    const uint64_t dkk = DescAdvance(dk, (kk >> 2) * kKRows * 128 + off);
+    if constexpr (kHalfAcc) {  // fp16 sums of the scores; the shift columns keep fp32 sums
+      WgmmaSSHalfAcc<kBN>(hs, dq, dkk, kk > 0 ? 1 : 0);
+      WgmmaSS<kShiftRows, T>(&acc[kBN / 2], dq, DescAdvance(dkk, kBN * 128), kk > 0 ? 1 : 0);
+    } else {
+      WgmmaSS<kKRows, T>(acc, dq, dkk, kk > 0 ? 1 : 0);
+    }
   }
   WgmmaCommit();
-  PvProduct<D, T>(st.o, st.lacc, st.pf, DescAdvance(cx.desc_v, i > 0 ? sp * Plan::kTileBytes : Plan::kOffOnes - Plan::kOffV),
-                  cx.desc_ones);
+  PvProduct<D, T>(st.o, st.pf, DescAdvance(cx.desc_v, sp * Plan::kVTileBytes));
   if (arrive_other) NamedBarrierArrive(cx.other_turn, 256);
   WgmmaWait<1>();  // S done; the P·V product may still run
   bool half_sums = false;  // kHalfAcc: acc holds every row's finite fp16 sums
   if constexpr (kHalfAcc) {
     FenceRegs(hs);
-    half_sums = HalfSums<D>(acc, hs, cx.sQa, cx.sK + s * Plan::kTileBytes, cx.r0 - cx.lane / 4, cx.lane);
+    FenceRegs(acc);
+    half_sums = HalfSums<D>(acc, hs, cx.sQa, cx.sK + s * Plan::kKTileBytes, cx.r0 - cx.lane / 4, cx.lane);
   } else {
     FenceRegs(acc);
   }
-  FenceRegs(sacc);
   float shift[2][2];  // the removed shift of each 64-key half's PASA block, [half][row]
-  TensorShifts(shift, sacc, cx.tq, p.scale);
+  TensorShifts(shift, &acc[kBN / 2], cx.tq, p.scale);
   __syncwarp();
   MbarArrive(bars.empty_k(s));  // every consumer thread (the stage's reads are all MMAs but the fallback's)
 
@@ -589,10 +615,9 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   else RowSteps<T>(acc, mx, shift, full, t, rg.valid, cx.geo, cx.row_pos, cx.tq);
   WgmmaWait<0>();  // P·V done before O is rescaled and pf overwritten
   FenceRegs(st.o);
-  FenceRegs(st.lacc);
   __syncwarp();
-  if (i > 0 && cx.lane == 0) MbarArrive(bars.empty_v(sp));
-  Softmax<D, T>(st.pf, acc, shift, mx, st.m_run, st.lacc, st.o);
+  if (cx.lane == 0) MbarArrive(bars.empty_v(sp));  // tile i - 1's V (i = 0: the virtual tile -1)
+  Softmax<D, T>(st.pf, acc, shift, mx, st.m_run, st.o);
 }
 
 // Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63.
@@ -623,11 +648,6 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
       CpAsync16(sQa + SwizzledOffset(r, c, kBM), src, ok ? 16 : 0);
     }
     CpAsyncCommit();
-    // this warpgroup's half of the tile of ones (each warpgroup's MMAs read all of it: the two
-    // warpgroups meet at their first turn, below, before either issues one)
-    const uint32_t one2 = AsU32(Tr::Pack(1.f, 1.f));
-    uint4* ones = reinterpret_cast<uint4*>(base + Plan::kOffOnes) + cw * (Plan::kTileBytes / 32);
-    for (int idx = tid; idx < Plan::kTileBytes / 32; idx += 128) ones[idx] = make_uint4(one2, one2, one2, one2);
     CpAsyncWaitAll();
     FenceProxyAsync();
     NamedBarrierSync(1 + cw, 128);
@@ -635,12 +655,8 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
 
   ConsumerState<D> st;
 #pragma unroll
-  for (int i = 0; i < D / 2; ++i) st.o[i] = 0.f;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    st.m_run[rr] = -INFINITY;
-    st.lacc[2 * rr] = st.lacc[2 * rr + 1] = 0.f;
-  }
+  for (int i = 0; i < D / 2 + 4; ++i) st.o[i] = 0.f;
+  st.m_run[0] = st.m_run[1] = -INFINITY;
 #pragma unroll
   for (int j = 0; j < kNT; ++j) st.pf[j][0] = st.pf[j][1] = 0u;
   ConsumerCtx cx;
@@ -649,9 +665,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
   cx.sV = SmemAddr(base + Plan::kOffV);
   cx.desc_q = Desc(sQa + 64 * cw * 128, 16, 1024);
   cx.desc_k = Desc(cx.sK, 16, 1024);
-  cx.desc_kb = Desc(SmemAddr(base + Plan::kOffKb), 16, 1024);
-  cx.desc_v = Desc(cx.sV, kBN * 128, 1024);
-  cx.desc_ones = Desc(SmemAddr(base + Plan::kOffOnes), kBN * 128, 1024);
+  cx.desc_v = Desc(cx.sV, kPanel, 1024);
   cx.cw = cw;
   cx.lane = lane;
   cx.tq = tq;
@@ -675,17 +689,15 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg,
     MbarWait(bars.full_v(sl), static_cast<uint32_t>(((n - 1) / kStages) & 1));
     FenceProxyAsync();
     FenceRegs(st.o);
-    FenceRegs(st.lacc);
-    PvProduct<D, T>(st.o, st.lacc, st.pf, DescAdvance(cx.desc_v, sl * Plan::kTileBytes), cx.desc_ones);
+    PvProduct<D, T>(st.o, st.pf, DescAdvance(cx.desc_v, sl * Plan::kVTileBytes));
     WgmmaWait<0>();
     FenceRegs(st.o);
-    FenceRegs(st.lacc);
   }
 
   // Epilogue: y = O / l in the half type (a row that attended nothing: 0).
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {
-    const float l = st.lacc[2 * rr];
+    const float l = st.o[D / 2 + 2 * rr];
     const int R = rg.R0 + r0 + rr * 8;
     if (R >= rg.R1) continue;
     const float inv = l != 0.f ? 1.0f / l : 0.f;
