@@ -48,10 +48,10 @@ constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc wait
 // The producer stores each 64-key half's kbar row (fp32) as three rows of the half type, hi +
 // mid + lo (each the rounding of what the earlier ones leave: 24 significant bits with bf16, 33
 // with fp16), as rows kBN .. kBN + 7 of the K' tile; wgmma.m64n136k16 multiplies the Q rows by
-// the keys and these rows at once (fp32 sums), and a quad shuffle adds each half's three columns. The products of half-type values are
-// exact in fp32; the order of the sums is the tensor cores', so a shift agrees with the
-// emulation's fp32 dot product to a few fp32 ulps, not bit for bit (flash_selftest allows for
-// it). H200, flash_selftest bench, 2026-12-02: 1.06-1.15x at D = 128 against a consumer dot
+// the keys and these rows at once (fp32 sums), and a quad shuffle adds each half's three
+// columns. The products of half-type values are exact in fp32; the order of the sums is the
+// tensor cores', so a shift agrees with the emulation's fp32 dot product to a few fp32 ulps, not
+// bit for bit (flash_selftest allows for it). H200, flash_selftest bench, 2026-12-02: 1.06-1.15x at D = 128 against a consumer dot
 // product of ~250 instructions per tile, 0.98-1.07x at D = 64 (noise) against the producer's.
 // As 8 columns of the one S MMA instead of a second m64n8k16 per k-step (and l as 8 columns of the
 // P·V MMA, see PvProduct): 1.02-1.04x at S >= 4k (the same bench, 2026-12-02, two runs), with
