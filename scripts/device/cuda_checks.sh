@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the lent GPU machine, after scripts/device/stage.sh's steps 1-5 copied the parts (see there):
+# On the lent GPU machine, after scripts/device/stage.sh's steps 1-6 copied the parts (see there):
 # the flash selftest, the CUDA test suite, the CUDA benchmark (SAN=1: and compute-sanitizer). About 4 minutes. Everything lands
 # in $OUT/cuda_checks.tgz (a command brings back only a few files, so one archive).
 set -u

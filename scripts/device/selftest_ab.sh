@@ -4,7 +4,9 @@
 # (every case against float64 and the emulation) and `bench` (kernel times), then every bench
 # line of the later binaries as a ratio to the first binary's (> 1: faster than the first).
 #
-#   bash scripts/device/selftest_ab.sh .dev/ab/main_selftest.xz .dev/ab/new_selftest.xz   # carry .dev/ab
+#   bash scripts/device/selftest_ab.sh .dev/ab/b4c409b.xz .dev/ab/tree-4b532d7.xz   # carry .dev/ab
+#
+# scripts/device/build_selftest.sh builds the binaries here, named after their commits.
 #
 # About 30 s per binary. Logs in $OUT/selftest_ab.tgz. The check logs print the errors per case:
 # `diff` two of them to see whether a change moved any bits.

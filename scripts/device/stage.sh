@@ -5,7 +5,7 @@
 #
 # Each device command carries at most 64 MiB, and the tracked tree alone is ~19 MB, so the
 # onnxruntime-gpu bundle of ../shared/device/stage-ort-gpu.sh (four ~47 MB parts) is re-split into
-# five ~39 MB parts, and the package and the flash selftest ride along with parts 2 and 3:
+# five ~39 MB parts, and the flash selftest rides along with part 1, the package on its own:
 #   .dev/og/q0 .. q4   bundle parts (q4 also holds assemble.sh)
 #   .dev/og/x1         flash_selftest.xz (sm_80 + sm_90, the Hopper kernel sm_90a)
 #   .dev/og/x2         pkg.tar.xz: `pip install --no-deps --target .dev/pkg .` of this tree
@@ -13,9 +13,11 @@
 #   1. mkdir -p /tmp/ortp /tmp/tools && cp .dev/og/q0/* /tmp/ortp/                carry .dev/og/q0
 #   2. cp .dev/og/q1/* /tmp/ortp/ && xz -dc .dev/og/x1/flash_selftest.xz > /tmp/tools/flash_selftest &&
 #      chmod +x /tmp/tools/flash_selftest                                         carry .dev/og/q1 .dev/og/x1
-#   3. cp .dev/og/q2/* /tmp/ortp/ && cp .dev/og/x2/* /tmp/tools/                   carry .dev/og/q2 .dev/og/x2
+#   3. cp .dev/og/q2/* /tmp/ortp/                                                  carry .dev/og/q2
 #   4. cp .dev/og/q3/* /tmp/ortp/                                                  carry .dev/og/q3
-#   5. bash .dev/og/q4/assemble.sh && bash scripts/device/cuda_checks.sh         carry .dev/og/q4
+#   5. cp .dev/og/x2/* /tmp/tools/                                                 carry .dev/og/x2
+#   6. bash .dev/og/q4/assemble.sh && bash scripts/device/cuda_checks.sh         carry .dev/og/q4
+# (one bundle part per command: a part with the package beside the ~19 MB tree passes 64 MiB)
 set -euo pipefail
 src=.dev/ort-gpu
 out=.dev/og
@@ -44,14 +46,9 @@ rm -f part0* bundle.tar
 PYTHONPATH=/tmp/ort-gpu python3 -c "import onnxruntime as o; o.preload_dlls(); assert 'CUDAExecutionProvider' in o.get_available_providers()"
 ASM
 chmod +x "$out/q4/assemble.sh"
-# the Hopper kernel is its own sm_90a object (as in CMake); the rest for sm_80 and sm_90
-nvcc -std=c++17 -O3 -gencode arch=compute_90a,code=sm_90a -Xcompiler -ffp-contract=off \
-  -I custom_ops/src -c custom_ops/src/cuda/flash/flash_sm90.cu -o "$tmp/flash_sm90.o"
-nvcc -std=c++17 -O3 --threads 0 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-  -Xcompiler -fopenmp,-ffp-contract=off custom_ops/src/cuda/flash/flash_selftest.cu \
-  custom_ops/src/cuda/flash/flash_fwd.cu custom_ops/src/cuda/flash/flash_decode.cu custom_ops/src/cuda/flash/flash_decode_reg.cu "$tmp/flash_sm90.o" -I custom_ops/src -o "$tmp/flash_selftest"
-# xz: the selftest beside a bundle part and the tree would pass the 64 MiB a device command carries
-xz -T2 -6 -c "$tmp/flash_selftest" > "$out/x1/flash_selftest.xz"
+# the selftest of the working tree (xz: beside a bundle part and the tree it would pass the 64 MiB
+# a device command carries)
+mv "$(bash scripts/device/build_selftest.sh .)" "$out/x1/flash_selftest.xz"
 rm -rf .dev/pkg && pip install -q --no-deps --target .dev/pkg .
 tar -C .dev -cJf "$out/x2/pkg.tar.xz" pkg
 du -sh "$out"/*
