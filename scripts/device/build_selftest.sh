@@ -3,7 +3,7 @@
 # selftest_ab.sh on the lent GPU machine (run here, from the project's root; about a minute).
 #
 #   bash scripts/device/build_selftest.sh b4c409b     # -> .dev/ab/b4c409b.xz
-#   bash scripts/device/build_selftest.sh .           # the working tree -> .dev/ab/tree-<HEAD>.xz
+#   bash scripts/device/build_selftest.sh .           # the working tree -> .dev/ab/tree-<HEAD>[-dirty].xz
 #   bash scripts/device/selftest_ab.sh .dev/ab/b4c409b.xz .dev/ab/tree-<HEAD>.xz   # there; carry .dev/ab
 #
 # A commit is checked out into a fresh temporary worktree, which is removed afterwards: an A/B
@@ -21,6 +21,7 @@ trap cleanup EXIT
 if [ "$rev" = . ]; then
   tree=$root
   name=tree-$(git -C "$root" rev-parse --short HEAD)
+  git -C "$root" diff --quiet HEAD -- custom_ops || name=$name-dirty  # edits beyond HEAD: say so
 else
   sha=$(git -C "$root" rev-parse --short --verify "$rev^{commit}")
   tree=$tmp/tree

@@ -7,8 +7,9 @@
 //     consumers' shift product (StoreSplitKbar), then hands each stage to the consumers through
 //     a `full` mbarrier; it waits on the stage's `empty` mbarrier before refilling it.
 //   - warpgroups 1 and 2, the consumers, 64 query rows each: S = Q·K'ᵀ with wgmma (Q and K' read
-//     from shared memory through matrix descriptors, 128-byte swizzled; and Q times the split
-//     kbar tile, the removed shifts: TensorShifts), the PASA row steps of
+//     from shared memory through matrix descriptors, 128-byte swizzled; the K' tile's last 8
+//     rows are the split kbar rows, so the S product's last 8 columns give the removed shifts:
+//     TensorShifts), the PASA row steps of
 //     flash_fwd.cu on the fp32 accumulators, P rounded to the half type in registers, O += P·V
 //     with wgmma (P from registers, V from shared memory, transposed through the descriptor).
 // The numerics are the mma.sync kernel's, with the online softmax per 128-key tile (the overflow
@@ -51,8 +52,9 @@ constexpr int kConsumerRegs = 224;  // (more than that pool: setmaxnreg.inc wait
 // the keys and these rows at once (fp32 sums), and a quad shuffle adds each half's three
 // columns. The products of half-type values are exact in fp32; the order of the sums is the
 // tensor cores', so a shift agrees with the emulation's fp32 dot product to a few fp32 ulps, not
-// bit for bit (flash_selftest allows for it). H200, flash_selftest bench, 2026-12-02: 1.06-1.15x at D = 128 against a consumer dot
-// product of ~250 instructions per tile, 0.98-1.07x at D = 64 (noise) against the producer's.
+// bit for bit (flash_selftest allows for it). H200, flash_selftest bench, 2026-12-02: 1.06-1.15x
+// at D = 128 against a consumer dot product of ~250 instructions per tile, 0.98-1.07x at D = 64
+// (noise) against the producer's.
 // As 8 columns of the one S MMA instead of a second m64n8k16 per k-step (and l as 8 columns of the
 // P·V MMA, see PvProduct): 1.02-1.04x at S >= 4k (the same bench, 2026-12-02, two runs), with
 // the same output bits.
