@@ -218,10 +218,15 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
     const uint32_t dk = sK + s * Plan::kKTileBytes, dv = sV + s * Plan::kVTileBytes;
     const int key0 = t * kBN + r0;
     const T* ksrc = kp + static_cast<int64_t>(key0) * D + c * 8;
+    if ((t + 1) * kBN <= p.kv_pad) {  // the whole tile inside the workspace: no zero fill
 #pragma unroll
-    for (int j = 0; j < kIters; ++j) {
-      const bool in = key0 + j * kRowStep < p.kv_pad;
-      CpAsync16(dk + soff_k + j * kRowStep * 128, in ? ksrc + j * kRowStep * D : kp, in ? 16 : 0);
+      for (int j = 0; j < kIters; ++j) CpAsync16Full(dk + soff_k + j * kRowStep * 128, ksrc + j * kRowStep * D);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kIters; ++j) {
+        const bool in = key0 + j * kRowStep < p.kv_pad;
+        CpAsync16(dk + soff_k + j * kRowStep * 128, in ? ksrc + j * kRowStep * D : kp, in ? 16 : 0);
+      }
     }
     CpAsyncArrive(bars.full_k(s));
     // The kbar rows with plain loads and stores, published by a plain (release) arrival: a second
@@ -242,11 +247,19 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
     const int v_releases = i / kStages + (s == kStages - 1 ? 1 : 0);
     if (v_releases > 0) MbarWait(bars.empty_v(s), static_cast<uint32_t>((v_releases - 1) & 1));
     const T* vsrc = v + static_cast<int64_t>(key0) * p.v_ss + c * 8;
+    if ((t + 1) * kBN <= rg.valid) {  // every key of the tile valid: no zero fill
 #pragma unroll
-    for (int j = 0; j < kIters; ++j) {
-      const bool in = key0 + j * kRowStep < rg.valid;
-      CpAsync16(dv + soff_v + j * kRowStep * 128, in ? vsrc : v, in ? 16 : 0);
-      vsrc += v_step;
+      for (int j = 0; j < kIters; ++j) {
+        CpAsync16Full(dv + soff_v + j * kRowStep * 128, vsrc);
+        vsrc += v_step;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kIters; ++j) {
+        const bool in = key0 + j * kRowStep < rg.valid;
+        CpAsync16(dv + soff_v + j * kRowStep * 128, in ? vsrc : v, in ? 16 : 0);
+        vsrc += v_step;
+      }
     }
     CpAsyncArrive(bars.full_v(s));
   }
@@ -259,13 +272,23 @@ __device__ __forceinline__ void Produce(const FwdParams& p, const TileRange& rg,
 constexpr int kNT = kBN / 8;  // 8-column tiles of S
 
 // The mask of a partial tile (-inf where a key is past the valid length or outside the row's
-// causal/window range) and the attended max |S| per (row, 64-key half), for the overflow test.
-// (Full tiles take FullTileSteps: no per-score test.)
+// causal/window range) and the attended max |S| per (64-key half, row), for the overflow test.
+// Each row's keys are one range [lo, hi), found once per tile, so a score's test is two compares
+// with a constant (Geometry::Allowed per score, with its short-circuit branches and parameter
+// loads, made a causal diagonal tile cost several full ones).
 __device__ __forceinline__ void MaskAbsMax(float (&acc)[kSAcc], float (&amax)[2][2], int t, int valid,
                                            const Geometry& geo, const int (&row_pos)[2], int tq) {
-  const float NEG_INF = -INFINITY;
+  const int64_t base = static_cast<int64_t>(t) * kBN + 2 * tq;  // this thread's first column's key
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr)
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t pos = row_pos[rr];
+    int64_t lo = 0, hi = valid;  // Geometry::Allowed's keys for this row
+    if (geo.causal) hi = Min64(hi, pos + 1);
+    if (geo.left >= 0) lo = Max64(lo, pos - geo.left);
+    if (geo.right >= 0) hi = Min64(hi, pos + geo.right + 1);
+    // relative to the thread's first column, clamped to the tile (column c = 8j + e attends when lo <= c < hi)
+    const int c_lo = static_cast<int>(Min64(Max64(lo - base, -1), kBN + 1));
+    const int c_hi = static_cast<int>(Min64(Max64(hi - base, -1), kBN + 1));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float am = 0.f;
@@ -274,12 +297,13 @@ __device__ __forceinline__ void MaskAbsMax(float (&acc)[kSAcc], float (&amax)[2]
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float& x = acc[4 * j + 2 * rr + e];
-          const int key = t * kBN + j * 8 + tq * 2 + e;
-          x = key < valid && geo.Allowed(row_pos[rr], key) ? x : NEG_INF;
-          am = fmaxf(am, x == NEG_INF ? 0.f : fabsf(x));
+          const bool ok = 8 * j + e >= c_lo && 8 * j + e < c_hi;
+          am = fmaxf(am, ok ? fabsf(x) : 0.f);
+          x = ok ? x : -INFINITY;
         }
-      amax[rr][h] = am;
+      amax[h][rr] = am;
     }
+  }
 }
 
 // |h| of both halves of a packed pair (after __habs2) reaches the half type's infinity.
@@ -289,117 +313,95 @@ __device__ __forceinline__ bool PairHasInf(uint32_t u) {
   return (u & 0xFFFFu) >= kInf || (u >> 16) >= kInf;
 }
 
-// The row steps of a full tile (every score attended) by halves of 64 keys: S rounded to the half
-// type with the conversion unit (round-to-nearest-even; a score at or past the overflow threshold
-// becomes ±inf, which is how the overflow test reads it: the half's max |round(S)| reaches inf);
-// acc holds round(S) afterwards (a row whose half overflows: fp32 S), and m the rows' maxima of
-// x = acc + shift, taken as max(acc) + shift per half (fp32 addition is monotonic: the same value
-// as the maximum of the sums), the max of the rounded scores on the packed halves.
-template <typename T>
-__device__ __forceinline__ void FullTileSteps(float (&acc)[kSAcc], float (&m)[2], const float (&shift)[2][2]) {
+// The row steps of a tile: S rounded to the half type with the conversion unit
+// (round-to-nearest-even; a score at or past the overflow threshold becomes ±inf, which is how
+// the overflow test reads it: a (row, 64-key half)'s max |round(S)| reaches inf);
+// acc holds round(S) afterwards (a row whose half overflows: fp32 S there), and m the rows'
+// maxima of x = acc + shift, taken as max(acc) + shift per half (fp32 addition is monotonic: the
+// same value as the maximum of the sums), the max of the rounded scores on the packed halves.
+// One warp vote per tile (fp16; bf16: per 64-key half, which keeps the D = 128 kernel from
+// spilling), so that the common path (nothing overflows) is one straight-line block the
+// compiler can interleave across both halves.
+// kMasked (a partial tile, after MaskAbsMax): the overflow test reads the attended max |S| of
+// each (half, row) from fp32_amax instead (a masked key's -inf is not an overflow).
+template <typename T, bool kMasked>
+__device__ __forceinline__ void TileSteps(float (&acc)[kSAcc], float (&m)[2], const float (&shift)[2][2],
+                                          const float (&fp32_amax)[2][2]) {
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
-  m[0] = m[1] = -INFINITY;
+  constexpr int kVoteHalves = std::is_same<T, __half>::value ? 2 : 1;  // 64-key halves per warp vote
+  float hmax[2][2];  // per (half, rr): the max of round(S)
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    uint32_t pk[2][8];
-    float hmax[2];
+  for (int h0 = 0; h0 < 2; h0 += kVoteHalves) {
+    uint32_t pk[kVoteHalves][2][8];  // round(S) packed, [half - h0][rr][jj]: row g + 8rr, columns 8(8h + jj) + 2tq, +1
+    uint32_t amax[kVoteHalves][2];   // per (half, rr): the pairwise max |round(S)|
     bool inf = false;
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      T2 am = Tr::Pack(0.f, 0.f), sm = am;
-#pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        const int j = 8 * h + jj;
-        const T2 r2 = Tr::Pack(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
-        pk[rr][jj] = AsU32(r2);
-        am = __hmax2(am, __habs2(r2));
-        sm = jj == 0 ? r2 : __hmax2(sm, r2);
-      }
-      inf |= PairHasInf<T>(AsU32(am));
-      const float2 sf = Tr::Unpack(sm);
-      hmax[rr] = fmaxf(sf.x, sf.y);
-    }
-    bool ovf[2] = {false, false};
-    const bool any = __any_sync(0xffffffffu, inf);
-    if (any) {  // rare: which rows overflow, quad-reduced (the row's 64 keys span the quad)
+    for (int hh = 0; hh < kVoteHalves; ++hh)
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
-        T2 am = Tr::Pack(0.f, 0.f);
-#pragma unroll
-        for (int jj = 0; jj < 8; ++jj) am = __hmax2(am, __habs2(*reinterpret_cast<const T2*>(&pk[rr][jj])));
-        ovf[rr] = QuadRowOr(PairHasInf<T>(AsU32(am)) ? 1 : 0) != 0;
-      }
-    }
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      if (!any) {
+        const int h = h0 + hh;
+        T2 am = Tr::Pack(0.f, 0.f), sm = am;
 #pragma unroll
         for (int jj = 0; jj < 8; ++jj) {
           const int j = 8 * h + jj;
-          const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
-          acc[4 * j + 2 * rr] = r.x;
-          acc[4 * j + 2 * rr + 1] = r.y;
+          const T2 r2 = Tr::Pack(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]);
+          pk[hh][rr][jj] = AsU32(r2);
+          am = __hmax2(am, __habs2(r2));
+          sm = jj == 0 ? r2 : __hmax2(sm, r2);
         }
-      } else {
-        float fm = -INFINITY;  // an overflowing row: the max of its fp32 scores
-#pragma unroll
-        for (int jj = 0; jj < 8; ++jj) {
-          const int j = 8 * h + jj;
-          const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[rr][jj]));
-          acc[4 * j + 2 * rr] = ovf[rr] ? acc[4 * j + 2 * rr] : r.x;
-          acc[4 * j + 2 * rr + 1] = ovf[rr] ? acc[4 * j + 2 * rr + 1] : r.y;
-          fm = fmaxf(fm, fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
-        }
-        if (ovf[rr]) hmax[rr] = fm;
+        amax[hh][rr] = kMasked ? (fp32_amax[h][rr] >= OverflowThreshold<T>() ? 0xFFFFFFFFu : 0u) : AsU32(am);
+        inf |= PairHasInf<T>(amax[hh][rr]);
+        const float2 sf = Tr::Unpack(sm);
+        hmax[h][rr] = fmaxf(sf.x, sf.y);
       }
-      m[rr] = fmaxf(m[rr], hmax[rr] + shift[h][rr]);
+    if (__any_sync(0xffffffffu, inf)) {  // rare: which rows' halves overflow, quad-reduced
+#pragma unroll
+      for (int hh = 0; hh < kVoteHalves; ++hh)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          const int h = h0 + hh;
+          const bool ovf = QuadRowOr(PairHasInf<T>(amax[hh][rr]) ? 1 : 0) != 0;
+          float fm = -INFINITY;  // an overflowing row: the max of its fp32 scores
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj) {
+            const int j = 8 * h + jj;
+            const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[hh][rr][jj]));
+            acc[4 * j + 2 * rr] = ovf ? acc[4 * j + 2 * rr] : r.x;
+            acc[4 * j + 2 * rr + 1] = ovf ? acc[4 * j + 2 * rr + 1] : r.y;
+            fm = fmaxf(fm, fmaxf(acc[4 * j + 2 * rr], acc[4 * j + 2 * rr + 1]));
+          }
+          if (ovf) hmax[h][rr] = fm;
+        }
+    } else {
+#pragma unroll
+      for (int hh = 0; hh < kVoteHalves; ++hh)
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr)
+#pragma unroll
+          for (int jj = 0; jj < 8; ++jj) {
+            const int j = 8 * (h0 + hh) + jj;
+            const float2 r = Tr::Unpack(*reinterpret_cast<const T2*>(&pk[hh][rr][jj]));
+            acc[4 * j + 2 * rr] = r.x;
+            acc[4 * j + 2 * rr + 1] = r.y;
+          }
     }
   }
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) m[rr] = fmaxf(fmaxf(-INFINITY, hmax[0][rr] + shift[0][rr]), hmax[1][rr] + shift[1][rr]);
 }
 
-// Overflow fallback per (row, 64-key half) and rounding to the half type: acc holds round(S)
-// afterwards (fp32 S in a half that overflows, -inf where not attended), and mx the rows' tile
-// maxima of x = acc + shift (quad-reduced). Full tiles: FullTileSteps; partial tiles (the mask's
-// edge): per-score tests.
+// The row steps of tile t: full tiles (every score attended) straight to TileSteps, partial
+// ones (the mask's edge) masked first.
 template <typename T>
 __device__ __forceinline__ void RowSteps(float (&acc)[kSAcc], float (&mx)[2], const float (&shift)[2][2], bool full,
                                          int t, int valid, const Geometry& geo, const int (&row_pos)[2], int tq) {
-  const float NEG_INF = -INFINITY;
+  float amax[2][2] = {};  // partial tiles: the attended max |S| (MaskAbsMax)
   if (full) {
-    FullTileSteps<T>(acc, mx, shift);
+    TileSteps<T, false>(acc, mx, shift, amax);
   } else {
-    float amax[2][2];
     MaskAbsMax(acc, amax, t, valid, geo, row_pos, tq);
-    const float thr = OverflowThreshold<T>();
-    bool any = false;
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) any |= amax[rr][0] >= thr || amax[rr][1] >= thr;
-    any = __any_sync(0xffffffffu, any);
-    bool ovf[2][2] = {{false, false}, {false, false}};
-    if (any) {  // rare: per-row decision, quad-reduced
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          ovf[rr][h] = QuadRowMax(amax[rr][h]) >= thr;
-        }
-    }
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      float m = NEG_INF;
-#pragma unroll
-      for (int j = 0; j < kNT; ++j) {
-        const int h = j / 8;
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = acc[4 * j + 2 * rr + e];
-          x = x == NEG_INF ? NEG_INF : (ovf[rr][h] ? x : RoundScore<T>(x));
-          m = fmaxf(m, x + shift[h][rr]);
-        }
-      }
-      mx[rr] = m;
-    }
+    TileSteps<T, true>(acc, mx, shift, amax);
   }
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) mx[rr] = QuadRowMax(mx[rr]);
