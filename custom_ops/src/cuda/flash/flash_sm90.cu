@@ -624,10 +624,12 @@ __device__ __forceinline__ void ConsumeTile(const FwdParams& p, const TileRange&
   Softmax<D, T>(st.pf, acc, shift, mx, st.m_run, st.o);
 }
 
-// Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63.
-template <int D, typename T, bool kHalfAcc>
-__device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg, uint8_t* base, const Bars& bars,
-                                        int cw) {
+// Consumer warpgroup cw (0 or 1): CTA rows 64·cw .. 64·cw + 63. cw is a template parameter so
+// that the compiler knows the warpgroup's descriptors are uniform: from threadIdx, its Q
+// descriptor was formed per k-step in vector registers and moved to uniform ones (six
+// instructions per S MMA).
+template <int D, typename T, bool kHalfAcc, int cw>
+__device__ __forceinline__ void Consume(const FwdParams& p, const TileRange& rg, uint8_t* base, const Bars& bars) {
   using Plan = SmemPlan<D>;
   using Tr = HalfTraits<T>;
   using T2 = typename Tr::T2;
@@ -744,7 +746,8 @@ __global__ void __launch_bounds__(kThreads, 1) FlashFwdSm90Kernel(const __grid_c
     Produce<D, T>(p, rg, base, bars);
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-    Consume<D, T, kHalfAcc>(p, rg, base, bars, wg - 1);
+    if (wg == 1) Consume<D, T, kHalfAcc, 0>(p, rg, base, bars);
+    else Consume<D, T, kHalfAcc, 1>(p, rg, base, bars);
   }
 }
 
