@@ -12,7 +12,8 @@ Variants (fp16, batch 1, every input and output bound on the GPU through io_bind
 Cases: H32/D128 and H12/D64 at S = 1k/4k/16k, causal and not; decode (1 query over 4k and 32k
 keys, 32 query heads with 32 or 8 key/value heads). Each run is timed on its own (ORT syncs at
 the end of a run); reported are the median, min and max of --reps runs after warm-up, and
-TFLOP/s = 4·H·Sq·Skv·D / t (half of it for causal prefill).
+TFLOP/s = 4·H·Sq·Skv·D / t (half of it for causal prefill). Each result's ``extra.gpu_after``
+holds nvidia-smi's SM clock, board power and clock-throttle reasons right after its runs.
 """
 
 from __future__ import annotations
@@ -257,6 +258,9 @@ def bench_case(c: Case, variants, reps: int, warmup: int, max_matrix_gb: float) 
             )
             print(f"{c.name:40s} {variant:8s} error: {str(e).splitlines()[0][:120]}", flush=True)
             continue
+        state = gpu_state()
+        if state is not None:
+            extra["gpu_after"] = state
         med = statistics.median(times)
         r = Result(
             c.name,
@@ -269,12 +273,48 @@ def bench_case(c: Case, variants, reps: int, warmup: int, max_matrix_gb: float) 
             extra,
         )
         results.append(r)
+        clock = f"  SM {state['clocks.sm']} MHz" if state else ""
         print(
             f"{c.name:40s} {variant:8s} {r.median_ms:9.3f} ms  [{r.min_ms:.3f}, {r.max_ms:.3f}]"
-            f"  {r.tflops:7.1f} TFLOP/s",
+            f"  {r.tflops:7.1f} TFLOP/s{clock}",
             flush=True,
         )
     return results
+
+
+# What nvidia-smi says about the GPU right after a variant's timed runs: the SM clock (MHz), the
+# board power (W) and the active clock-throttle reasons (a bit mask; 0x4 is the software power
+# cap). The same kernel has measured different times in different runs; this says whether the
+# clock moved. None where nvidia-smi is missing. (Newer drivers call the reasons
+# clocks_event_reasons; the older name is tried first, then the state without it.)
+GPU_QUERIES = (
+    "clocks.sm,power.draw,clocks_throttle_reasons.active",
+    "clocks.sm,power.draw,clocks_event_reasons.active",
+    "clocks.sm,power.draw",
+)
+
+
+def gpu_state() -> dict | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    for query in GPU_QUERIES:
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "-i", "0", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        fields = [f.strip() for f in out.strip().split(",")]
+        if len(fields) == len(query.split(",")):
+            return dict(zip(query.split(","), fields, strict=True))
+    return None
 
 
 def build_cases(args) -> list[Case]:
