@@ -8,7 +8,10 @@
 #
 # scripts/device/build_selftest.sh builds the binaries here, named after their commits.
 #
-# About 30 s per binary. Logs in $OUT/selftest_ab.tgz. The check logs print the errors per case:
+# BENCH="bench bench_normal" times the shapes on both inputs (default: bench, uniform(-1, 1);
+# bench_normal: standard normal, bench_cuda.py's data), one ratio table per mode.
+#
+# About 30 s per binary and mode. Logs in $OUT/selftest_ab.tgz. The check logs print the errors per case:
 # `diff` two of them to see whether a change moved any bits.
 set -u
 [ $# -ge 1 ] || { echo "usage: selftest_ab.sh BIN.xz [BIN.xz ...] (first: the baseline)" >&2; exit 2; }
@@ -22,7 +25,9 @@ for xz in "$@"; do
   bin=$O/$name; xz -dc "$xz" > "$bin" && chmod +x "$bin"
   timeout 120 "$bin" check > "$O/$name.check.txt" 2>&1
   echo "$name: check rc=$? $(grep -c ' ok ' "$O/$name.check.txt") ok, $(grep failures "$O/$name.check.txt")"
-  timeout 120 "$bin" bench > "$O/$name.bench.txt" 2>&1 || echo "$name: bench rc=$?"
+  for mode in ${BENCH:-bench}; do
+    timeout 180 "$bin" "$mode" > "$O/$name.$mode.txt" 2>&1 || echo "$name: $mode rc=$?"
+  done
 done
 base=${names[0]}
 for name in "${names[@]:1}"; do
@@ -30,6 +35,8 @@ for name in "${names[@]:1}"; do
     && echo "$name: check output identical to $base's" || echo "$name: check output differs from $base's"
 done
 # bench lines: "<case> ... <t> us ..."; the case is the text before " split="
+for mode in ${BENCH:-bench}; do
+echo "== $mode"
 awk -v names="${names[*]}" '
   FNR == 1 { f++ }
   / us / { c = $0; sub(/ +split=.*/, "", c); for (i = 1; i <= NF; i++) if ($i == "us") t = $(i - 1); T[f, c] = t; if (f == 1) order[++n] = c }
@@ -38,6 +45,7 @@ awk -v names="${names[*]}" '
     for (j = 2; j <= f; j++) printf " %16s", nm[j]; printf "\n"
     for (k = 1; k <= n; k++) { c = order[k]; printf "%-48s %12s", c, T[1, c]
       for (j = 2; j <= f; j++) printf " %16s", (T[j, c] > 0 ? sprintf("%.3f", T[1, c] / T[j, c]) : "-"); printf "\n" }
-  }' $(for n in "${names[@]}"; do echo "$O/$n.bench.txt"; done) | tee "$O/ratios.txt"
+  }' $(for n in "${names[@]}"; do echo "$O/$n.$mode.txt"; done) | tee "$O/ratios.$mode.txt"
+done
 rm -f "${names[@]/#/$O/}"
 tar -C /tmp -czf "$OUT/selftest_ab.tgz" selftest_ab

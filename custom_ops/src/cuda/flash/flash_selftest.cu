@@ -6,9 +6,10 @@
 //   nvcc -std=c++17 -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 //        -Xcompiler -fopenmp custom_ops/src/cuda/flash/flash_selftest.cu
 //        custom_ops/src/cuda/flash/flash_fwd.cu -o flash_selftest
-// Run:  ./flash_selftest [check|paper|bench|quick|mask|bench_mask]...   (default: check paper bench)
+// Run:  ./flash_selftest [check|paper|bench|bench_normal|quick|mask|bench_mask]...   (default: check paper bench)
 //   check: every case (masks and softcap included); quick: a few of each; mask: the mask and
-//   softcap cases alone; bench_mask: the time of masks and softcap against the same shapes without.
+//   softcap cases alone; bench_mask: the time of masks and softcap against the same shapes without;
+//   bench_normal: bench's shapes on standard-normal inputs; bench_scan: one shape over key lengths.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -1109,8 +1110,12 @@ double TimeShape(const Case& c, Run& r, int warmup, int reps) {
   return TimeRunFlash(r, dv, warmup, reps);
 }
 
-void Bench() {
-  std::printf("== timing (B=1 fp16, cudaEvents, median of 50 after 5 warm-up; TFLOP/s = 4*H*Sq*Skv*D/t, half for causal)\n");
+// normal: standard-normal inputs (bench_cuda.py's data) instead of the cheap uniform(-1, 1) ones.
+// The kernel's time depends on the data: the O rescale is skipped when no row's max moved, and
+// the tensor cores' power (so the clock) grows with the operands' bit activity.
+void Bench(bool normal) {
+  std::printf("== timing (B=1 fp16, %s inputs, cudaEvents, median of 50 after 5 warm-up; TFLOP/s = 4*H*Sq*Skv*D/t, half for causal)\n",
+              normal ? "normal(0, 1)" : "uniform(-1, 1)");
   struct B {
     int H, Hkv, Sq, Skv, D;
     bool causal;
@@ -1130,7 +1135,7 @@ void Bench() {
     c.Skv = x.Skv;
     c.D = x.D;
     c.causal = x.causal;
-    c.fast_fill = true;
+    c.fast_fill = !normal;
     Run r;
     const double ms = TimeShape(c, r, 5, 50);
     if (ms < 0) return;
@@ -1140,6 +1145,26 @@ void Bench() {
     std::printf("H%d/%d D%d Sq %5d Skv %5d %-7s split=%-2d %8.1f us  %6.1f TFLOP/s  (K+V %.0f GB/s) %s\n", x.H,
                 x.Hkv, x.D, x.Sq, x.Skv, x.causal ? "causal" : "", pasa::cuda::FlashNumSplits(r.p), ms * 1e3,
                 flop / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9, pasa::cuda::FlashKernelName(r.p));
+  }
+}
+
+// The fixed cost of a CTA: H32/D128, 4096 queries (8 waves of CTAs on 132 SMs) over 512 .. 8192
+// keys, standard-normal inputs; t = a + b·Skv, and a / waves is what each CTA costs besides its
+// tiles (launch, Q load, the pipeline's fill and drain, the epilogue).
+void BenchScan() {
+  std::printf("== key-length scan (H32/D128, Sq 4096, fp16 normal(0, 1) inputs, median of 30 after 5 warm-up)\n");
+  for (int skv : {512, 1024, 2048, 4096, 8192}) {
+    Case c;
+    c.Hq = c.Hkv = 32;
+    c.D = 128;
+    c.Sq = 4096;
+    c.Skv = skv;
+    Run r;
+    const double ms = TimeShape(c, r, 5, 30);
+    if (ms < 0) return;
+    std::printf("H32/32 D128 Sq  4096 Skv %5d scan    split=%-2d %8.1f us  %6.1f TFLOP/s %s\n", skv,
+                pasa::cuda::FlashNumSplits(r.p), ms * 1e3, 4.0 * 32 * 4096.0 * skv * 128 / (ms * 1e-3) / 1e12,
+                pasa::cuda::FlashKernelName(r.p));
   }
 }
 
@@ -1268,7 +1293,9 @@ int main(int argc, char** argv) {
     else if (m == "mask") MaskSuite(false);
     else if (m == "bench_mask") BenchMask();
     else if (m == "paper") PaperGrid();
-    else if (m == "bench") Bench();
+    else if (m == "bench") Bench(false);
+    else if (m == "bench_normal") Bench(true);
+    else if (m == "bench_scan") BenchScan();
     else if (m == "bench_decode") BenchDecode();
     else if (m == "prof") Prof();
   }
