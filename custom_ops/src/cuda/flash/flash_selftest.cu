@@ -1115,9 +1115,10 @@ double TimeShape(const Case& c, Run& r, int warmup, int reps) {
   return TimeRunFlash(r, dv, warmup, reps);
 }
 
-// normal: standard-normal inputs (bench_cuda.py's data) instead of the cheap uniform(-1, 1) ones.
-// The kernel's time depends on the data: the O rescale is skipped when no row's max moved, and
-// the tensor cores' power (so the clock) grows with the operands' bit activity.
+// normal: standard-normal inputs (bench_cuda.py's data) instead of the cheap uniform(-1, 1) ones,
+// for the data's share of a time (the O rescale is skipped when no row's max moved; the tensor
+// cores' power grows with the operands' bit activity). H200, 2026-12-03: within 1 % at H32/D128
+// S >= 4k (docs/benchmarks-cuda.md, twelfth session).
 void Bench(bool normal) {
   std::printf("== timing (B=1 fp16, %s inputs, cudaEvents, median of 50 after 5 warm-up; TFLOP/s = 4*H*Sq*Skv*D/t, half for causal)\n",
               normal ? "normal(0, 1)" : "uniform(-1, 1)");
