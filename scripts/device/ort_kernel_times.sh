@@ -13,7 +13,7 @@ T=/tmp/tools
 [ -d /tmp/pkg ] || { mkdir -p /tmp/pkgx && tar -C /tmp/pkgx -xJf $T/pkg.tar.xz && mv /tmp/pkgx/pkg /tmp/pkg; }
 export PYTHONPATH=/tmp/ort-gpu PASA_ONNX_LIBRARY=/tmp/pkg/pasa_onnx/lib/libpasa_onnx_ops.so
 O=/tmp/ort_kernel_times; rm -rf $O; mkdir -p $O
-B="python3 benchmarks/bench_cuda.py --seq $seq --decode"
+B="python3 benchmarks/bench_cuda.py --seq $seq --decode"  # --decode with no lengths: no decode cases
 timeout 200 $B --variants pasa unfused attn23 mha --reps 30 --json $O/bench.json > $O/bench.txt 2>&1
 echo "bench rc=$?"; cat $O/bench.txt
 timeout 300 ncu --clock-control none --metrics gpu__time_duration.sum $B --variants pasa unfused --reps 3 --warmup 1 \

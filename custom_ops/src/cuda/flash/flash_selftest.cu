@@ -6,7 +6,7 @@
 //   nvcc -std=c++17 -O3 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 //        -Xcompiler -fopenmp custom_ops/src/cuda/flash/flash_selftest.cu
 //        custom_ops/src/cuda/flash/flash_fwd.cu -o flash_selftest
-// Run:  ./flash_selftest [check|paper|bench|bench_normal|quick|mask|bench_mask]...   (default: check paper bench)
+// Run:  ./flash_selftest [check|paper|bench|bench_normal|bench_scan|quick|mask|bench_mask]...   (default: check paper bench)
 //   check: every case (masks and softcap included); quick: a few of each; mask: the mask and
 //   softcap cases alone; bench_mask: the time of masks and softcap against the same shapes without;
 //   bench_normal: bench's shapes on standard-normal inputs; bench_scan: one shape over key lengths.
@@ -1020,11 +1020,12 @@ void CheckSuite(bool quick) {
     c.name = "O1: K=3e4+noise alpha=1-2^-8"; c.alpha = 0.99609375f; add(c);
     c = Case{}; c.name = "overflow fallback: amp 300 fp16 D128"; c.amp = 300.f; c.Hq = c.Hkv = 2; c.Sq = c.Skv = 300; add(c);
     c = Case{}; c.name = "long 8192 keys |V|~10 mean 10"; c.mean = 10.f; c.amp = 1.f; c.Hq = c.Hkv = 1; c.Sq = 64; c.Skv = 8192; add(c);
-    // More work items (query tiles x units x batch) than the H200's 132 SMs, no causality or
-    // mask: the sm90 kernel's persistent CTAs run several items each (items of no keys among them)
-    c = Case{}; c.name = "persistent B3 GQA 24/8 S500 nonpad [500,257,0] poison D128"; c.B = 3; c.Hq = 24; c.Hkv = 8; c.Sq = c.Skv = 500; c.nonpad = {500, 257, 0}; c.poison = true; add(c);
-    c = Case{}; c.name = "persistent bf16 D64 H40 S400/650"; c.bf = true; c.D = 64; c.Hq = c.Hkv = 40; c.Sq = 400; c.Skv = 650; add(c);
-    c = Case{}; c.name = "persistent B2 H16 S1100 3-D mean 30 fp16 D128"; c.B = 2; c.Hq = c.Hkv = 16; c.Sq = c.Skv = 1100; c.layout3d = true; c.dist = 2; c.mean = 30; c.amp = 20; add(c);
+    // More CTAs (query tiles x units x batch) than the H200's 132 SMs, no causality or mask,
+    // one with a batch of no keys (a grid of several waves; written for a persistent-CTA build
+    // of the sm90 kernel, docs/experiments/sm90_persistent.patch, which was not kept)
+    c = Case{}; c.name = "many CTAs B3 GQA 24/8 S500 nonpad [500,257,0] poison D128"; c.B = 3; c.Hq = 24; c.Hkv = 8; c.Sq = c.Skv = 500; c.nonpad = {500, 257, 0}; c.poison = true; add(c);
+    c = Case{}; c.name = "many CTAs bf16 D64 H40 S400/650"; c.bf = true; c.D = 64; c.Hq = c.Hkv = 40; c.Sq = 400; c.Skv = 650; add(c);
+    c = Case{}; c.name = "many CTAs B2 H16 S1100 3-D mean 30 fp16 D128"; c.B = 2; c.Hq = c.Hkv = 16; c.Sq = c.Skv = 1100; c.layout3d = true; c.dist = 2; c.mean = 30; c.amp = 20; add(c);
   }
   for (int ql : {1, 5, 16}) {
     Case c;
